@@ -1,0 +1,153 @@
+//! The Membership actor: the single authority on who is in the cluster.
+//!
+//! Owns the [`MemberTable`] and the list of subscribers. Handles
+//! [`ApplyNews`] (from Gossip), [`ListMembers`] (from HTTP) and
+//! [`Subscribe`] (from the node at start-up); publishes [`MembersChanged`]
+//! to every subscriber after any change. The rules of which news wins live in
+//! the pure `member` module; this actor only applies them. It must never do
+//! I/O: it hears of the network only through Gossip's messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler, Message, Recipient, Supervised};
+
+use super::contain_panic;
+use crate::member::{Member, MemberTable};
+use crate::metrics::SharedMetrics;
+
+pub struct Membership {
+    table: MemberTable,
+    subscribers: Vec<Recipient<MembersChanged>>,
+    metrics: SharedMetrics,
+}
+
+/// Members as gossip reported them, newest or not: the table keeps what wins.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ApplyNews {
+    pub news: Vec<Member>,
+}
+
+/// A snapshot of the table, for display.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<MemberStatus>")]
+pub struct ListMembers;
+
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub member: Member,
+    pub time_in_state: Duration,
+}
+
+/// Asks for [`MembersChanged`] after every change, starting with the current
+/// table right away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<MembersChanged>);
+
+/// Published by Membership to its subscribers: every member, this node
+/// included, sorted by id.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct MembersChanged {
+    pub members: Arc<[Member]>,
+}
+
+impl Membership {
+    pub fn new(local: Member, metrics: SharedMetrics) -> Self {
+        Membership {
+            table: MemberTable::new(local, Instant::now()),
+            subscribers: Vec::new(),
+            metrics,
+        }
+    }
+
+    fn publish(&self) {
+        let snapshot = MembersChanged {
+            members: self.table.members().into(),
+        };
+        for subscriber in &self.subscribers {
+            subscriber.do_send(snapshot.clone());
+        }
+    }
+}
+
+impl Actor for Membership {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Membership {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.actor_restarts_membership.inc();
+        tracing::warn!(members = self.table.len(), "membership actor restarting");
+    }
+}
+
+impl Handler<ApplyNews> for Membership {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyNews, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        let table = &mut self.table;
+        let changed = contain_panic("membership", ctx, || {
+            let mut changed = false;
+            for news in msg.news {
+                let (id, state) = (news.id, news.state);
+                if table.apply(news, now) {
+                    tracing::info!(member = %id, state = state.as_str(), "member changed");
+                    changed = true;
+                }
+            }
+            changed
+        });
+        if changed == Some(true) {
+            self.publish();
+        }
+    }
+}
+
+impl Handler<ListMembers> for Membership {
+    type Result = Vec<MemberStatus>;
+
+    fn handle(&mut self, _msg: ListMembers, _ctx: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let mut members: Vec<MemberStatus> = self
+            .table
+            .entries()
+            .map(|entry| MemberStatus {
+                member: entry.member.clone(),
+                time_in_state: entry.time_in_state(now),
+            })
+            .collect();
+        members.sort_by_key(|m| m.member.id);
+        members
+    }
+}
+
+impl Handler<Subscribe> for Membership {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        msg.0.do_send(MembersChanged {
+            members: self.table.members().into(),
+        });
+        self.subscribers.push(msg.0);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<super::fault::InjectFault> for Membership {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::fault::InjectFault, ctx: &mut Self::Context) {
+        use super::fault::Fault;
+        use actix::ActorContext;
+        match msg.0 {
+            Fault::Stop | Fault::SocketError => ctx.stop(),
+            Fault::Panic => {
+                contain_panic("membership", ctx, || panic!("injected panic"));
+            }
+        }
+    }
+}

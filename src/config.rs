@@ -1,0 +1,97 @@
+//! One node's configuration: every tunable with its default, built once by
+//! the binary (from flags and `DND_*` variables) or by tests, then passed
+//! down. Pure data; nothing here reads the environment or the disk.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the Store keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// The durable embedded engine (fjall), in the data directory.
+    Disk,
+    /// A concurrent hash map; gone when the process ends.
+    Memory,
+}
+
+/// When an acknowledged write reaches the disk itself.
+///
+/// Under both policies a write has been handed to the operating system before
+/// it is acknowledged, so it survives the node process being killed (even
+/// with `kill -9`). They differ only on a power loss or kernel crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fdatasync` before every acknowledgement: nothing acknowledged is ever
+    /// lost, at the price of one disk flush per write.
+    Always,
+    /// `fdatasync` in the background at this interval: a power loss loses at
+    /// most this much of the most recent writes on this replica.
+    Periodic(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The address this node binds and advertises for gossip and HTTP.
+    pub address: IpAddr,
+    /// UDP port for gossip; 0 picks a free one.
+    pub gossip_port: u16,
+    /// TCP port for the HTTP API; 0 picks a free one.
+    pub http_port: u16,
+    /// A member to join through; `None` starts a new cluster.
+    pub seed: Option<SocketAddr>,
+    /// Nodes of different clusters refuse each other's datagrams.
+    pub cluster_name: String,
+    /// Holds the node id and, for the disk engine, the data.
+    pub data_dir: PathBuf,
+    pub storage: StorageKind,
+    pub sync: SyncPolicy,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// The largest gossip datagram this node sends or accepts.
+    pub gossip_mtu: usize,
+    /// How often the Gossip actor probes a member.
+    pub gossip_interval: Duration,
+    /// How long an HTTP request waits for the Store before answering 503.
+    pub request_timeout: Duration,
+    /// actix-web worker threads; 0 means one per core.
+    pub http_workers: usize,
+}
+
+pub const DEFAULT_GOSSIP_PORT: u16 = 5000;
+pub const DEFAULT_HTTP_PORT: u16 = 6000;
+pub const DEFAULT_CLUSTER_NAME: &str = "dnd";
+pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_GOSSIP_MTU: usize = 1400;
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Config {
+    /// The data directory used when none is given: one folder per node under
+    /// the working directory, named by its gossip address so that several
+    /// local nodes never share one.
+    pub fn default_data_dir(address: IpAddr, gossip_port: u16) -> PathBuf {
+        PathBuf::from("dnd-data").join(format!("{address}-{gossip_port}"))
+    }
+
+    /// A configuration for tests and embedding: loopback, ports picked by the
+    /// OS, in-memory storage, one HTTP worker.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        Config {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            gossip_port: 0,
+            http_port: 0,
+            seed: None,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_string(),
+            data_dir,
+            storage: StorageKind::Memory,
+            sync: SyncPolicy::Periodic(DEFAULT_SYNC_INTERVAL),
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            gossip_mtu: DEFAULT_GOSSIP_MTU,
+            gossip_interval: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(5),
+            http_workers: 1,
+        }
+    }
+}

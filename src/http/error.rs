@@ -1,0 +1,63 @@
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::actors::store::StoreError;
+use crate::key::KeyError;
+
+/// Every way a request can fail, each with its status. The body is always
+/// `{"error": "<message>"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("key not found")]
+    NotFound,
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    BadKey(#[from] KeyError),
+    #[error("the value exceeds the limit of {limit} bytes")]
+    ValueTooLarge { limit: usize },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            StoreError::Storage(_) | StoreError::Restarting => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadKey(KeyError::TooLong { .. }) => StatusCode::URI_TOO_LONG,
+            ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
+        self.error_response()
+    }
+}

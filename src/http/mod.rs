@@ -1,0 +1,71 @@
+//! The public HTTP API (actix-web).
+//!
+//! Owns routing and the translation between HTTP and actor messages: one
+//! file per resource (`kv`, `cluster`, `node`), errors turned into statuses
+//! in one place (`error`). Handlers hold no state of their own and never
+//! touch storage or sockets; they send a message and shape the reply.
+
+mod cluster;
+mod error;
+mod kv;
+mod node;
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::web;
+
+pub use error::ApiError;
+
+use crate::actors::membership::Membership;
+use crate::actors::store::Store;
+use crate::metrics::SharedMetrics;
+use crate::node_id::NodeId;
+
+/// What every handler may use; cloned into each worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub node_id: NodeId,
+    pub store: Addr<Store>,
+    pub membership: Addr<Membership>,
+    pub metrics: SharedMetrics,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// How long a request waits for an actor before answering 503.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// Sends `msg` and waits at most the request timeout. A closed mailbox
+    /// or a late answer becomes a 503, so a restarting actor never hangs a
+    /// client.
+    pub(crate) async fn ask<A, M>(&self, actor: &Addr<A>, msg: M) -> Result<M::Result, ApiError>
+    where
+        A: actix::Actor + actix::Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        match tokio::time::timeout(self.request_timeout, actor.send(msg)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(actix::MailboxError::Closed)) => Err(ApiError::Unavailable(
+                "the actor serving this request is not running".into(),
+            )),
+            Ok(Err(actix::MailboxError::Timeout)) | Err(_) => Err(ApiError::Unavailable(
+                "the node did not answer in time".into(),
+            )),
+        }
+    }
+}
+
+/// Registers every route; `state` must be added as `web::Data` by the caller.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    kv::routes(cfg);
+    cluster::routes(cfg);
+    node::routes(cfg);
+}
+
+/// The answer for a path no route matches.
+pub async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}

@@ -1,0 +1,216 @@
+//! Starting and stopping one node: binds its ports, opens its storage,
+//! starts its actors under supervisors and serves HTTP.
+//!
+//! Owns the order of start-up, so that every failure a user can cause (a
+//! port in use, an unusable data directory) is reported before anything
+//! runs. Must be called inside an actix `System`.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+
+use actix::{Addr, Arbiter, Supervisor};
+use actix_web::{web, App, HttpServer};
+use thiserror::Error;
+
+use crate::actors::gossip::{Gossip, GossipSettings};
+use crate::actors::membership::{Membership, Subscribe};
+use crate::actors::store::Store;
+use crate::config::{Config, StorageKind};
+use crate::http::{self, AppState};
+use crate::member::{Member, MemberState};
+use crate::metrics::{Metrics, SharedMetrics};
+use crate::node_id::NodeId;
+use crate::storage::{self, StorageError};
+use crate::wire::Codec;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the gossip port (UDP) {addr}")]
+    GossipPort {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the HTTP port (TCP) {addr}")]
+    HttpPort {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open storage")]
+    Storage(#[from] StorageError),
+    #[error("cannot start the HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("the membership actor did not start")]
+    Actors,
+}
+
+/// A running node and the handles to stop it or look inside it.
+pub struct Node {
+    pub id: NodeId,
+    pub gossip_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub store: Addr<Store>,
+    pub gossip: Addr<Gossip>,
+    pub membership: Addr<Membership>,
+    pub metrics: SharedMetrics,
+    server: actix_web::dev::ServerHandle,
+    /// Membership and Gossip run here, the Store on its own arbiter, so that
+    /// stopping a node stops exactly its actors and closes its socket.
+    cluster_arbiter: Arbiter,
+    store_arbiter: Arbiter,
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Result<Node, StartError> {
+        let id = identity(&config)?;
+        let gossip_bind = SocketAddr::new(config.address, config.gossip_port);
+        let udp = UdpSocket::bind(gossip_bind).map_err(|source| StartError::GossipPort {
+            addr: gossip_bind,
+            source,
+        })?;
+        let gossip_addr = local_addr(&udp.local_addr(), gossip_bind)?;
+        let http_bind = SocketAddr::new(config.address, config.http_port);
+        let tcp = TcpListener::bind(http_bind).map_err(|source| StartError::HttpPort {
+            addr: http_bind,
+            source,
+        })?;
+        let http_addr = tcp.local_addr().map_err(|source| StartError::HttpPort {
+            addr: http_bind,
+            source,
+        })?;
+        let engine = storage::open(config.storage, &config.data_dir, config.sync)?;
+        let metrics: SharedMetrics = Arc::new(Metrics::default());
+
+        let local = Member {
+            id,
+            gossip_addr,
+            http_addr,
+            state: MemberState::Alive,
+            incarnation: 0,
+        };
+        let cluster_arbiter = Arbiter::new();
+        let store_arbiter = Arbiter::new();
+        let membership = {
+            let (local, metrics) = (local.clone(), metrics.clone());
+            Supervisor::start_in_arbiter(&cluster_arbiter.handle(), move |_| {
+                Membership::new(local, metrics)
+            })
+        };
+        let gossip = {
+            let settings = GossipSettings {
+                codec: Codec::new(config.cluster_name.clone(), config.gossip_mtu),
+                interval: config.gossip_interval,
+                seed: config.seed,
+            };
+            let (local, membership, metrics) = (local.clone(), membership.clone(), metrics.clone());
+            Supervisor::start_in_arbiter(&cluster_arbiter.handle(), move |_| {
+                Gossip::new(local, udp, settings, membership, metrics)
+            })
+        };
+        membership
+            .send(Subscribe(gossip.clone().recipient()))
+            .await
+            .map_err(|_| StartError::Actors)?;
+        let store = {
+            let metrics = metrics.clone();
+            Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
+                Store::new(engine, metrics)
+            })
+        };
+
+        let state = AppState {
+            node_id: id,
+            store: store.clone(),
+            membership: membership.clone(),
+            metrics: metrics.clone(),
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            request_timeout: config.request_timeout,
+        };
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(http::routes)
+                .default_service(web::to(http::no_route))
+        })
+        .disable_signals()
+        .shutdown_timeout(2);
+        if config.http_workers > 0 {
+            server = server.workers(config.http_workers);
+        }
+        let server = server.listen(tcp).map_err(StartError::Http)?.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+
+        tracing::info!(
+            node = %id,
+            gossip = %gossip_addr,
+            http = %http_addr,
+            storage = ?config.storage,
+            cluster = %config.cluster_name,
+            "node started"
+        );
+        Ok(Node {
+            id,
+            gossip_addr,
+            http_addr,
+            store,
+            gossip,
+            membership,
+            metrics,
+            server: handle,
+            cluster_arbiter,
+            store_arbiter,
+        })
+    }
+
+    /// Stops serving HTTP, then stops the actors and waits for storage to
+    /// close (the disk engine syncs on close).
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        drop((self.store, self.gossip, self.membership));
+        self.cluster_arbiter.stop();
+        self.store_arbiter.stop();
+        let (cluster, store) = (self.cluster_arbiter, self.store_arbiter);
+        let joined = actix_rt::task::spawn_blocking(move || {
+            let _ = cluster.join();
+            let _ = store.join();
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("node arbiters did not shut down cleanly");
+        }
+        tracing::info!(node = %self.id, "node stopped");
+    }
+}
+
+/// The node's id: kept in the data directory for the disk engine, so a
+/// restart is the same member; fresh for the memory engine, whose data does
+/// not outlive the process, so a restart is honestly a new member.
+fn identity(config: &Config) -> Result<NodeId, StartError> {
+    match config.storage {
+        StorageKind::Memory => Ok(NodeId::random()),
+        StorageKind::Disk => {
+            let data_dir_error = |source| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+            NodeId::load_or_create(&config.data_dir).map_err(data_dir_error)
+        }
+    }
+}
+
+fn local_addr(
+    bound: &std::io::Result<SocketAddr>,
+    requested: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    bound.as_ref().copied().map_err(|e| StartError::GossipPort {
+        addr: requested,
+        source: std::io::Error::new(e.kind(), e.to_string()),
+    })
+}

@@ -1,0 +1,46 @@
+use dashmap::DashMap;
+
+use super::{StorageEngine, StorageResult};
+
+/// Keys and values in a sharded concurrent map. Lost when the process ends.
+#[derive(Debug, Default)]
+pub struct MemoryEngine {
+    entries: DashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl StorageEngine for MemoryEngine {
+    fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        super::check_key(key)?;
+        Ok(self.entries.get(key).map(|v| v.value().clone()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()> {
+        super::check_key(key)?;
+        self.entries.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> StorageResult<()> {
+        super::check_key(key)?;
+        self.entries.remove(key);
+        Ok(())
+    }
+
+    fn approximate_len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_engine_keeps_the_contract() {
+        super::super::check_engine_contract(&MemoryEngine::default());
+    }
+}

@@ -1,0 +1,100 @@
+//! Storage engines: where a node keeps its replicas' bytes.
+//!
+//! Owns the [`StorageEngine`] trait and its two engines: [`MemoryEngine`]
+//! (tests, and nodes that need no durability) and [`DiskEngine`] (the default,
+//! on fjall). Engines store opaque bytes under opaque keys; they know nothing
+//! of records, versions, actors or the network, and must never block on
+//! anything but their own I/O.
+
+mod disk;
+mod memory;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+pub use disk::DiskEngine;
+pub use memory::MemoryEngine;
+
+use crate::config::{StorageKind, SyncPolicy};
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("storage engine failed: {0}")]
+    Engine(String),
+    #[error("storage keys must be 1 to {MAX_STORAGE_KEY_BYTES} bytes, got {0}")]
+    InvalidKey(usize),
+    #[error("data directory {path}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The longest key any engine accepts (fjall's limit). Client keys are far
+/// shorter; the slack is for prefixes the node adds to its own keys.
+pub const MAX_STORAGE_KEY_BYTES: usize = 65_536;
+
+/// Refuses keys that some engine cannot hold, so that all engines refuse the
+/// same keys, with an error rather than a panic.
+pub(crate) fn check_key(key: &[u8]) -> StorageResult<()> {
+    if key.is_empty() || key.len() > MAX_STORAGE_KEY_BYTES {
+        return Err(StorageError::InvalidKey(key.len()));
+    }
+    Ok(())
+}
+
+/// A durable or in-memory map from bytes to bytes.
+///
+/// Keys must be 1 to [`MAX_STORAGE_KEY_BYTES`] bytes; others are refused
+/// with [`StorageError::InvalidKey`]. `put` and `delete` return only once the change survives the process being
+/// killed; whether it also survives a power loss is the engine's sync policy.
+pub trait StorageEngine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
+    fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()>;
+    fn delete(&self, key: &[u8]) -> StorageResult<()>;
+    /// The number of keys; may be approximate for engines that cannot count
+    /// cheaply.
+    fn approximate_len(&self) -> u64;
+    /// A short name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// Opens the engine a node is configured with.
+pub fn open(
+    kind: StorageKind,
+    data_dir: &Path,
+    sync: SyncPolicy,
+) -> StorageResult<Arc<dyn StorageEngine>> {
+    Ok(match kind {
+        StorageKind::Memory => Arc::new(MemoryEngine::default()),
+        StorageKind::Disk => Arc::new(DiskEngine::open(&data_dir.join("fjall"), sync)?),
+    })
+}
+
+/// The behaviour every engine must share, run against each engine's tests.
+#[cfg(test)]
+pub(crate) fn check_engine_contract(engine: &dyn StorageEngine) {
+    assert_eq!(engine.get(b"missing").unwrap(), None);
+    engine.put(b"k", b"v1").unwrap();
+    assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    engine.put(b"k", b"v2").unwrap();
+    assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert!(matches!(
+        engine.put(b"", b"x"),
+        Err(StorageError::InvalidKey(0))
+    ));
+    assert!(engine.get(b"").is_err());
+    assert!(engine
+        .delete(&vec![b'k'; MAX_STORAGE_KEY_BYTES + 1])
+        .is_err());
+    engine.delete(b"k").unwrap();
+    assert_eq!(engine.get(b"k").unwrap(), None);
+    engine.delete(b"never-written").unwrap();
+    let big = vec![7u8; 1 << 20];
+    engine.put(b"big", &big).unwrap();
+    assert_eq!(engine.get(b"big").unwrap(), Some(big));
+}

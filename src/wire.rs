@@ -1,0 +1,281 @@
+//! Gossip datagrams: the envelope every datagram travels in, the messages it
+//! carries, and the codec that refuses what it cannot trust.
+//!
+//! Owns the byte format of the UDP protocol. Pure: it never touches a socket.
+//!
+//! Format choice: msgpack through rmp-serde's positional encoding (`to_vec`),
+//! structs as arrays. Field names would cost a third or more of a datagram
+//! that must fit one MTU. The price is that any change to a message's layout
+//! must raise [`PROTOCOL_VERSION`]; the envelope's first two fields (version,
+//! cluster name) are frozen forever so that every version can read at least
+//! enough of every other to refuse it cleanly. The body is a nested msgpack
+//! blob so that a datagram from a newer version is refused as "wrong version"
+//! rather than misread as garbage.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::member::Member;
+use crate::node_id::NodeId;
+
+/// Raised whenever the layout of [`Envelope`] past its first two fields, or
+/// of any [`GossipMessage`], changes.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest datagram this node reads at all; anything larger than the
+/// configured gossip MTU is already refused, this bounds the receive buffer.
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+/// The outer layer of every datagram.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    protocol: u16,
+    cluster: String,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+}
+
+/// What one datagram says, and who says it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    pub sender: NodeId,
+    pub message: GossipMessage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipMessage {
+    /// A node asks a member to let it in; `member` is how it wants to be known.
+    Join { member: Member },
+    /// The answer to a join: what the member knows of the cluster.
+    Welcome { members: Vec<Member> },
+    /// A liveness probe carrying membership news.
+    Ping { seq: u64, news: Vec<Member> },
+    /// The answer to a ping, carrying the answerer's news.
+    Ack { seq: u64, news: Vec<Member> },
+}
+
+impl GossipMessage {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GossipMessage::Join { .. } => "join",
+            GossipMessage::Welcome { .. } => "welcome",
+            GossipMessage::Ping { .. } => "ping",
+            GossipMessage::Ack { .. } => "ack",
+        }
+    }
+}
+
+/// Why a datagram was refused. Each reason is counted separately.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("datagram of {size} bytes exceeds the limit of {limit}")]
+    Oversized { size: usize, limit: usize },
+    #[error("datagram is not a dnd envelope")]
+    Malformed,
+    #[error("datagram speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
+    WrongVersion(u16),
+    #[error("datagram is from cluster {0:?}")]
+    WrongCluster(String),
+    #[error("datagram body does not decode")]
+    MalformedBody,
+}
+
+impl DecodeError {
+    /// A short, stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::Malformed | DecodeError::MalformedBody => "malformed",
+            DecodeError::WrongVersion(_) => "wrong_version",
+            DecodeError::WrongCluster(_) => "wrong_cluster",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("could not encode a gossip message: {0}")]
+pub struct EncodeError(#[from] rmp_serde::encode::Error);
+
+/// Encodes and decodes datagrams for one cluster.
+#[derive(Clone, Debug)]
+pub struct Codec {
+    cluster: String,
+    max_datagram_bytes: usize,
+}
+
+impl Codec {
+    pub fn new(cluster: impl Into<String>, max_datagram_bytes: usize) -> Self {
+        Codec {
+            cluster: cluster.into(),
+            max_datagram_bytes,
+        }
+    }
+
+    pub fn max_datagram_bytes(&self) -> usize {
+        self.max_datagram_bytes
+    }
+
+    pub fn encode(&self, datagram: &Datagram) -> Result<Vec<u8>, EncodeError> {
+        let envelope = Envelope {
+            protocol: PROTOCOL_VERSION,
+            cluster: self.cluster.clone(),
+            body: rmp_serde::to_vec(datagram)?,
+        };
+        Ok(rmp_serde::to_vec(&envelope)?)
+    }
+
+    /// Encodes `datagram`, and returns `None` when the result would not fit
+    /// the datagram limit.
+    pub fn encode_within_limit(&self, datagram: &Datagram) -> Result<Option<Vec<u8>>, EncodeError> {
+        let bytes = self.encode(datagram)?;
+        Ok((bytes.len() <= self.max_datagram_bytes).then_some(bytes))
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Datagram, DecodeError> {
+        if bytes.len() > self.max_datagram_bytes {
+            return Err(DecodeError::Oversized {
+                size: bytes.len(),
+                limit: self.max_datagram_bytes,
+            });
+        }
+        let envelope: Envelope =
+            rmp_serde::from_slice(bytes).map_err(|_| DecodeError::Malformed)?;
+        if envelope.protocol != PROTOCOL_VERSION {
+            return Err(DecodeError::WrongVersion(envelope.protocol));
+        }
+        if envelope.cluster != self.cluster {
+            return Err(DecodeError::WrongCluster(envelope.cluster));
+        }
+        rmp_serde::from_slice(&envelope.body).map_err(|_| DecodeError::MalformedBody)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberState;
+    use rand::{Rng, SeedableRng};
+
+    fn member(id: u64) -> Member {
+        Member {
+            id: NodeId::from_u64(id),
+            gossip_addr: "127.0.0.1:5000".parse().unwrap(),
+            http_addr: "[::1]:6000".parse().unwrap(),
+            state: MemberState::Alive,
+            incarnation: id,
+        }
+    }
+
+    fn ping(news: usize) -> Datagram {
+        Datagram {
+            sender: NodeId::from_u64(7),
+            message: GossipMessage::Ping {
+                seq: 42,
+                news: (0..news as u64).map(member).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let codec = Codec::new("dnd", 1400);
+        let messages = [
+            GossipMessage::Join { member: member(1) },
+            GossipMessage::Welcome {
+                members: vec![member(1), member(2)],
+            },
+            GossipMessage::Ping {
+                seq: 1,
+                news: vec![member(3)],
+            },
+            GossipMessage::Ack {
+                seq: u64::MAX,
+                news: vec![],
+            },
+        ];
+        for message in messages {
+            let datagram = Datagram {
+                sender: NodeId::from_u64(9),
+                message,
+            };
+            let bytes = codec.encode(&datagram).unwrap();
+            assert_eq!(codec.decode(&bytes).unwrap(), datagram);
+        }
+    }
+
+    #[test]
+    fn a_stranger_cluster_is_refused() {
+        let ours = Codec::new("dnd", 1400);
+        let theirs = Codec::new("other", 1400);
+        let bytes = theirs.encode(&ping(1)).unwrap();
+        assert_eq!(
+            ours.decode(&bytes),
+            Err(DecodeError::WrongCluster("other".into()))
+        );
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_before_its_body_is_read() {
+        let envelope = Envelope {
+            protocol: PROTOCOL_VERSION + 1,
+            cluster: "dnd".into(),
+            body: vec![0xc1, 0xc1],
+        };
+        let bytes = rmp_serde::to_vec(&envelope).unwrap();
+        assert_eq!(
+            Codec::new("dnd", 1400).decode(&bytes),
+            Err(DecodeError::WrongVersion(PROTOCOL_VERSION + 1))
+        );
+    }
+
+    #[test]
+    fn oversized_datagrams_are_refused_unread() {
+        let codec = Codec::new("dnd", 100);
+        let bytes = Codec::new("dnd", usize::MAX).encode(&ping(10)).unwrap();
+        assert!(bytes.len() > 100);
+        assert!(matches!(
+            codec.decode(&bytes),
+            Err(DecodeError::Oversized { .. })
+        ));
+        assert_eq!(codec.encode_within_limit(&ping(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_valid_envelope_with_a_garbage_body_is_malformed() {
+        let envelope = Envelope {
+            protocol: PROTOCOL_VERSION,
+            cluster: "dnd".into(),
+            body: vec![1, 2, 3],
+        };
+        let bytes = rmp_serde::to_vec(&envelope).unwrap();
+        assert_eq!(
+            Codec::new("dnd", 1400).decode(&bytes),
+            Err(DecodeError::MalformedBody)
+        );
+    }
+
+    #[test]
+    fn truncations_and_random_bytes_never_panic_and_never_decode_as_valid() {
+        let codec = Codec::new("dnd", 1400);
+        let bytes = codec.encode(&ping(3)).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                codec.decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..200);
+            let noise: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let _ = codec.decode(&noise);
+        }
+    }
+
+    #[test]
+    fn twenty_members_of_news_fit_a_1400_byte_datagram() {
+        let codec = Codec::new("a-cluster-name-of-moderate-length", 1400);
+        let bytes = codec.encode(&ping(20)).unwrap();
+        assert!(bytes.len() <= 1400, "{} bytes", bytes.len());
+    }
+}
