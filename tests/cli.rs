@@ -1,0 +1,299 @@
+//! The real `dnd` binary, as a user runs it.
+
+mod common;
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use common::{client, dnd_command, eventually, free_port, lists_alive, DndProcess};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+/// Waits for a process that should exit on its own; kills it and fails if
+/// it does not within the deadline.
+fn exit_within(mut child: Child, deadline: Duration) -> (ExitStatus, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status, stderr);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("dnd did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    exit_within(child, Duration::from_secs(10))
+}
+
+async fn node_id(process: &DndProcess) -> Option<String> {
+    let mut r = client().get(process.http("/health")).send().await.ok()?;
+    let body: Value = r.json().await.ok()?;
+    body["node_id"].as_str().map(str::to_string)
+}
+
+async fn wait_until_serving(process: &DndProcess) -> String {
+    eventually(Duration::from_secs(10), "the node to serve HTTP", || {
+        node_id(process)
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn start_then_join_list_each_other_within_three_seconds_on_default_timings() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = DndProcess::spawn(dirs.0.path(), &["start"]);
+    let first_id = wait_until_serving(&first).await;
+
+    let joined_at = Instant::now();
+    let second = DndProcess::spawn(dirs.1.path(), &["join", &first.gossip_addr()]);
+    let second_id = wait_until_serving(&second).await;
+    let ids = [first_id, second_id];
+    eventually(
+        Duration::from_secs(3),
+        "both processes to list each other",
+        || async {
+            (lists_alive(first.http_addr(), &ids).await
+                && lists_alive(second.http_addr(), &ids).await)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        joined_at.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        joined_at.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn every_acknowledged_write_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = DndProcess::spawn(dir.path(), &["start"]);
+    let id = wait_until_serving(&first).await;
+    let http = client();
+    let writes = (0..400).map(|i| {
+        let http = http.clone();
+        let path = first.http(&format!("/kv/key-{i}"));
+        async move {
+            let r = http.put(path).send_body(format!("value-{i}")).await.ok()?;
+            (r.status() == StatusCode::NO_CONTENT).then_some(i)
+        }
+    });
+    let acknowledged: Vec<usize> = join_all(writes).await.into_iter().flatten().collect();
+    assert_eq!(acknowledged.len(), 400, "every write was acknowledged");
+
+    let mut first = first;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let second = DndProcess::spawn(dir.path(), &["start"]);
+    assert_eq!(
+        wait_until_serving(&second).await,
+        id,
+        "same identity after the restart"
+    );
+    for i in acknowledged {
+        let mut r = http
+            .get(second.http(&format!("/kv/key-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "key-{i} lost");
+        assert_eq!(r.body().await.unwrap(), format!("value-{i}").as_bytes());
+    }
+}
+
+#[test]
+fn a_gossip_port_in_use_is_one_clear_line_and_a_failure_exit() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (status, stderr) = run_to_exit(dnd_command().args([
+        "start",
+        "--storage",
+        "memory",
+        "-q",
+        "--port",
+        &port.to_string(),
+        "--server-port",
+        &free_port().to_string(),
+    ]));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "dnd: cannot bind the gossip port (UDP) 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn an_http_port_in_use_is_one_clear_line_and_a_failure_exit() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (status, stderr) = run_to_exit(dnd_command().args([
+        "start",
+        "--storage",
+        "memory",
+        "-q",
+        "--server-port",
+        &port.to_string(),
+        "--port",
+        &free_port().to_string(),
+    ]));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "dnd: cannot bind the HTTP port (TCP) 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_is_one_clear_line_and_a_failure_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let (status, stderr) = run_to_exit(
+        dnd_command()
+            .args(["start", "-q", "--port", &free_port().to_string()])
+            .args(["--server-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(&file),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("dnd: cannot use data directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_corrupt_node_id_is_refused_rather_than_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("node_id"), "zzz").unwrap();
+    let (status, stderr) = run_to_exit(
+        dnd_command()
+            .args(["start", "-q", "--port", &free_port().to_string()])
+            .args(["--server-port", &free_port().to_string()])
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("does not hold a node id"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("node_id")).unwrap(),
+        "zzz"
+    );
+}
+
+#[test]
+fn bad_flags_and_peers_are_refused_clearly() {
+    let (status, stderr) = run_to_exit(dnd_command().args(["start", "--port", "banana"]));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("invalid value 'banana'"), "{stderr}");
+
+    let (status, stderr) = run_to_exit(dnd_command().args(["join"]));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("<PEER>"), "{stderr}");
+
+    let (status, stderr) = run_to_exit(dnd_command().args(["start", "--gossip-mtu", "100"]));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--gossip-mtu"), "{stderr}");
+
+    let (status, stderr) =
+        run_to_exit(dnd_command().args(["join", "no-port-here", "--storage", "memory"]));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot resolve peer \"no-port-here\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_lists_the_commands_and_flags() {
+    let output = dnd_command().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "start",
+        "join",
+        "--address",
+        "--port",
+        "--server-port",
+        "--data-dir",
+        "--storage",
+        "--cluster-name",
+        "--max-value-bytes",
+        "DND_SERVER_PORT",
+        "-v",
+        "-q",
+    ] {
+        assert!(help.contains(expected), "help lacks {expected}:\n{help}");
+    }
+}
+
+#[actix_rt::test]
+async fn flags_can_come_from_the_environment_and_sigterm_stops_cleanly() {
+    let (gossip_port, http_port) = (free_port(), free_port());
+    let child = dnd_command()
+        .arg("start")
+        .env("DND_PORT", gossip_port.to_string())
+        .env("DND_SERVER_PORT", http_port.to_string())
+        .env("DND_STORAGE", "memory")
+        .env("DND_CLUSTER_NAME", "from-env")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let process = DndProcess {
+        child,
+        gossip_port,
+        http_port,
+        data_dir: Default::default(),
+    };
+    wait_until_serving(&process).await;
+    let members = common::members_of(process.http_addr()).await.unwrap();
+    assert_eq!(
+        members[0]["gossip_addr"],
+        format!("127.0.0.1:{gossip_port}")
+    );
+
+    let pid = process.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut process = process;
+    let child = std::mem::replace(&mut process.child, Command::new("true").spawn().unwrap());
+    let (status, stderr) = exit_within(child, Duration::from_secs(10));
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}
