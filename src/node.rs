@@ -25,6 +25,8 @@ use crate::wire::Codec;
 
 #[derive(Debug, Error)]
 pub enum StartError {
+    #[error("address {0} cannot be advertised to other members; give the address they should reach this node at")]
+    UnspecifiedAddress(std::net::IpAddr),
     #[error("cannot use data directory {path}")]
     DataDir {
         path: String,
@@ -66,6 +68,11 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
+        // The bound address is also the advertised one, so a wildcard would
+        // tell peers to send to an address that reaches no one.
+        if config.address.is_unspecified() {
+            return Err(StartError::UnspecifiedAddress(config.address));
+        }
         let id = identity(&config)?;
         let gossip_bind = SocketAddr::new(config.address, config.gossip_port);
         let udp = UdpSocket::bind(gossip_bind).map_err(|source| StartError::GossipPort {

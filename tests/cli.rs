@@ -193,6 +193,18 @@ fn an_unusable_data_dir_is_one_clear_line_and_a_failure_exit() {
 }
 
 #[test]
+fn a_wildcard_address_is_refused_because_peers_could_not_reach_it() {
+    let (status, stderr) =
+        run_to_exit(dnd_command().args(["start", "--storage", "memory", "--address", "0.0.0.0"]));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("address 0.0.0.0 cannot be advertised"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_corrupt_node_id_is_refused_rather_than_replaced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("node_id"), "zzz").unwrap();
