@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::swim::SwimConfig;
+
 /// Where the Store keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageKind {
@@ -50,8 +52,10 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// The largest gossip datagram this node sends or accepts.
     pub gossip_mtu: usize,
-    /// How often the Gossip actor probes a member.
-    pub gossip_interval: Duration,
+    /// Timings and counts of the SWIM protocol.
+    pub swim: SwimConfig,
+    /// How long `join` keeps asking its seed before giving up.
+    pub join_timeout: Duration,
     /// How long an HTTP request waits for the Store before answering 503.
     pub request_timeout: Duration,
     /// actix-web worker threads; 0 means one per core.
@@ -75,7 +79,7 @@ impl Config {
     }
 
     /// A configuration for tests and embedding: loopback, ports picked by the
-    /// OS, in-memory storage, one HTTP worker.
+    /// OS, in-memory storage, one HTTP worker, a 200 ms protocol period.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         Config {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -89,7 +93,13 @@ impl Config {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             gossip_mtu: DEFAULT_GOSSIP_MTU,
-            gossip_interval: Duration::from_millis(200),
+            swim: SwimConfig {
+                protocol_period: Duration::from_millis(200),
+                probe_timeout: Duration::from_millis(100),
+                push_pull_interval: Duration::from_secs(5),
+                ..SwimConfig::default()
+            },
+            join_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             http_workers: 1,
         }

@@ -39,4 +39,5 @@ pub mod node;
 pub mod node_id;
 pub mod record;
 pub mod storage;
+pub mod swim;
 pub mod wire;

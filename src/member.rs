@@ -68,6 +68,24 @@ impl Member {
     }
 }
 
+/// News about a member as it travels in gossip. A suspicion names its
+/// accuser, so that independent confirmations can be told apart from the
+/// same accusation heard twice (Lifeguard's dynamic suspicion timeout).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rumor {
+    pub member: Member,
+    pub accuser: Option<NodeId>,
+}
+
+impl Rumor {
+    pub fn about(member: Member) -> Self {
+        Rumor {
+            member,
+            accuser: None,
+        }
+    }
+}
+
 /// A table entry: the member plus when this node last saw its state change.
 #[derive(Clone, Debug)]
 pub struct MemberEntry {
@@ -108,6 +126,18 @@ impl MemberTable {
 
     pub fn local(&self) -> &Member {
         &self.entries[&self.local_id].member
+    }
+
+    /// Replaces what the table says of the local node. Only the local node's
+    /// own protocol decides this (a new incarnation, a leave).
+    pub fn set_local(&mut self, local: Member, now: Instant) {
+        debug_assert_eq!(local.id, self.local_id);
+        if let Some(entry) = self.entries.get_mut(&self.local_id) {
+            if entry.member.state != local.state {
+                entry.state_since = now;
+            }
+            entry.member = local;
+        }
     }
 
     /// Applies one piece of news; returns whether the table changed.
@@ -153,6 +183,15 @@ impl MemberTable {
         let mut members: Vec<Member> = self.entries.values().map(|e| e.member.clone()).collect();
         members.sort_by_key(|m| m.id);
         members
+    }
+
+    /// Members, this node included, that are alive or suspected: those that
+    /// count as the cluster's size for timeouts and retransmissions.
+    pub fn live_count(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.member.state, MemberState::Alive | MemberState::Suspect))
+            .count()
     }
 
     pub fn len(&self) -> usize {

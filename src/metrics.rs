@@ -21,7 +21,21 @@ pub struct Metrics {
     pub gossip_dropped_malformed: Counter,
     pub gossip_dropped_wrong_version: Counter,
     pub gossip_dropped_wrong_cluster: Counter,
+    pub gossip_unexpected_replies: Counter,
+    pub gossip_oversized_not_sent: Counter,
+    pub gossip_datagram_max_bytes: Gauge,
     pub gossip_socket_restarts: Counter,
+    pub swim_probes: Counter,
+    pub swim_probes_without_direct_ack: Counter,
+    pub swim_probe_failures: Counter,
+    pub swim_indirect_probes: Counter,
+    pub swim_suspicions_raised: Counter,
+    pub swim_members_declared_dead: Counter,
+    pub swim_refutations: Counter,
+    pub swim_push_pulls: Counter,
+    pub swim_relays_refused: Counter,
+    pub swim_late_timers: Counter,
+    pub swim_local_health: Gauge,
     pub actor_restarts_store: Counter,
     pub actor_restarts_gossip: Counter,
     pub actor_restarts_membership: Counter,
@@ -51,6 +65,27 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down, or a running maximum.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn set_max(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter's name, help text, and its samples as (labels, value).
+type CounterFamily<'a> = (&'a str, &'a str, &'a [(&'a str, u64)]);
+
 impl Metrics {
     pub fn count_dropped(&self, reason: &DecodeError) {
         (match reason {
@@ -76,92 +111,69 @@ impl Metrics {
     }
 
     pub fn render_prometheus(&self) -> String {
-        let get = Counter::get;
+        let c = Counter::get;
+        let counters: &[CounterFamily] = &[
+            ("gossip_datagrams_received_total", "Gossip datagrams received, valid or not.", &[("", c(&self.gossip_datagrams_received))]),
+            ("gossip_bytes_received_total", "Bytes of gossip datagrams received.", &[("", c(&self.gossip_bytes_received))]),
+            ("gossip_datagrams_sent_total", "Gossip datagrams sent.", &[("", c(&self.gossip_datagrams_sent))]),
+            ("gossip_bytes_sent_total", "Bytes of gossip datagrams sent.", &[("", c(&self.gossip_bytes_sent))]),
+            ("gossip_send_failures_total", "Gossip datagrams the socket refused to send.", &[("", c(&self.gossip_send_failures))]),
+            ("gossip_datagrams_dropped_total", "Gossip datagrams refused, by reason.", &[
+                ("{reason=\"oversized\"}", c(&self.gossip_dropped_oversized)),
+                ("{reason=\"malformed\"}", c(&self.gossip_dropped_malformed)),
+                ("{reason=\"wrong_version\"}", c(&self.gossip_dropped_wrong_version)),
+                ("{reason=\"wrong_cluster\"}", c(&self.gossip_dropped_wrong_cluster)),
+            ]),
+            ("gossip_unexpected_replies_total", "Acks and nacks for no probe in flight (late, duplicated or forged).", &[("", c(&self.gossip_unexpected_replies))]),
+            ("gossip_oversized_not_sent_total", "Messages not sent because they exceeded the datagram limit.", &[("", c(&self.gossip_oversized_not_sent))]),
+            ("gossip_socket_restarts_total", "Times the gossip socket was bound again after an error.", &[("", c(&self.gossip_socket_restarts))]),
+            ("swim_probes_total", "Direct probes sent.", &[("", c(&self.swim_probes))]),
+            ("swim_probes_without_direct_ack_total", "Probes with no direct ack within the probe timeout: lost datagrams or slow members.", &[("", c(&self.swim_probes_without_direct_ack))]),
+            ("swim_probe_failures_total", "Probes with no ack at all by the end of the period.", &[("", c(&self.swim_probe_failures))]),
+            ("swim_indirect_probes_total", "Ping-req messages sent.", &[("", c(&self.swim_indirect_probes))]),
+            ("swim_suspicions_raised_total", "Members this node suspected.", &[("", c(&self.swim_suspicions_raised))]),
+            ("swim_members_declared_dead_total", "Suspicions that expired into deaths here.", &[("", c(&self.swim_members_declared_dead))]),
+            ("swim_refutations_total", "Rumors about this node it refuted with a new incarnation.", &[("", c(&self.swim_refutations))]),
+            ("swim_push_pulls_total", "Full-state exchanges started.", &[("", c(&self.swim_push_pulls))]),
+            ("swim_relays_refused_total", "Indirect probes refused because too many were in flight.", &[("", c(&self.swim_relays_refused))]),
+            ("swim_late_timers_total", "Protocol periods that started late enough to hint this node is slow.", &[("", c(&self.swim_late_timers))]),
+            ("actor_restarts_total", "Actor restarts by their supervisor.", &[
+                ("{actor=\"store\"}", c(&self.actor_restarts_store)),
+                ("{actor=\"gossip\"}", c(&self.actor_restarts_gossip)),
+                ("{actor=\"membership\"}", c(&self.actor_restarts_membership)),
+            ]),
+            ("kv_requests_total", "Key-value requests handled by the Store, by operation.", &[
+                ("{op=\"get\"}", c(&self.kv_gets)),
+                ("{op=\"put\"}", c(&self.kv_puts)),
+                ("{op=\"delete\"}", c(&self.kv_deletes)),
+            ]),
+            ("kv_storage_errors_total", "Storage engine errors seen by the Store.", &[("", c(&self.kv_storage_errors))]),
+        ];
+        let gauges: &[(&str, &str, u64)] = &[
+            (
+                "gossip_datagram_max_bytes",
+                "Largest gossip datagram sent.",
+                self.gossip_datagram_max_bytes.get(),
+            ),
+            (
+                "swim_local_health",
+                "Local health score: 0 is healthy; timeouts stretch by score + 1.",
+                self.swim_local_health.get(),
+            ),
+        ];
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+        for (name, help, samples) in counters {
             let _ = writeln!(out, "# HELP dnd_{name} {help}\n# TYPE dnd_{name} counter");
-            for (labels, value) in samples {
+            for (labels, value) in samples.iter() {
                 let _ = writeln!(out, "dnd_{name}{labels} {value}");
             }
-        };
-        counter(
-            "gossip_datagrams_received_total",
-            "Gossip datagrams received, valid or not.",
-            &[("", get(&self.gossip_datagrams_received))],
-        );
-        counter(
-            "gossip_bytes_received_total",
-            "Bytes of gossip datagrams received.",
-            &[("", get(&self.gossip_bytes_received))],
-        );
-        counter(
-            "gossip_datagrams_sent_total",
-            "Gossip datagrams sent.",
-            &[("", get(&self.gossip_datagrams_sent))],
-        );
-        counter(
-            "gossip_bytes_sent_total",
-            "Bytes of gossip datagrams sent.",
-            &[("", get(&self.gossip_bytes_sent))],
-        );
-        counter(
-            "gossip_send_failures_total",
-            "Gossip datagrams the socket refused to send.",
-            &[("", get(&self.gossip_send_failures))],
-        );
-        counter(
-            "gossip_datagrams_dropped_total",
-            "Gossip datagrams refused, by reason.",
-            &[
-                (
-                    "{reason=\"oversized\"}",
-                    get(&self.gossip_dropped_oversized),
-                ),
-                (
-                    "{reason=\"malformed\"}",
-                    get(&self.gossip_dropped_malformed),
-                ),
-                (
-                    "{reason=\"wrong_version\"}",
-                    get(&self.gossip_dropped_wrong_version),
-                ),
-                (
-                    "{reason=\"wrong_cluster\"}",
-                    get(&self.gossip_dropped_wrong_cluster),
-                ),
-            ],
-        );
-        counter(
-            "gossip_socket_restarts_total",
-            "Times the gossip socket was bound again after an error.",
-            &[("", get(&self.gossip_socket_restarts))],
-        );
-        counter(
-            "actor_restarts_total",
-            "Actor restarts by their supervisor.",
-            &[
-                ("{actor=\"store\"}", get(&self.actor_restarts_store)),
-                ("{actor=\"gossip\"}", get(&self.actor_restarts_gossip)),
-                (
-                    "{actor=\"membership\"}",
-                    get(&self.actor_restarts_membership),
-                ),
-            ],
-        );
-        counter(
-            "kv_requests_total",
-            "Key-value requests handled by the Store, by operation.",
-            &[
-                ("{op=\"get\"}", get(&self.kv_gets)),
-                ("{op=\"put\"}", get(&self.kv_puts)),
-                ("{op=\"delete\"}", get(&self.kv_deletes)),
-            ],
-        );
-        counter(
-            "kv_storage_errors_total",
-            "Storage engine errors seen by the Store.",
-            &[("", get(&self.kv_storage_errors))],
-        );
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP dnd_{name} {help}\n# TYPE dnd_{name} gauge\ndnd_{name} {value}"
+            );
+        }
         out
     }
 }

@@ -12,8 +12,8 @@ use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
-use crate::actors::gossip::{Gossip, GossipSettings};
-use crate::actors::membership::{Membership, Subscribe};
+use crate::actors::gossip::{Gossip, HasPeers, Leave};
+use crate::actors::membership::Membership;
 use crate::actors::store::Store;
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
@@ -21,6 +21,7 @@ use crate::member::{Member, MemberState};
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::node_id::NodeId;
 use crate::storage::{self, StorageError};
+use crate::swim::Swim;
 use crate::wire::Codec;
 
 #[derive(Debug, Error)]
@@ -46,8 +47,6 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("cannot start the HTTP server: {0}")]
     Http(std::io::Error),
-    #[error("the membership actor did not start")]
-    Actors,
 }
 
 /// A running node and the handles to stop it or look inside it.
@@ -60,6 +59,7 @@ pub struct Node {
     pub membership: Addr<Membership>,
     pub metrics: SharedMetrics,
     server: actix_web::dev::ServerHandle,
+    leave_requested: Arc<tokio::sync::Notify>,
     /// Membership and Gossip run here, the Store on its own arbiter, so that
     /// stopping a node stops exactly its actors and closes its socket.
     cluster_arbiter: Arbiter,
@@ -108,20 +108,21 @@ impl Node {
             })
         };
         let gossip = {
-            let settings = GossipSettings {
-                codec: Codec::new(config.cluster_name.clone(), config.gossip_mtu),
-                interval: config.gossip_interval,
-                seed: config.seed,
-            };
-            let (local, membership, metrics) = (local.clone(), membership.clone(), metrics.clone());
+            let swim = Swim::new(
+                local.clone(),
+                config.swim.clone(),
+                Codec::new(config.cluster_name.clone(), config.gossip_mtu),
+                config.seed.into_iter().collect(),
+                rand::random(),
+                metrics.clone(),
+                std::time::Instant::now(),
+            );
+            let (mtu, membership, metrics) =
+                (config.gossip_mtu, membership.clone(), metrics.clone());
             Supervisor::start_in_arbiter(&cluster_arbiter.handle(), move |_| {
-                Gossip::new(local, udp, settings, membership, metrics)
+                Gossip::new(swim, udp, mtu, membership, metrics)
             })
         };
-        membership
-            .send(Subscribe(gossip.clone().recipient()))
-            .await
-            .map_err(|_| StartError::Actors)?;
         let store = {
             let metrics = metrics.clone();
             Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
@@ -129,7 +130,10 @@ impl Node {
             })
         };
 
+        let leave_requested = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
+            gossip: gossip.clone(),
+            leave_requested: leave_requested.clone(),
             node_id: id,
             store: store.clone(),
             membership: membership.clone(),
@@ -170,9 +174,40 @@ impl Node {
             membership,
             metrics,
             server: handle,
+            leave_requested,
             cluster_arbiter,
             store_arbiter,
         })
+    }
+
+    /// Resolves when a client asked this node to leave (`POST /cluster/leave`).
+    pub async fn leave_requested(&self) {
+        self.leave_requested.notified().await;
+    }
+
+    /// Waits until this node knows another live member, or `timeout` passes.
+    pub async fn wait_for_peers(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if matches!(self.gossip.send(HasPeers).await, Ok(true)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Tells the cluster this node leaves, then gives the news `grace` to
+    /// spread (it keeps answering probes meanwhile, carrying the news).
+    pub async fn leave(&self, grace: std::time::Duration) {
+        if self.gossip.send(Leave).await.is_err() {
+            tracing::warn!("could not announce the leave: gossip is not running");
+            return;
+        }
+        tracing::info!(node = %self.id, "left the cluster");
+        tokio::time::sleep(grace).await;
     }
 
     /// Stops serving HTTP, then stops the actors and waits for storage to

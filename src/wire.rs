@@ -15,12 +15,14 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::member::Member;
+use std::net::SocketAddr;
+
+use crate::member::{Member, Rumor};
 use crate::node_id::NodeId;
 
 /// Raised whenever the layout of [`Envelope`] past its first two fields, or
 /// of any [`GossipMessage`], changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest datagram this node reads at all; anything larger than the
 /// configured gossip MTU is already refused, this bounds the receive buffer.
@@ -42,25 +44,41 @@ pub struct Datagram {
     pub message: GossipMessage,
 }
 
+/// The SWIM protocol's messages (Das, Gupta, Motivala 2002, with Lifeguard's
+/// `Nack`). Probes and their answers carry rumors piggybacked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GossipMessage {
     /// A node asks a member to let it in; `member` is how it wants to be known.
     Join { member: Member },
-    /// The answer to a join: what the member knows of the cluster.
-    Welcome { members: Vec<Member> },
-    /// A liveness probe carrying membership news.
-    Ping { seq: u64, news: Vec<Member> },
-    /// The answer to a ping, carrying the answerer's news.
-    Ack { seq: u64, news: Vec<Member> },
+    /// A direct probe.
+    Ping { seq: u64, rumors: Vec<Rumor> },
+    /// The answer to a probe, direct or relayed; `seq` is the prober's.
+    Ack { seq: u64, rumors: Vec<Rumor> },
+    /// Asks the receiver to probe `target` and relay its ack.
+    PingReq {
+        seq: u64,
+        target: NodeId,
+        target_addr: SocketAddr,
+        rumors: Vec<Rumor>,
+    },
+    /// A relay's word that `target` did not answer it in time: proof to the
+    /// prober that its own link to the relay works.
+    Nack { seq: u64 },
+    /// One part of a full-state exchange (push-pull, and the answer to a
+    /// join). Each part is a self-contained set of members, so a lost part
+    /// costs only its members; `reply` asks for the receiver's state back.
+    Sync { members: Vec<Member>, reply: bool },
 }
 
 impl GossipMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             GossipMessage::Join { .. } => "join",
-            GossipMessage::Welcome { .. } => "welcome",
             GossipMessage::Ping { .. } => "ping",
             GossipMessage::Ack { .. } => "ack",
+            GossipMessage::PingReq { .. } => "ping-req",
+            GossipMessage::Nack { .. } => "nack",
+            GossipMessage::Sync { .. } => "sync",
         }
     }
 }
@@ -171,7 +189,12 @@ mod tests {
             sender: NodeId::from_u64(7),
             message: GossipMessage::Ping {
                 seq: 42,
-                news: (0..news as u64).map(member).collect(),
+                rumors: (0..news as u64)
+                    .map(|id| Rumor {
+                        member: member(id),
+                        accuser: Some(NodeId::from_u64(id)),
+                    })
+                    .collect(),
             },
         }
     }
@@ -181,17 +204,25 @@ mod tests {
         let codec = Codec::new("dnd", 1400);
         let messages = [
             GossipMessage::Join { member: member(1) },
-            GossipMessage::Welcome {
+            GossipMessage::Sync {
                 members: vec![member(1), member(2)],
+                reply: true,
             },
             GossipMessage::Ping {
                 seq: 1,
-                news: vec![member(3)],
+                rumors: vec![Rumor::about(member(3))],
             },
             GossipMessage::Ack {
                 seq: u64::MAX,
-                news: vec![],
+                rumors: vec![],
             },
+            GossipMessage::PingReq {
+                seq: 5,
+                target: NodeId::from_u64(4),
+                target_addr: "[::1]:5004".parse().unwrap(),
+                rumors: vec![],
+            },
+            GossipMessage::Nack { seq: 6 },
         ];
         for message in messages {
             let datagram = Datagram {
@@ -273,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn twenty_members_of_news_fit_a_1400_byte_datagram() {
+    fn twenty_rumors_fit_a_1400_byte_datagram() {
         let codec = Codec::new("a-cluster-name-of-moderate-length", 1400);
         let bytes = codec.encode(&ping(20)).unwrap();
         assert!(bytes.len() <= 1400, "{} bytes", bytes.len());

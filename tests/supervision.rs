@@ -9,13 +9,15 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use common::{client, eventually, lists_alive, start_node, url, TestNode};
 use dnd::actors::fault::{Fault, InjectFault};
-use dnd::member::{Member, MemberState};
+use dnd::member::{Member, MemberState, Rumor};
 use dnd::metrics::Counter;
 use dnd::node_id::NodeId;
 use dnd::wire::{Codec, Datagram, GossipMessage};
@@ -52,7 +54,7 @@ async fn answers_pings(node: &TestNode) -> bool {
             sender: NodeId::from_u64(0xfeed),
             message: GossipMessage::Ping {
                 seq: 1,
-                news: vec![],
+                rumors: vec![],
             },
         };
         probe
@@ -263,37 +265,103 @@ async fn member_listings_during_membership_restarts_answer_or_503() {
     assert!(statuses.contains(&StatusCode::OK));
 }
 
+/// A member that exists only as a UDP socket answering pings; counts them.
+struct FakeMember {
+    member: Member,
+    pings: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeMember {
+    fn start() -> FakeMember {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let member = Member {
+            id: NodeId::from_u64(0xabc),
+            gossip_addr: socket.local_addr().unwrap(),
+            http_addr: "127.0.0.1:1".parse().unwrap(),
+            state: MemberState::Alive,
+            incarnation: 0,
+        };
+        let (pings, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (counter, stopped, id) = (pings.clone(), stop.clone(), member.id);
+        std::thread::spawn(move || {
+            let codec = Codec::new("dnd", 1400);
+            let mut buf = vec![0u8; 2000];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Ok(Datagram {
+                    message: GossipMessage::Ping { seq, .. },
+                    ..
+                }) = codec.decode(&buf[..len])
+                {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let ack = Datagram {
+                        sender: id,
+                        message: GossipMessage::Ack {
+                            seq,
+                            rumors: vec![],
+                        },
+                    };
+                    let _ = socket.send_to(&codec.encode(&ack).unwrap(), from);
+                }
+            }
+        });
+        FakeMember {
+            member,
+            pings,
+            stop,
+        }
+    }
+
+    /// Introduces itself to `node` with a ping carrying its own rumor.
+    fn introduce_to(&self, node: SocketAddr) {
+        let codec = Codec::new("dnd", 1400);
+        let hello = Datagram {
+            sender: self.member.id,
+            message: GossipMessage::Ping {
+                seq: 1,
+                rumors: vec![Rumor::about(self.member.clone())],
+            },
+        };
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(&codec.encode(&hello).unwrap(), node)
+            .unwrap();
+    }
+}
+
+impl Drop for FakeMember {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 #[actix_rt::test]
-async fn a_member_learned_before_a_gossip_restart_is_still_gossiped_to() {
-    // The Gossip actor keeps its member list across restarts: after one, it
-    // goes on pinging the member it knew without hearing from Membership.
+async fn a_member_learned_before_a_gossip_restart_is_still_probed_after_it() {
+    // The protocol state lives in the Gossip actor's struct, which the
+    // supervisor keeps: after a restart it goes on probing members it knew.
     let node = start_node(|_| {}).await;
-    let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
-    listener
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let fake = Member {
-        id: NodeId::from_u64(0xabc),
-        gossip_addr: listener.local_addr().unwrap(),
-        http_addr: "127.0.0.1:1".parse().unwrap(),
-        state: MemberState::Alive,
-        incarnation: 0,
-    };
-    node.membership
-        .send(dnd::actors::membership::ApplyNews { news: vec![fake] })
-        .await
-        .unwrap();
+    let fake = FakeMember::start();
+    fake.introduce_to(node.gossip_addr);
+    eventually(
+        RESTART_DEADLINE,
+        "the node to probe the new member",
+        || async { (fake.pings.load(Ordering::Relaxed) >= 1).then_some(()) },
+    )
+    .await;
     node.gossip.send(InjectFault(Fault::Stop)).await.unwrap();
     wait_for_restarts(&node.metrics.actor_restarts_gossip, 1, "gossip to restart").await;
-    let got = actix_rt::task::spawn_blocking(move || {
-        let codec = Codec::new("dnd", 1400);
-        let mut buf = vec![0u8; 2000];
-        let (len, _) = listener
-            .recv_from(&mut buf)
-            .expect("a ping after the restart");
-        codec.decode(&buf[..len]).unwrap().message
+    let before = fake.pings.load(Ordering::Relaxed);
+    eventually(RESTART_DEADLINE, "probes after the restart", || async {
+        (fake.pings.load(Ordering::Relaxed) >= before + 2).then_some(())
     })
-    .await
-    .unwrap();
-    assert!(matches!(got, GossipMessage::Ping { .. }), "{got:?}");
+    .await;
 }

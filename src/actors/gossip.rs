@@ -1,90 +1,87 @@
-//! The Gossip actor: this node's voice on the UDP gossip port.
+//! The Gossip actor: drives the SWIM state machine over a real UDP socket
+//! and a real clock.
 //!
-//! Owns the UDP socket and the protocol timer. Every datagram it reads is
-//! decoded by the `wire` codec; what does not decode is counted and dropped.
-//! News about members goes to the Membership actor as [`ApplyNews`]; the
-//! member list it gossips comes back as [`MembersChanged`]. It must never
-//! decide which news wins (that is Membership's) nor touch stored data.
-//!
-//! The protocol here is deliberately small: a joining node sends `Join` to
-//! its seed until it hears a `Welcome`, and once per interval every node
-//! pings one random member with what it knows, answered by an `Ack` with what
-//! the other knows. Failure detection builds on the same messages.
+//! Owns the UDP socket and the protocol timer, and the [`Swim`] state
+//! machine that holds the rules. Everything it receives goes to `Swim`;
+//! everything `Swim` wants sent goes out on the socket; every member change
+//! `Swim` makes goes to the Membership actor as [`ApplyNews`]. It must never
+//! decide anything about members itself, nor touch stored data.
 //!
 //! On a socket error the actor drops its socket and stops; its supervisor
-//! restarts it, and `started` binds the same address afresh.
+//! restarts it, `started` binds the same address afresh, and `Swim` (a field,
+//! so kept across the restart) carries on where it was.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, StreamHandler, Supervised};
+use actix::{
+    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, StreamHandler,
+    Supervised,
+};
 use futures_util::stream::{self, Stream};
-use rand::rngs::StdRng;
-use rand::seq::{IndexedRandom, SliceRandom};
-use rand::SeedableRng;
 use tokio::net::UdpSocket;
 
 use super::contain_panic;
-use super::membership::{ApplyNews, MembersChanged, Membership};
-use crate::member::{Member, MemberState};
+use super::membership::{ApplyNews, Membership};
 use crate::metrics::SharedMetrics;
-use crate::wire::{Codec, Datagram, GossipMessage};
+use crate::swim::Swim;
 
 /// How long to wait before trying again when the gossip address cannot be
 /// bound after a restart (the old socket may still be closing).
 const REBIND_DELAY: Duration = Duration::from_millis(200);
 
-pub struct GossipSettings {
-    pub codec: Codec,
-    pub interval: Duration,
-    /// The member to join through, if this node is joining a cluster.
-    pub seed: Option<SocketAddr>,
-}
-
 pub struct Gossip {
-    local: Member,
-    settings: GossipSettings,
+    swim: Swim,
+    bind_addr: SocketAddr,
+    datagram_limit: usize,
     membership: Addr<Membership>,
     metrics: SharedMetrics,
     /// The socket bound before the actor first started, so that a port in
     /// use is reported at start-up; later restarts bind afresh.
     first_socket: Option<StdUdpSocket>,
     socket: Option<Arc<UdpSocket>>,
-    /// The latest member list published by Membership, this node included.
-    members: Arc<[Member]>,
-    next_seq: u64,
-    rng: StdRng,
+    wake: Option<(Instant, SpawnHandle)>,
 }
+
+/// Announce that this node leaves the cluster; answered once the news is on
+/// its way to a few members.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Leave;
+
+/// Whether this node knows any other live member yet.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct HasPeers;
 
 type Received = io::Result<(Vec<u8>, SocketAddr)>;
 
 impl Gossip {
     pub fn new(
-        local: Member,
+        swim: Swim,
         socket: StdUdpSocket,
-        settings: GossipSettings,
+        datagram_limit: usize,
         membership: Addr<Membership>,
         metrics: SharedMetrics,
     ) -> Self {
         Gossip {
-            members: Arc::from(vec![local.clone()]),
-            local,
-            settings,
+            bind_addr: swim.local().gossip_addr,
+            swim,
+            datagram_limit,
             membership,
             metrics,
             first_socket: Some(socket),
             socket: None,
-            next_seq: 0,
-            rng: StdRng::from_os_rng(),
+            wake: None,
         }
     }
 
     fn bind(&mut self) -> io::Result<Arc<UdpSocket>> {
         let std_socket = match self.first_socket.take() {
             Some(socket) => socket,
-            None => StdUdpSocket::bind(self.local.gossip_addr)?,
+            None => StdUdpSocket::bind(self.bind_addr)?,
         };
         std_socket.set_nonblocking(true)?;
         Ok(Arc::new(UdpSocket::from_std(std_socket)?))
@@ -104,118 +101,38 @@ impl Gossip {
         })
     }
 
-    fn tick(&mut self) {
-        let peers: Vec<&Member> = self
-            .members
-            .iter()
-            .filter(|m| m.id != self.local.id)
-            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
-            .collect();
-        if let Some(peer) = peers.choose(&mut self.rng) {
-            let target = peer.gossip_addr;
-            self.next_seq += 1;
-            let seq = self.next_seq;
-            self.send_with_news(target, |news| GossipMessage::Ping { seq, news });
-        } else if let Some(seed) = self.settings.seed {
-            tracing::debug!(%seed, "asking to join");
-            let member = self.local.clone();
-            self.send(seed, GossipMessage::Join { member });
+    /// Carries out what the state machine decided: datagrams out, changes to
+    /// Membership, and a timer for its next deadline.
+    fn carry_out(&mut self, ctx: &mut Context<Self>) {
+        for datagram in self.swim.take_outgoing() {
+            self.send_bytes(datagram.to, &datagram.bytes);
         }
-    }
-
-    fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        self.metrics.gossip_datagrams_received.inc();
-        self.metrics.gossip_bytes_received.add(bytes.len() as u64);
-        let datagram = match self.settings.codec.decode(bytes) {
-            Ok(datagram) => datagram,
-            Err(reason) => {
-                self.metrics.count_dropped(&reason);
-                tracing::debug!(%from, %reason, "dropped a datagram");
-                return;
-            }
-        };
-        if datagram.sender == self.local.id {
-            return;
-        }
-        match datagram.message {
-            GossipMessage::Join { member } => {
-                tracing::info!(member = %member.id, addr = %member.gossip_addr, "join request");
-                let reply_to = member.gossip_addr;
-                self.apply(vec![member]);
-                self.send_with_news(reply_to, |members| GossipMessage::Welcome { members });
-            }
-            GossipMessage::Welcome { members } => self.apply(members),
-            GossipMessage::Ping { seq, news } => {
-                self.apply(news);
-                self.send_with_news(from, |news| GossipMessage::Ack { seq, news });
-            }
-            GossipMessage::Ack { news, .. } => self.apply(news),
-        }
-    }
-
-    fn apply(&self, news: Vec<Member>) {
+        let news = self.swim.take_changes();
         if !news.is_empty() {
             self.membership.do_send(ApplyNews { news });
         }
-    }
-
-    /// Sends a message carrying as many members as fit one datagram: this
-    /// node first, the others in random order.
-    fn send_with_news(&mut self, to: SocketAddr, make: impl Fn(Vec<Member>) -> GossipMessage) {
-        let mut news: Vec<Member> = self
-            .members
-            .iter()
-            .filter(|m| m.id != self.local.id)
-            .cloned()
-            .collect();
-        news.shuffle(&mut self.rng);
-        news.insert(0, self.local.clone());
-        loop {
-            let datagram = Datagram {
-                sender: self.local.id,
-                message: make(news.clone()),
-            };
-            match self.settings.codec.encode_within_limit(&datagram) {
-                Ok(Some(bytes)) => return self.send_bytes(to, &bytes),
-                Ok(None) if news.len() > 1 => news.truncate(news.len() / 2),
-                Ok(None) => {
-                    tracing::error!("gossip limit too small for a single member");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not encode gossip");
-                    return;
-                }
+        let next = self.swim.next_wake();
+        if let Some((scheduled, handle)) = self.wake {
+            if scheduled <= next {
+                return;
             }
+            ctx.cancel_future(handle);
         }
-    }
-
-    fn send(&mut self, to: SocketAddr, message: GossipMessage) {
-        let datagram = Datagram {
-            sender: self.local.id,
-            message,
-        };
-        match self.settings.codec.encode_within_limit(&datagram) {
-            Ok(Some(bytes)) => self.send_bytes(to, &bytes),
-            Ok(None) => tracing::error!(
-                kind = datagram.message.kind(),
-                "message exceeds the gossip limit"
-            ),
-            Err(e) => tracing::error!(error = %e, "could not encode gossip"),
-        }
+        let delay = next.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.wake = None;
+            let now = Instant::now();
+            contain_panic("gossip", ctx, || act.swim.tick(now));
+            act.carry_out(ctx);
+        });
+        self.wake = Some((next, handle));
     }
 
     fn send_bytes(&self, to: SocketAddr, bytes: &[u8]) {
         let Some(socket) = &self.socket else { return };
-        match socket.try_send_to(bytes, to) {
-            Ok(_) => {
-                self.metrics.gossip_datagrams_sent.inc();
-                self.metrics.gossip_bytes_sent.add(bytes.len() as u64);
-            }
-            Err(e) => {
-                self.metrics.gossip_send_failures.inc();
-                tracing::debug!(%to, error = %e, "gossip send failed");
-            }
+        if let Err(e) = socket.try_send_to(bytes, to) {
+            self.metrics.gossip_send_failures.inc();
+            tracing::debug!(%to, error = %e, "gossip send failed");
         }
     }
 
@@ -233,30 +150,27 @@ impl Actor for Gossip {
     fn started(&mut self, ctx: &mut Self::Context) {
         match self.bind() {
             Ok(socket) => {
-                tracing::debug!(addr = %self.local.gossip_addr, "gossip socket bound");
-                ctx.add_stream(Self::receive(
-                    socket.clone(),
-                    self.settings.codec.max_datagram_bytes(),
-                ));
+                tracing::debug!(addr = %self.bind_addr, "gossip socket bound");
+                ctx.add_stream(Self::receive(socket.clone(), self.datagram_limit));
                 self.socket = Some(socket);
+                self.carry_out(ctx);
             }
             Err(error) => {
-                tracing::warn!(addr = %self.local.gossip_addr, %error, "cannot bind the gossip socket; retrying");
+                tracing::warn!(addr = %self.bind_addr, %error, "cannot bind the gossip socket; retrying");
                 ctx.run_later(REBIND_DELAY, |_, ctx| ctx.stop());
-                return;
             }
         }
-        ctx.run_interval(self.settings.interval, |act, _| act.tick());
-        self.tick();
     }
 }
 
 impl Supervised for Gossip {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.metrics.actor_restarts_gossip.inc();
-        // The receive stream held the other handle and is gone by now, so
-        // dropping this one closes the socket before `started` binds again.
+        // The receive stream and the timer belonged to the old context and
+        // are gone; dropping this handle closes the socket before `started`
+        // binds again.
         self.socket = None;
+        self.wake = None;
         tracing::warn!("gossip actor restarting");
     }
 }
@@ -265,7 +179,10 @@ impl StreamHandler<Received> for Gossip {
     fn handle(&mut self, item: Received, ctx: &mut Self::Context) {
         match item {
             Ok((bytes, from)) => {
-                contain_panic("gossip", ctx, || self.on_datagram(&bytes, from));
+                let now = Instant::now();
+                let swim = &mut self.swim;
+                contain_panic("gossip", ctx, || swim.handle_bytes(from, &bytes, now));
+                self.carry_out(ctx);
             }
             Err(e) if is_transient(&e) => {
                 tracing::debug!(error = %e, "transient gossip receive error");
@@ -291,11 +208,20 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
-impl Handler<MembersChanged> for Gossip {
+impl Handler<Leave> for Gossip {
     type Result = ();
 
-    fn handle(&mut self, msg: MembersChanged, _ctx: &mut Self::Context) {
-        self.members = msg.members;
+    fn handle(&mut self, _msg: Leave, ctx: &mut Self::Context) {
+        self.swim.leave(Instant::now());
+        self.carry_out(ctx);
+    }
+}
+
+impl Handler<HasPeers> for Gossip {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: HasPeers, _ctx: &mut Self::Context) -> bool {
+        self.swim.has_peers()
     }
 }
 

@@ -1,11 +1,12 @@
 //! The Membership actor: the single authority on who is in the cluster.
 //!
-//! Owns the [`MemberTable`] and the list of subscribers. Handles
-//! [`ApplyNews`] (from Gossip), [`ListMembers`] (from HTTP) and
-//! [`Subscribe`] (from the node at start-up); publishes [`MembersChanged`]
-//! to every subscriber after any change. The rules of which news wins live in
-//! the pure `member` module; this actor only applies them. It must never do
-//! I/O: it hears of the network only through Gossip's messages.
+//! Owns the node's published [`MemberTable`] and the list of subscribers.
+//! Handles [`ApplyNews`] (from Gossip: every change its SWIM state machine
+//! accepted, in order), [`ListMembers`] (from HTTP) and [`Subscribe`];
+//! publishes [`MembersChanged`] to every subscriber after any change. The
+//! rules of which news wins live in the pure `member` module, and the same
+//! rules run here and in SWIM, so this table mirrors the protocol's. It must
+//! never do I/O: it hears of the network only through Gossip's messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +95,11 @@ impl Handler<ApplyNews> for Membership {
             let mut changed = false;
             for news in msg.news {
                 let (id, state) = (news.id, news.state);
-                if table.apply(news, now) {
+                if id == table.local_id() {
+                    // Only this node's own protocol reports on itself.
+                    table.set_local(news, now);
+                    changed = true;
+                } else if table.apply(news, now) {
                     tracing::info!(member = %id, state = state.as_str(), "member changed");
                     changed = true;
                 }

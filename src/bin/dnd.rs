@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use dnd::config::{self, Config, StorageKind, SyncPolicy};
 use dnd::node::Node;
+use dnd::swim::SwimConfig;
 use tracing_subscriber::EnvFilter;
 
 /// definitely not dynamo: a Dynamo-style distributed key-value store.
@@ -76,10 +77,56 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(512..=65_507))]
     gossip_mtu: u64,
 
-    /// Gossip protocol period: how often a member is probed.
+    /// SWIM protocol period T: one member is probed per period.
     #[arg(long, global = true, env = "DND_GOSSIP_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     gossip_interval_ms: u64,
+
+    /// How long a probe waits for a direct ack before asking others.
+    #[arg(long, global = true, env = "DND_PROBE_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    probe_timeout_ms: u64,
+
+    /// Members asked to probe indirectly when a direct probe gets no ack.
+    #[arg(long, global = true, env = "DND_INDIRECT_PROBES", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(0..=16))]
+    indirect_probes: u64,
+
+    /// Suspicion timeout floor, in periods times max(1, log10(members)).
+    #[arg(long, global = true, env = "DND_SUSPICION_MULT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    suspicion_mult: u32,
+
+    /// Suspicion timeout with no confirmations, as a multiple of the floor.
+    #[arg(long, global = true, env = "DND_SUSPICION_MAX_MULT", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    suspicion_max_mult: u32,
+
+    /// Each membership rumor is piggybacked this times ceil(log10(members+1)) times.
+    #[arg(long, global = true, env = "DND_RETRANSMIT_MULT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    retransmit_mult: u32,
+
+    /// Interval of full-state exchanges with a random member.
+    #[arg(long, global = true, env = "DND_PUSH_PULL_INTERVAL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    push_pull_interval_ms: u64,
+
+    /// Largest local health multiplier: how far a node that finds itself
+    /// slow stretches its own timeouts.
+    #[arg(long, global = true, env = "DND_AWARENESS_MAX", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    awareness_max: u32,
+
+    /// How long `join` keeps asking its peer before giving up.
+    #[arg(long, global = true, env = "DND_JOIN_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    join_timeout_ms: u64,
+
+    /// How long a leaving node keeps answering so the news of its leave spreads.
+    #[arg(long, global = true, env = "DND_LEAVE_GRACE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    leave_grace_ms: u64,
 
     /// How long an HTTP request may wait on the node before it gets 503.
     #[arg(long, global = true, env = "DND_REQUEST_TIMEOUT_MS", default_value_t = 5000,
@@ -100,6 +147,8 @@ enum Command {
         /// Gossip address (HOST:PORT) of any member.
         peer: String,
     },
+    /// Ask the node at --address/--server-port to leave the cluster and exit.
+    Leave,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -114,10 +163,24 @@ enum SyncArg {
     Always,
 }
 
+/// What the node does once started, besides serving.
+struct Run {
+    config: Config,
+    leave_grace: Duration,
+}
+
 impl Cli {
+    fn into_run(self) -> anyhow::Result<Run> {
+        let leave_grace = Duration::from_millis(self.leave_grace_ms);
+        Ok(Run {
+            config: self.into_config()?,
+            leave_grace,
+        })
+    }
+
     fn into_config(self) -> anyhow::Result<Config> {
         let seed = match &self.command {
-            Command::Start => None,
+            Command::Start | Command::Leave => None,
             Command::Join { peer } => Some(resolve(peer)?),
         };
         Ok(Config {
@@ -142,7 +205,18 @@ impl Cli {
             max_key_bytes: config::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: usize::try_from(self.max_value_bytes)?,
             gossip_mtu: usize::try_from(self.gossip_mtu)?,
-            gossip_interval: Duration::from_millis(self.gossip_interval_ms),
+            swim: SwimConfig {
+                protocol_period: Duration::from_millis(self.gossip_interval_ms),
+                probe_timeout: Duration::from_millis(self.probe_timeout_ms),
+                indirect_probes: usize::try_from(self.indirect_probes)?,
+                suspicion_mult: self.suspicion_mult,
+                suspicion_max_mult: self.suspicion_max_mult,
+                retransmit_mult: self.retransmit_mult,
+                push_pull_interval: Duration::from_millis(self.push_pull_interval_ms),
+                awareness_max: self.awareness_max,
+                ..SwimConfig::default()
+            },
+            join_timeout: Duration::from_millis(self.join_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             http_workers: self.http_workers,
         })
@@ -189,19 +263,74 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(run: Run) -> anyhow::Result<()> {
+    let Run {
+        config,
+        leave_grace,
+    } = run;
     actix_rt::System::new().block_on(async move {
+        let (seed, join_timeout) = (config.seed, config.join_timeout);
         let node = Node::start(config).await?;
-        shutdown_signal().await;
+        if let Some(seed) = seed {
+            tokio::select! {
+                joined = node.wait_for_peers(join_timeout) => {
+                    if !joined {
+                        node.stop().await;
+                        return Err(anyhow!(
+                            "could not join: no member answered at {seed} within {:.1}s",
+                            join_timeout.as_secs_f64()
+                        ));
+                    }
+                    tracing::info!(%seed, "joined the cluster");
+                }
+                _ = shutdown_signal() => {
+                    node.stop().await;
+                    return Ok(());
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = node.leave_requested() => tracing::info!("leave requested over HTTP"),
+        }
+        node.leave(leave_grace).await;
         node.stop().await;
         Ok(())
     })
 }
 
+/// `dnd leave`: a one-request HTTP client, so that the binary needs no
+/// client library.
+fn request_leave(address: IpAddr, port: u16) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let target = SocketAddr::new(address, port);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .with_context(|| format!("cannot reach a node at {target}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST /cluster/leave HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or_default();
+    if !status.contains(" 202 ") {
+        return Err(anyhow!("the node at {target} answered {status:?}"));
+    }
+    writeln!(
+        std::io::stdout(),
+        "the node at {target} is leaving the cluster"
+    )?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    let outcome = cli.into_config().and_then(run);
+    let outcome = match cli.command {
+        Command::Leave => request_leave(cli.address, cli.server_port),
+        _ => cli.into_run().and_then(run),
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,7 +7,8 @@ use super::{ApiError, AppState};
 use crate::actors::membership::{ListMembers, MemberStatus};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cluster/members", web::get().to(members));
+    cfg.route("/cluster/members", web::get().to(members))
+        .route("/cluster/leave", web::post().to(leave));
 }
 
 #[derive(Serialize)]
@@ -39,4 +40,11 @@ async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let members = state.ask(&state.membership, ListMembers).await?;
     let view: Vec<MemberView> = members.into_iter().map(MemberView::from).collect();
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Asks the node to leave the cluster and stop. The leave itself (gossiping
+/// `left`, then stopping) is done by whoever runs the node, after answering.
+async fn leave(state: web::Data<AppState>) -> HttpResponse {
+    state.leave_requested.notify_one();
+    HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" }))
 }

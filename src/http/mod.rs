@@ -17,6 +17,7 @@ use actix_web::web;
 
 pub use error::ApiError;
 
+use crate::actors::gossip::Gossip;
 use crate::actors::membership::Membership;
 use crate::actors::store::Store;
 use crate::metrics::SharedMetrics;
@@ -28,6 +29,9 @@ pub struct AppState {
     pub node_id: NodeId,
     pub store: Addr<Store>,
     pub membership: Addr<Membership>,
+    pub gossip: Addr<Gossip>,
+    /// Woken by `POST /cluster/leave`; whoever runs the node then leaves.
+    pub leave_requested: std::sync::Arc<tokio::sync::Notify>,
     pub metrics: SharedMetrics,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,

@@ -1,0 +1,142 @@
+//! Rumors waiting to be piggybacked: at most one per member (newer news
+//! replaces older), each sent a bounded number of times, least-sent and
+//! newest first, packed into whatever room a datagram has left.
+
+use std::collections::HashMap;
+
+use crate::member::Rumor;
+use crate::node_id::NodeId;
+
+#[derive(Debug)]
+struct Queued {
+    rumor: Rumor,
+    encoded_len: usize,
+    transmits: u32,
+    /// Insertion order; larger is newer.
+    order: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct BroadcastQueue {
+    queued: HashMap<NodeId, Queued>,
+    next_order: u64,
+}
+
+/// msgpack array and bin headers grow by at most this much when elements
+/// are added to an empty array inside the envelope's body.
+pub const PACKING_SLACK: usize = 8;
+
+impl BroadcastQueue {
+    /// Queues `rumor`, replacing anything queued about the same member.
+    pub fn push(&mut self, rumor: Rumor) {
+        let encoded_len = rmp_serde::to_vec(&rumor)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        self.next_order += 1;
+        self.queued.insert(
+            rumor.member.id,
+            Queued {
+                rumor,
+                encoded_len,
+                transmits: 0,
+                order: self.next_order,
+            },
+        );
+    }
+
+    /// Takes rumors that fit in `room` bytes, counting one transmission for
+    /// each and forgetting those sent `max_transmits` times.
+    pub fn take(&mut self, room: usize, max_transmits: u32) -> Vec<Rumor> {
+        if self.queued.is_empty() || room <= PACKING_SLACK {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u32, std::cmp::Reverse<u64>, NodeId)> = self
+            .queued
+            .iter()
+            .map(|(id, q)| (q.transmits, std::cmp::Reverse(q.order), *id))
+            .collect();
+        candidates.sort_unstable();
+        let mut budget = room - PACKING_SLACK;
+        let mut taken = Vec::new();
+        for (_, _, id) in candidates {
+            let Some(queued) = self.queued.get_mut(&id) else {
+                continue;
+            };
+            if queued.encoded_len > budget {
+                continue;
+            }
+            budget -= queued.encoded_len;
+            queued.transmits += 1;
+            taken.push(queued.rumor.clone());
+            if queued.transmits >= max_transmits {
+                self.queued.remove(&id);
+            }
+        }
+        taken
+    }
+
+    pub fn len(&self) -> usize {
+        self.queued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::{Member, MemberState};
+
+    fn rumor(id: u64, incarnation: u64) -> Rumor {
+        Rumor::about(Member {
+            id: NodeId::from_u64(id),
+            gossip_addr: "127.0.0.1:5000".parse().unwrap(),
+            http_addr: "127.0.0.1:6000".parse().unwrap(),
+            state: MemberState::Alive,
+            incarnation,
+        })
+    }
+
+    #[test]
+    fn newer_news_about_a_member_replaces_the_older() {
+        let mut q = BroadcastQueue::default();
+        q.push(rumor(1, 1));
+        q.push(rumor(1, 2));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take(1400, 3)[0].member.incarnation, 2);
+    }
+
+    #[test]
+    fn each_rumor_is_sent_a_bounded_number_of_times() {
+        let mut q = BroadcastQueue::default();
+        q.push(rumor(1, 0));
+        for _ in 0..3 {
+            assert_eq!(q.take(1400, 3).len(), 1);
+        }
+        assert!(q.take(1400, 3).is_empty());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn least_sent_then_newest_go_first_and_only_what_fits() {
+        let mut q = BroadcastQueue::default();
+        q.push(rumor(1, 0));
+        q.take(1400, 10);
+        q.push(rumor(2, 0));
+        q.push(rumor(3, 0));
+        let one = rmp_serde::to_vec(&rumor(1, 0)).unwrap().len();
+        let first = q.take(PACKING_SLACK + one, 10);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].member.id,
+            NodeId::from_u64(3),
+            "newest of the unsent"
+        );
+        // Now 2 is unsent; 1 and 3 were sent once each, 3 more recently queued.
+        let next = q.take(PACKING_SLACK + 2 * one, 10);
+        let ids: Vec<u64> = next.iter().map(|r| r.member.id.as_u64()).collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+}

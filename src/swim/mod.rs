@@ -1,0 +1,905 @@
+//! SWIM membership (Das, Gupta, Motivala 2002) with Lifeguard's refinements
+//! (Dadgar et al. 2018), as a plain state machine.
+//!
+//! Owns the protocol rules: whom to probe and when, when to suspect and when
+//! to declare dead, what to piggyback, how to refute, how to join and leave.
+//! [`Swim`] takes datagrams and the current time in and gives datagrams and
+//! member changes out ([`Swim::take_outgoing`], [`Swim::take_changes`]),
+//! with [`Swim::next_wake`] saying when it next needs the time. It must never
+//! touch a socket, a clock or a thread: the Gossip actor drives it over UDP
+//! in real time, and [`sim`] drives whole clusters of it in virtual time.
+//!
+//! One protocol period, as in memberlist: ping the next member in a shuffled
+//! round-robin; if no ack within the probe timeout, ask `indirect_probes`
+//! others to ping it (`PingReq`), who answer with its ack or a `Nack`; if no
+//! ack by the end of the period, suspect it. A suspicion becomes a death
+//! after Lifeguard's dynamic timeout ([`suspicion`]) unless the member
+//! refutes it with a higher incarnation. Local health awareness: each failed
+//! probe without the expected nacks, each refutation and each late timer
+//! raises a score that stretches this node's own probe period and timeout,
+//! so a slow node accuses less; successful probes lower it.
+
+pub mod broadcast;
+pub mod sim;
+pub mod suspicion;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+
+use crate::member::{Member, MemberState, MemberTable, Rumor};
+use crate::metrics::SharedMetrics;
+use crate::node_id::NodeId;
+use crate::wire::{Codec, Datagram, GossipMessage};
+use broadcast::{BroadcastQueue, PACKING_SLACK};
+use suspicion::Suspicion;
+
+/// Timings and counts of the protocol; defaults follow memberlist's LAN
+/// profile where it has one.
+#[derive(Clone, Debug)]
+pub struct SwimConfig {
+    /// T: one probe per period.
+    pub protocol_period: Duration,
+    /// How long to wait for a direct ack before asking others.
+    pub probe_timeout: Duration,
+    /// k: members asked to probe indirectly.
+    pub indirect_probes: usize,
+    /// Suspicion timeout floor is this times max(1, log10(n)) periods.
+    pub suspicion_mult: u32,
+    /// The timeout with no confirmations is this times the floor.
+    pub suspicion_max_mult: u32,
+    /// λ: a rumor is piggybacked λ·ceil(log10(n+1)) times.
+    pub retransmit_mult: u32,
+    /// How often to exchange full state with a random member.
+    pub push_pull_interval: Duration,
+    /// The largest local health multiplier.
+    pub awareness_max: u32,
+    /// Most relayed probes in flight at once; more are refused.
+    pub max_relays: usize,
+}
+
+impl Default for SwimConfig {
+    fn default() -> Self {
+        SwimConfig {
+            protocol_period: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            retransmit_mult: 4,
+            push_pull_interval: Duration::from_secs(30),
+            awareness_max: 8,
+            max_relays: 1024,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: NodeId,
+    target_addr: SocketAddr,
+    seq: u64,
+    indirect_at: Instant,
+    indirect_sent: bool,
+    acked: bool,
+    expected_nacks: u32,
+    nacks: u32,
+}
+
+#[derive(Debug)]
+struct Relay {
+    requester: SocketAddr,
+    requester_seq: u64,
+    expires: Instant,
+}
+
+pub struct Swim {
+    config: SwimConfig,
+    codec: Codec,
+    table: MemberTable,
+    leaving: bool,
+    seeds: Vec<SocketAddr>,
+    probe_order: Vec<NodeId>,
+    probe_cursor: usize,
+    probe: Option<Probe>,
+    relays: HashMap<u64, Relay>,
+    suspicions: HashMap<NodeId, Suspicion>,
+    broadcasts: BroadcastQueue,
+    awareness: u32,
+    next_seq: u64,
+    next_probe_at: Instant,
+    next_push_pull_at: Instant,
+    next_join_at: Instant,
+    rng: StdRng,
+    outgoing: Vec<Outgoing>,
+    changes: Vec<Member>,
+    metrics: SharedMetrics,
+}
+
+impl Swim {
+    /// A node that knows only itself; with `seeds`, it asks them to let it
+    /// in every period until it knows another live member.
+    pub fn new(
+        local: Member,
+        config: SwimConfig,
+        codec: Codec,
+        seeds: Vec<SocketAddr>,
+        rng_seed: u64,
+        metrics: SharedMetrics,
+        now: Instant,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        // Spread everyone's periods so that probes do not all fire together.
+        let first_probe = config.protocol_period.mul_f64(rng.random_range(0.5..1.5));
+        let first_push_pull = config
+            .push_pull_interval
+            .mul_f64(rng.random_range(0.5..1.0));
+        Swim {
+            table: MemberTable::new(local, now),
+            leaving: false,
+            seeds,
+            probe_order: Vec::new(),
+            probe_cursor: 0,
+            probe: None,
+            relays: HashMap::new(),
+            suspicions: HashMap::new(),
+            broadcasts: BroadcastQueue::default(),
+            awareness: 0,
+            next_seq: rng.random(),
+            next_probe_at: now + first_probe,
+            next_push_pull_at: now + first_push_pull,
+            next_join_at: now,
+            rng,
+            outgoing: Vec::new(),
+            changes: Vec::new(),
+            metrics,
+            config,
+            codec,
+        }
+    }
+
+    pub fn local(&self) -> &Member {
+        self.table.local()
+    }
+
+    pub fn table(&self) -> &MemberTable {
+        &self.table
+    }
+
+    pub fn config(&self) -> &SwimConfig {
+        &self.config
+    }
+
+    /// The local health score: 0 is healthy; timeouts are stretched by
+    /// score + 1.
+    pub fn awareness(&self) -> u32 {
+        self.awareness
+    }
+
+    /// Whether this node knows another live member.
+    pub fn has_peers(&self) -> bool {
+        self.table.live_count() > 1
+    }
+
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Changes to the member table since the last call, in order, the local
+    /// node's own included.
+    pub fn take_changes(&mut self) -> Vec<Member> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// When [`Swim::tick`] must next run.
+    pub fn next_wake(&self) -> Instant {
+        let mut wake = self.next_probe_at.min(self.next_push_pull_at);
+        if self.wants_to_join() {
+            wake = wake.min(self.next_join_at);
+        }
+        if let Some(probe) = &self.probe {
+            if !probe.acked && !probe.indirect_sent {
+                wake = wake.min(probe.indirect_at);
+            }
+        }
+        for relay in self.relays.values() {
+            wake = wake.min(relay.expires);
+        }
+        for suspicion in self.suspicions.values() {
+            wake = wake.min(suspicion.deadline());
+        }
+        wake
+    }
+
+    fn wants_to_join(&self) -> bool {
+        !self.leaving && !self.seeds.is_empty() && !self.has_peers()
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    fn raise_awareness(&mut self, by: u32) {
+        self.awareness = (self.awareness + by).min(self.config.awareness_max.saturating_sub(1));
+        self.metrics
+            .swim_local_health
+            .set(u64::from(self.awareness));
+    }
+
+    fn lower_awareness(&mut self) {
+        self.awareness = self.awareness.saturating_sub(1);
+        self.metrics
+            .swim_local_health
+            .set(u64::from(self.awareness));
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        let n = self.table.live_count() as f64;
+        self.config.retransmit_mult * ((n + 1.0).log10().ceil().max(1.0) as u32)
+    }
+
+    // ----- time -----
+
+    /// Runs every timer that is due at `now`.
+    pub fn tick(&mut self, now: Instant) {
+        if self.leaving {
+            self.expire_relays(now);
+            return;
+        }
+        if self.wants_to_join() && now >= self.next_join_at {
+            self.send_joins();
+            self.next_join_at = now + self.scaled(self.config.protocol_period);
+        }
+        if let Some(probe) = &self.probe {
+            if !probe.acked && !probe.indirect_sent && now >= probe.indirect_at {
+                self.send_indirect_probes();
+            }
+        }
+        self.expire_relays(now);
+        self.expire_suspicions(now);
+        if now >= self.next_probe_at {
+            let lateness = now - self.next_probe_at;
+            if lateness > self.config.probe_timeout {
+                // This node was not running (paused, starved): the probe in
+                // flight never had a fair chance, so it accuses no one.
+                self.metrics.swim_late_timers.inc();
+                self.probe = None;
+                self.raise_awareness(1);
+            }
+            self.finish_probe(now);
+            self.start_probe(now);
+            self.next_probe_at = now + self.scaled(self.config.protocol_period);
+        }
+        if now >= self.next_push_pull_at {
+            self.push_pull();
+            self.next_push_pull_at = now + self.config.push_pull_interval;
+        }
+    }
+
+    fn expire_relays(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(relay) = self.relays.remove(&seq) {
+                let nack = GossipMessage::Nack {
+                    seq: relay.requester_seq,
+                };
+                self.send(relay.requester, nack);
+            }
+        }
+    }
+
+    fn expire_suspicions(&mut self, now: Instant) {
+        let expired: Vec<NodeId> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(suspicion) = self.suspicions.remove(&id) else {
+                continue;
+            };
+            let Some(entry) = self.table.get(id) else {
+                continue;
+            };
+            let member = &entry.member;
+            if member.state == MemberState::Suspect && member.incarnation == suspicion.incarnation {
+                let dead = Member {
+                    state: MemberState::Dead,
+                    ..member.clone()
+                };
+                self.metrics.swim_members_declared_dead.inc();
+                let local = self.local().id;
+                self.apply_rumor(
+                    Rumor {
+                        member: dead,
+                        accuser: Some(local),
+                    },
+                    local,
+                    now,
+                );
+            }
+        }
+    }
+
+    // ----- probing -----
+
+    fn next_probe_target(&mut self) -> Option<(NodeId, SocketAddr)> {
+        for _ in 0..2 {
+            while self.probe_cursor < self.probe_order.len() {
+                let id = self.probe_order[self.probe_cursor];
+                self.probe_cursor += 1;
+                if let Some(entry) = self.table.get(id) {
+                    let m = &entry.member;
+                    if id != self.table.local_id() && is_live(m.state) {
+                        return Some((id, m.gossip_addr));
+                    }
+                }
+            }
+            // A full round: start a fresh shuffled one.
+            let local = self.table.local_id();
+            self.probe_order = self
+                .table
+                .entries()
+                .filter(|e| e.member.id != local && is_live(e.member.state))
+                .map(|e| e.member.id)
+                .collect();
+            self.probe_order.sort_unstable();
+            self.probe_order.shuffle(&mut self.rng);
+            self.probe_cursor = 0;
+        }
+        None
+    }
+
+    fn start_probe(&mut self, now: Instant) {
+        let Some((target, target_addr)) = self.next_probe_target() else {
+            return;
+        };
+        let seq = self.next_seq();
+        self.metrics.swim_probes.inc();
+        self.send_with_rumors(target_addr, Vec::new(), |rumors| GossipMessage::Ping {
+            seq,
+            rumors,
+        });
+        self.probe = Some(Probe {
+            target,
+            target_addr,
+            seq,
+            indirect_at: now + self.scaled(self.config.probe_timeout),
+            indirect_sent: false,
+            acked: false,
+            expected_nacks: 0,
+            nacks: 0,
+        });
+    }
+
+    fn send_indirect_probes(&mut self) {
+        let Some(probe) = &mut self.probe else { return };
+        probe.indirect_sent = true;
+        let (seq, target, target_addr) = (probe.seq, probe.target, probe.target_addr);
+        self.metrics.swim_probes_without_direct_ack.inc();
+        let local = self.table.local_id();
+        let candidates: Vec<SocketAddr> = self
+            .table
+            .entries()
+            .filter(|e| e.member.id != local && e.member.id != target)
+            .filter(|e| e.member.state == MemberState::Alive)
+            .map(|e| e.member.gossip_addr)
+            .collect();
+        let relays: Vec<SocketAddr> = candidates
+            .choose_multiple(&mut self.rng, self.config.indirect_probes)
+            .copied()
+            .collect();
+        if let Some(probe) = &mut self.probe {
+            probe.expected_nacks = relays.len() as u32;
+        }
+        for relay in relays {
+            self.metrics.swim_indirect_probes.inc();
+            self.send_with_rumors(relay, Vec::new(), |rumors| GossipMessage::PingReq {
+                seq,
+                target,
+                target_addr,
+                rumors,
+            });
+        }
+    }
+
+    /// Ends the period's probe: an ack lowers the local health score, no ack
+    /// suspects the target.
+    fn finish_probe(&mut self, now: Instant) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        if probe.acked {
+            self.lower_awareness();
+            return;
+        }
+        self.metrics.swim_probe_failures.inc();
+        // Lifeguard: relays that could not even say "no ack" point at this
+        // node's own network, not at the target.
+        let missing_nacks = probe.expected_nacks.saturating_sub(probe.nacks);
+        let penalty = if probe.expected_nacks == 0 {
+            1
+        } else {
+            missing_nacks
+        };
+        self.raise_awareness(penalty);
+        self.suspect(probe.target, now);
+    }
+
+    fn suspect(&mut self, id: NodeId, now: Instant) {
+        let local = self.table.local_id();
+        let Some(entry) = self.table.get(id) else {
+            return;
+        };
+        let member = entry.member.clone();
+        match member.state {
+            MemberState::Alive => {
+                self.metrics.swim_suspicions_raised.inc();
+                let suspect = Member {
+                    state: MemberState::Suspect,
+                    ..member
+                };
+                self.apply_rumor(
+                    Rumor {
+                        member: suspect,
+                        accuser: Some(local),
+                    },
+                    local,
+                    now,
+                );
+            }
+            MemberState::Suspect => {
+                let confirmed = self
+                    .suspicions
+                    .get_mut(&id)
+                    .is_some_and(|s| s.incarnation == member.incarnation && s.confirm(local));
+                if confirmed {
+                    self.broadcasts.push(Rumor {
+                        member,
+                        accuser: Some(local),
+                    });
+                }
+            }
+            MemberState::Dead | MemberState::Left => {}
+        }
+    }
+
+    // ----- incoming -----
+
+    /// Handles one datagram received from `from`.
+    pub fn handle_bytes(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        self.metrics.gossip_datagrams_received.inc();
+        self.metrics.gossip_bytes_received.add(bytes.len() as u64);
+        let datagram = match self.codec.decode(bytes) {
+            Ok(datagram) => datagram,
+            Err(reason) => {
+                self.metrics.count_dropped(&reason);
+                return;
+            }
+        };
+        let sender = datagram.sender;
+        if sender == self.table.local_id() {
+            return;
+        }
+        match datagram.message {
+            GossipMessage::Join { member } => {
+                if self.leaving {
+                    return;
+                }
+                let reply_to = member.gossip_addr;
+                self.apply_rumor(Rumor::about(member), sender, now);
+                self.send_sync(reply_to, false);
+            }
+            GossipMessage::Ping { seq, rumors } => {
+                self.apply_rumors(rumors, sender, now);
+                // A member we think failed is told so, so it can refute at once.
+                let about_sender = self
+                    .table
+                    .get(sender)
+                    .filter(|e| matches!(e.member.state, MemberState::Suspect | MemberState::Dead))
+                    .map(|e| Rumor::about(e.member.clone()));
+                self.send_with_rumors(from, about_sender.into_iter().collect(), |rumors| {
+                    GossipMessage::Ack { seq, rumors }
+                });
+            }
+            GossipMessage::Ack { seq, rumors } => {
+                self.apply_rumors(rumors, sender, now);
+                self.on_ack(seq);
+            }
+            GossipMessage::PingReq {
+                seq,
+                target,
+                target_addr,
+                rumors,
+            } => {
+                self.apply_rumors(rumors, sender, now);
+                self.relay_probe(from, seq, target, target_addr, now);
+            }
+            GossipMessage::Nack { seq } => match &mut self.probe {
+                Some(probe) if probe.seq == seq => probe.nacks += 1,
+                _ => self.metrics.gossip_unexpected_replies.inc(),
+            },
+            GossipMessage::Sync { members, reply } => {
+                for mut member in members {
+                    // Like memberlist: a death heard in bulk is only a
+                    // suspicion here, to be confirmed or refuted afresh.
+                    if member.state == MemberState::Dead && member.id != self.table.local_id() {
+                        member.state = MemberState::Suspect;
+                    }
+                    self.apply_rumor(Rumor::about(member), sender, now);
+                }
+                if reply && !self.leaving {
+                    self.send_sync(from, false);
+                }
+            }
+        }
+    }
+
+    fn on_ack(&mut self, seq: u64) {
+        if let Some(probe) = &mut self.probe {
+            if probe.seq == seq {
+                probe.acked = true;
+                return;
+            }
+        }
+        if let Some(relay) = self.relays.remove(&seq) {
+            let requester_seq = relay.requester_seq;
+            self.send_with_rumors(relay.requester, Vec::new(), |rumors| GossipMessage::Ack {
+                seq: requester_seq,
+                rumors,
+            });
+            return;
+        }
+        // An ack for no probe in flight: late, duplicated or forged.
+        self.metrics.gossip_unexpected_replies.inc();
+    }
+
+    fn relay_probe(
+        &mut self,
+        requester: SocketAddr,
+        requester_seq: u64,
+        target: NodeId,
+        target_addr: SocketAddr,
+        now: Instant,
+    ) {
+        if target == self.table.local_id() {
+            self.send_with_rumors(requester, Vec::new(), |rumors| GossipMessage::Ack {
+                seq: requester_seq,
+                rumors,
+            });
+            return;
+        }
+        if self.relays.len() >= self.config.max_relays {
+            self.metrics.swim_relays_refused.inc();
+            return;
+        }
+        let seq = self.next_seq();
+        self.relays.insert(
+            seq,
+            Relay {
+                requester,
+                requester_seq,
+                expires: now + self.scaled(self.config.probe_timeout),
+            },
+        );
+        self.send_with_rumors(target_addr, Vec::new(), |rumors| GossipMessage::Ping {
+            seq,
+            rumors,
+        });
+    }
+
+    fn apply_rumors(&mut self, rumors: Vec<Rumor>, sender: NodeId, now: Instant) {
+        for rumor in rumors {
+            self.apply_rumor(rumor, sender, now);
+        }
+    }
+
+    /// Applies news from `sender` (who may be passing on someone else's).
+    fn apply_rumor(&mut self, rumor: Rumor, sender: NodeId, now: Instant) {
+        let Rumor { member, accuser } = rumor;
+        if member.id == self.table.local_id() {
+            self.answer_rumor_about_self(&member, now);
+            return;
+        }
+        let accuser = accuser.unwrap_or(sender);
+        if member.state == MemberState::Suspect {
+            if let Some(suspicion) = self.suspicions.get_mut(&member.id) {
+                if suspicion.incarnation == member.incarnation {
+                    if suspicion.confirm(accuser) {
+                        self.broadcasts.push(Rumor {
+                            member,
+                            accuser: Some(accuser),
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        let was_live = self.table.get(member.id).map(|e| is_live(e.member.state));
+        if !self.table.apply(member.clone(), now) {
+            return;
+        }
+        self.changes.push(member.clone());
+        match member.state {
+            MemberState::Alive => {
+                self.suspicions.remove(&member.id);
+                if was_live != Some(true) {
+                    // A newcomer joins the probe round at a random place.
+                    let at = self
+                        .rng
+                        .random_range(self.probe_cursor..=self.probe_order.len());
+                    self.probe_order.insert(at, member.id);
+                }
+            }
+            MemberState::Suspect => {
+                self.start_suspicion(member.id, member.incarnation, accuser, now)
+            }
+            MemberState::Dead | MemberState::Left => {
+                self.suspicions.remove(&member.id);
+            }
+        }
+        self.broadcasts.push(Rumor {
+            member,
+            accuser: Some(accuser),
+        });
+    }
+
+    fn start_suspicion(&mut self, id: NodeId, incarnation: u64, accuser: NodeId, now: Instant) {
+        let n = self.table.live_count();
+        let min =
+            suspicion::min_timeout(self.config.suspicion_mult, n, self.config.protocol_period);
+        let max = min * self.config.suspicion_max_mult;
+        let wanted = self.config.suspicion_mult.saturating_sub(2);
+        // Too few others to confirm: do not wait for confirmations that
+        // cannot come.
+        let expected = if n.saturating_sub(2) < wanted as usize {
+            0
+        } else {
+            wanted
+        };
+        self.suspicions.insert(
+            id,
+            Suspicion::new(incarnation, accuser, now, min, max, expected),
+        );
+    }
+
+    /// Only this node speaks for itself: a rumor that it is suspect, dead or
+    /// gone at its current incarnation (or an old incarnation of it still
+    /// around) is answered with a higher incarnation, alive.
+    fn answer_rumor_about_self(&mut self, rumor: &Member, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        let local = self.local().clone();
+        let must_refute = match rumor.state {
+            MemberState::Alive => rumor.incarnation > local.incarnation,
+            _ => rumor.incarnation >= local.incarnation,
+        };
+        if !must_refute {
+            return;
+        }
+        if rumor.state == MemberState::Suspect {
+            // Lifeguard: being suspected hints that this node is the slow one.
+            self.raise_awareness(1);
+        }
+        self.metrics.swim_refutations.inc();
+        let refuted = Member {
+            incarnation: rumor.incarnation + 1,
+            state: MemberState::Alive,
+            ..local
+        };
+        self.table.set_local(refuted.clone(), now);
+        self.changes.push(refuted.clone());
+        self.broadcasts.push(Rumor::about(refuted));
+    }
+
+    // ----- join, push-pull, leave -----
+
+    fn send_joins(&mut self) {
+        let member = self.local().clone();
+        for seed in self.seeds.clone() {
+            self.send(
+                seed,
+                GossipMessage::Join {
+                    member: member.clone(),
+                },
+            );
+        }
+    }
+
+    /// Sends the whole table in as many datagrams as it takes; only the
+    /// first asks for a reply.
+    fn send_sync(&mut self, to: SocketAddr, reply: bool) {
+        let empty = Datagram {
+            sender: self.table.local_id(),
+            message: GossipMessage::Sync {
+                members: Vec::new(),
+                reply,
+            },
+        };
+        let base = self
+            .codec
+            .encode(&empty)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        let room = self
+            .codec
+            .max_datagram_bytes()
+            .saturating_sub(base + PACKING_SLACK);
+        let mut members = self.table.members();
+        // This node first, so that the part most likely to arrive says the
+        // most important thing.
+        let local = self.table.local_id();
+        members.sort_by_key(|m| m.id != local);
+        let mut part = Vec::new();
+        let mut used = 0;
+        let mut first = true;
+        for member in members {
+            let len = rmp_serde::to_vec(&member)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX);
+            if used + len > room && !part.is_empty() {
+                let members = std::mem::take(&mut part);
+                self.send(
+                    to,
+                    GossipMessage::Sync {
+                        members,
+                        reply: reply && first,
+                    },
+                );
+                first = false;
+                used = 0;
+            }
+            used += len;
+            part.push(member);
+        }
+        if !part.is_empty() {
+            self.send(
+                to,
+                GossipMessage::Sync {
+                    members: part,
+                    reply: reply && first,
+                },
+            );
+        }
+    }
+
+    /// Exchanges full state with a random live member, and with a random
+    /// dead one: if it is in fact alive (a healed partition, a node that was
+    /// paused) it learns it was declared dead and refutes.
+    fn push_pull(&mut self) {
+        let local = self.table.local_id();
+        let pick = |state: fn(MemberState) -> bool, rng: &mut StdRng, table: &MemberTable| {
+            let candidates: Vec<SocketAddr> = table
+                .entries()
+                .filter(|e| e.member.id != local && state(e.member.state))
+                .map(|e| e.member.gossip_addr)
+                .collect();
+            candidates.choose(rng).copied()
+        };
+        let live = pick(|s| s == MemberState::Alive, &mut self.rng, &self.table);
+        let dead = pick(|s| s == MemberState::Dead, &mut self.rng, &self.table);
+        for to in [live, dead].into_iter().flatten() {
+            self.metrics.swim_push_pulls.inc();
+            self.send_sync(to, true);
+        }
+    }
+
+    /// Announces that this node leaves: its own rumor, `left`, goes straight
+    /// to a few members and then rides on every message it still sends. It
+    /// stops probing and accusing.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.probe = None;
+        self.suspicions.clear();
+        let left = Member {
+            state: MemberState::Left,
+            ..self.local().clone()
+        };
+        self.table.set_local(left.clone(), now);
+        self.changes.push(left.clone());
+        self.broadcasts.push(Rumor::about(left.clone()));
+        let local = left.id;
+        let targets: Vec<SocketAddr> = self
+            .table
+            .entries()
+            .filter(|e| e.member.id != local && is_live(e.member.state))
+            .map(|e| e.member.gossip_addr)
+            .collect();
+        let fanout = (self.config.indirect_probes + 1).max(3);
+        let chosen: Vec<SocketAddr> = targets
+            .choose_multiple(&mut self.rng, fanout)
+            .copied()
+            .collect();
+        for to in chosen {
+            let seq = self.next_seq();
+            self.send_with_rumors(to, vec![Rumor::about(left.clone())], |rumors| {
+                GossipMessage::Ping { seq, rumors }
+            });
+        }
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    // ----- outgoing -----
+
+    /// Sends a message built around `extra` rumors plus as many queued ones
+    /// as fit the datagram limit.
+    fn send_with_rumors(
+        &mut self,
+        to: SocketAddr,
+        extra: Vec<Rumor>,
+        make: impl Fn(Vec<Rumor>) -> GossipMessage,
+    ) {
+        let sender = self.table.local_id();
+        let base = self
+            .codec
+            .encode(&Datagram {
+                sender,
+                message: make(extra.clone()),
+            })
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        let room = self.codec.max_datagram_bytes().saturating_sub(base);
+        let limit = self.retransmit_limit();
+        let mut rumors = extra;
+        rumors.extend(self.broadcasts.take(room, limit));
+        self.send(to, make(rumors));
+    }
+
+    fn send(&mut self, to: SocketAddr, message: GossipMessage) {
+        let datagram = Datagram {
+            sender: self.table.local_id(),
+            message,
+        };
+        match self.codec.encode_within_limit(&datagram) {
+            Ok(Some(bytes)) => {
+                self.metrics.gossip_datagrams_sent.inc();
+                self.metrics.gossip_bytes_sent.add(bytes.len() as u64);
+                self.metrics
+                    .gossip_datagram_max_bytes
+                    .set_max(bytes.len() as u64);
+                self.outgoing.push(Outgoing { to, bytes });
+            }
+            Ok(None) => {
+                self.metrics.gossip_oversized_not_sent.inc();
+                tracing::error!(
+                    kind = datagram.message.kind(),
+                    "message exceeds the gossip limit; not sent"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode gossip"),
+        }
+    }
+}
+
+fn is_live(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
+}
