@@ -5,7 +5,7 @@
 //! sockets, no clocks beyond the `Instant` a caller passes in. Must never
 //! decide on its own that a member failed; failure detection feeds it news.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -99,17 +99,18 @@ impl MemberEntry {
     }
 }
 
-/// The member table of one node, including the node itself.
+/// The member table of one node, including the node itself. Ordered by id,
+/// so that everything derived from it is the same for the same history.
 #[derive(Debug)]
 pub struct MemberTable {
     local_id: NodeId,
-    entries: HashMap<NodeId, MemberEntry>,
+    entries: BTreeMap<NodeId, MemberEntry>,
 }
 
 impl MemberTable {
     pub fn new(local: Member, now: Instant) -> Self {
         let local_id = local.id;
-        let mut entries = HashMap::new();
+        let mut entries = BTreeMap::new();
         entries.insert(
             local_id,
             MemberEntry {

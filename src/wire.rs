@@ -61,6 +61,9 @@ pub enum GossipMessage {
         target_addr: SocketAddr,
         rumors: Vec<Rumor>,
     },
+    /// Rumors alone, pushed to a few members as soon as there is news
+    /// rather than waiting for the next probe.
+    Gossip { rumors: Vec<Rumor> },
     /// A relay's word that `target` did not answer it in time: proof to the
     /// prober that its own link to the relay works.
     Nack { seq: u64 },
@@ -77,6 +80,7 @@ impl GossipMessage {
             GossipMessage::Ping { .. } => "ping",
             GossipMessage::Ack { .. } => "ack",
             GossipMessage::PingReq { .. } => "ping-req",
+            GossipMessage::Gossip { .. } => "gossip",
             GossipMessage::Nack { .. } => "nack",
             GossipMessage::Sync { .. } => "sync",
         }
@@ -223,6 +227,9 @@ mod tests {
                 rumors: vec![],
             },
             GossipMessage::Nack { seq: 6 },
+            GossipMessage::Gossip {
+                rumors: vec![Rumor::about(member(7))],
+            },
         ];
         for message in messages {
             let datagram = Datagram {

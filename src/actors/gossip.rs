@@ -111,7 +111,9 @@ impl Gossip {
         if !news.is_empty() {
             self.membership.do_send(ApplyNews { news });
         }
-        let next = self.swim.next_wake();
+        let Some(next) = self.swim.next_wake() else {
+            return;
+        };
         if let Some((scheduled, handle)) = self.wake {
             if scheduled <= next {
                 return;

@@ -78,9 +78,19 @@ struct Cli {
     gossip_mtu: u64,
 
     /// SWIM protocol period T: one member is probed per period.
-    #[arg(long, global = true, env = "DND_GOSSIP_INTERVAL_MS", default_value_t = 1000,
+    #[arg(long, global = true, env = "DND_PROTOCOL_PERIOD_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    protocol_period_ms: u64,
+
+    /// How often pending membership rumors are pushed to random members.
+    #[arg(long, global = true, env = "DND_GOSSIP_INTERVAL_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     gossip_interval_ms: u64,
+
+    /// How many random members each push of rumors goes to.
+    #[arg(long, global = true, env = "DND_GOSSIP_FANOUT", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    gossip_fanout: u64,
 
     /// How long a probe waits for a direct ack before asking others.
     #[arg(long, global = true, env = "DND_PROBE_TIMEOUT_MS", default_value_t = 500,
@@ -206,7 +216,9 @@ impl Cli {
             max_value_bytes: usize::try_from(self.max_value_bytes)?,
             gossip_mtu: usize::try_from(self.gossip_mtu)?,
             swim: SwimConfig {
-                protocol_period: Duration::from_millis(self.gossip_interval_ms),
+                protocol_period: Duration::from_millis(self.protocol_period_ms),
+                gossip_interval: Duration::from_millis(self.gossip_interval_ms),
+                gossip_fanout: usize::try_from(self.gossip_fanout)?,
                 probe_timeout: Duration::from_millis(self.probe_timeout_ms),
                 indirect_probes: usize::try_from(self.indirect_probes)?,
                 suspicion_mult: self.suspicion_mult,

@@ -23,7 +23,7 @@ pub mod broadcast;
 pub mod sim;
 pub mod suspicion;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,10 @@ pub struct SwimConfig {
     pub suspicion_max_mult: u32,
     /// λ: a rumor is piggybacked λ·ceil(log10(n+1)) times.
     pub retransmit_mult: u32,
+    /// How often pending rumors are pushed to `gossip_fanout` random
+    /// members, on top of riding on probes.
+    pub gossip_interval: Duration,
+    pub gossip_fanout: usize,
     /// How often to exchange full state with a random member.
     pub push_pull_interval: Duration,
     /// The largest local health multiplier.
@@ -71,6 +75,8 @@ impl Default for SwimConfig {
             suspicion_mult: 4,
             suspicion_max_mult: 6,
             retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: 3,
             push_pull_interval: Duration::from_secs(30),
             awareness_max: 8,
             max_relays: 1024,
@@ -113,13 +119,14 @@ pub struct Swim {
     probe_order: Vec<NodeId>,
     probe_cursor: usize,
     probe: Option<Probe>,
-    relays: HashMap<u64, Relay>,
-    suspicions: HashMap<NodeId, Suspicion>,
+    relays: BTreeMap<u64, Relay>,
+    suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: BroadcastQueue,
     awareness: u32,
     next_seq: u64,
     next_probe_at: Instant,
     next_push_pull_at: Instant,
+    next_gossip_at: Instant,
     next_join_at: Instant,
     rng: StdRng,
     outgoing: Vec<Outgoing>,
@@ -152,13 +159,14 @@ impl Swim {
             probe_order: Vec::new(),
             probe_cursor: 0,
             probe: None,
-            relays: HashMap::new(),
-            suspicions: HashMap::new(),
+            relays: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
             broadcasts: BroadcastQueue::default(),
             awareness: 0,
             next_seq: rng.random(),
             next_probe_at: now + first_probe,
             next_push_pull_at: now + first_push_pull,
+            next_gossip_at: now + config.gossip_interval,
             next_join_at: now,
             rng,
             outgoing: Vec::new(),
@@ -202,9 +210,17 @@ impl Swim {
         std::mem::take(&mut self.changes)
     }
 
-    /// When [`Swim::tick`] must next run.
-    pub fn next_wake(&self) -> Instant {
+    /// When [`Swim::tick`] must next run; `None` once nothing is left to do.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let relays = self.relays.values().map(|r| r.expires);
+        if self.leaving {
+            // A leaving node only finishes the relays it promised.
+            return relays.min();
+        }
         let mut wake = self.next_probe_at.min(self.next_push_pull_at);
+        if !self.broadcasts.is_empty() {
+            wake = wake.min(self.next_gossip_at);
+        }
         if self.wants_to_join() {
             wake = wake.min(self.next_join_at);
         }
@@ -213,13 +229,13 @@ impl Swim {
                 wake = wake.min(probe.indirect_at);
             }
         }
-        for relay in self.relays.values() {
-            wake = wake.min(relay.expires);
+        for expires in relays {
+            wake = wake.min(expires);
         }
         for suspicion in self.suspicions.values() {
             wake = wake.min(suspicion.deadline());
         }
-        wake
+        Some(wake)
     }
 
     fn wants_to_join(&self) -> bool {
@@ -286,9 +302,38 @@ impl Swim {
             self.start_probe(now);
             self.next_probe_at = now + self.scaled(self.config.protocol_period);
         }
+        if now >= self.next_gossip_at {
+            self.gossip_rumors();
+            self.next_gossip_at = now + self.config.gossip_interval;
+        }
         if now >= self.next_push_pull_at {
             self.push_pull();
             self.next_push_pull_at = now + self.config.push_pull_interval;
+        }
+    }
+
+    /// Pushes pending rumors to a few random live members. Silent when there
+    /// is no news, so a quiet cluster costs only its probes.
+    fn gossip_rumors(&mut self) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let local = self.table.local_id();
+        let candidates: Vec<SocketAddr> = self
+            .table
+            .entries()
+            .filter(|e| e.member.id != local && is_live(e.member.state))
+            .map(|e| e.member.gossip_addr)
+            .collect();
+        let targets: Vec<SocketAddr> = candidates
+            .choose_multiple(&mut self.rng, self.config.gossip_fanout)
+            .copied()
+            .collect();
+        for to in targets {
+            if self.broadcasts.is_empty() {
+                break;
+            }
+            self.send_with_rumors(to, Vec::new(), |rumors| GossipMessage::Gossip { rumors });
         }
     }
 
@@ -514,15 +559,20 @@ impl Swim {
             }
             GossipMessage::Ping { seq, rumors } => {
                 self.apply_rumors(rumors, sender, now);
-                // A member we think failed is told so, so it can refute at once.
-                let about_sender = self
-                    .table
-                    .get(sender)
-                    .filter(|e| matches!(e.member.state, MemberState::Suspect | MemberState::Dead))
-                    .map(|e| Rumor::about(e.member.clone()));
-                self.send_with_rumors(from, about_sender.into_iter().collect(), |rumors| {
-                    GossipMessage::Ack { seq, rumors }
-                });
+                // The ack carries this node's own record: first-hand proof
+                // of its current incarnation, so a prober still holding an
+                // old suspicion (whose refutation it missed) clears it now.
+                let mut extra = vec![Rumor::about(self.local().clone())];
+                // And a member we think failed is told so, to refute at once.
+                extra.extend(
+                    self.table
+                        .get(sender)
+                        .filter(|e| {
+                            matches!(e.member.state, MemberState::Suspect | MemberState::Dead)
+                        })
+                        .map(|e| Rumor::about(e.member.clone())),
+                );
+                self.send_with_rumors(from, extra, |rumors| GossipMessage::Ack { seq, rumors });
             }
             GossipMessage::Ack { seq, rumors } => {
                 self.apply_rumors(rumors, sender, now);
@@ -537,6 +587,7 @@ impl Swim {
                 self.apply_rumors(rumors, sender, now);
                 self.relay_probe(from, seq, target, target_addr, now);
             }
+            GossipMessage::Gossip { rumors } => self.apply_rumors(rumors, sender, now),
             GossipMessage::Nack { seq } => match &mut self.probe {
                 Some(probe) if probe.seq == seq => probe.nacks += 1,
                 _ => self.metrics.gossip_unexpected_replies.inc(),

@@ -247,7 +247,10 @@ impl Sim {
     }
 
     fn schedule_wake(&mut self, index: usize) {
-        let wake = self.nodes[index].swim.next_wake().max(self.now);
+        let Some(wake) = self.nodes[index].swim.next_wake() else {
+            return;
+        };
+        let wake = wake.max(self.now);
         if self.nodes[index].scheduled_wake == Some(wake) {
             return;
         }
