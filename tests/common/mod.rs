@@ -150,6 +150,17 @@ impl DndProcess {
         http_port: u16,
         args: &[&str],
     ) -> DndProcess {
+        Self::spawn_with(data_dir, gossip_port, http_port, args, Stdio::null())
+    }
+
+    /// Like [`DndProcess::spawn_on`], with stderr going where the test says.
+    pub fn spawn_with(
+        data_dir: &Path,
+        gossip_port: u16,
+        http_port: u16,
+        args: &[&str],
+        stderr: Stdio,
+    ) -> DndProcess {
         let child = dnd_command()
             .args(args)
             .args(["--port", &gossip_port.to_string()])
@@ -159,7 +170,7 @@ impl DndProcess {
             .arg("-q")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn dnd");
         DndProcess {
@@ -181,6 +192,26 @@ impl DndProcess {
     pub fn gossip_addr(&self) -> String {
         format!("127.0.0.1:{}", self.gossip_port)
     }
+
+    /// Sends a signal (`-STOP`, `-CONT`, `-TERM`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+/// What the node at `http_addr` says of the member `id`: its state and
+/// incarnation.
+pub async fn state_of(http_addr: SocketAddr, id: &str) -> Option<(String, u64)> {
+    let members = members_of(http_addr).await?;
+    let member = members.iter().find(|m| m["id"] == id)?;
+    Some((
+        member["state"].as_str()?.to_string(),
+        member["incarnation"].as_u64()?,
+    ))
 }
 
 impl Drop for DndProcess {
