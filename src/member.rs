@@ -105,11 +105,19 @@ impl MemberEntry {
 pub struct MemberTable {
     local_id: NodeId,
     entries: BTreeMap<NodeId, MemberEntry>,
+    /// Alive or suspect members, kept up to date on every change because
+    /// the protocol asks for it on every datagram it sends.
+    live: usize,
+}
+
+fn is_live(state: MemberState) -> bool {
+    matches!(state, MemberState::Alive | MemberState::Suspect)
 }
 
 impl MemberTable {
     pub fn new(local: Member, now: Instant) -> Self {
         let local_id = local.id;
+        let live = usize::from(is_live(local.state));
         let mut entries = BTreeMap::new();
         entries.insert(
             local_id,
@@ -118,7 +126,11 @@ impl MemberTable {
                 state_since: now,
             },
         );
-        MemberTable { local_id, entries }
+        MemberTable {
+            local_id,
+            entries,
+            live,
+        }
     }
 
     pub fn local_id(&self) -> NodeId {
@@ -137,6 +149,8 @@ impl MemberTable {
             if entry.member.state != local.state {
                 entry.state_since = now;
             }
+            self.live = self.live + usize::from(is_live(local.state))
+                - usize::from(is_live(entry.member.state));
             entry.member = local;
         }
     }
@@ -156,10 +170,13 @@ impl MemberTable {
                 if entry.member.state != news.state {
                     entry.state_since = now;
                 }
+                self.live = self.live + usize::from(is_live(news.state))
+                    - usize::from(is_live(entry.member.state));
                 entry.member = news;
                 true
             }
             None => {
+                self.live += usize::from(is_live(news.state));
                 self.entries.insert(
                     news.id,
                     MemberEntry {
@@ -189,10 +206,7 @@ impl MemberTable {
     /// Members, this node included, that are alive or suspected: those that
     /// count as the cluster's size for timeouts and retransmissions.
     pub fn live_count(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| matches!(e.member.state, MemberState::Alive | MemberState::Suspect))
-            .count()
+        self.live
     }
 
     pub fn len(&self) -> usize {
@@ -265,6 +279,23 @@ mod tests {
         let mut t = table();
         assert!(!t.apply(member(1, MemberState::Dead, 9), Instant::now()));
         assert_eq!(t.local().state, MemberState::Alive);
+    }
+
+    #[test]
+    fn the_live_count_follows_every_change() {
+        let mut t = table();
+        let now = Instant::now();
+        t.apply(member(2, MemberState::Alive, 0), now);
+        t.apply(member(3, MemberState::Suspect, 0), now);
+        assert_eq!(t.live_count(), 3);
+        t.apply(member(3, MemberState::Dead, 0), now);
+        t.apply(member(2, MemberState::Left, 0), now);
+        assert_eq!(t.live_count(), 1);
+        t.apply(member(3, MemberState::Alive, 1), now);
+        t.set_local(member(1, MemberState::Left, 0), now);
+        assert_eq!(t.live_count(), 1);
+        let counted = t.entries().filter(|e| is_live(e.member.state)).count();
+        assert_eq!(t.live_count(), counted);
     }
 
     #[test]

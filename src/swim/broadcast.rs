@@ -2,7 +2,8 @@
 //! replaces older), each sent a bounded number of times, least-sent and
 //! newest first, packed into whatever room a datagram has left.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::member::Rumor;
 use crate::node_id::NodeId;
@@ -16,15 +17,29 @@ struct Queued {
     order: u64,
 }
 
+/// Sending order: least-sent first, then newest first.
+type Rank = (u32, Reverse<u64>, NodeId);
+
 #[derive(Debug, Default)]
 pub struct BroadcastQueue {
     queued: HashMap<NodeId, Queued>,
+    /// The same rumors in sending order, so that filling a datagram walks
+    /// only its front instead of sorting the whole queue every time.
+    ranked: BTreeSet<Rank>,
     next_order: u64,
 }
 
 /// msgpack array and bin headers grow by at most this much when elements
 /// are added to an empty array inside the envelope's body.
 pub const PACKING_SLACK: usize = 8;
+
+/// After this many rumors in a row that do not fit, the datagram is full
+/// enough: rumors are all about the same size.
+const MISSES_BEFORE_FULL: usize = 4;
+
+fn rank(id: NodeId, q: &Queued) -> Rank {
+    (q.transmits, Reverse(q.order), id)
+}
 
 impl BroadcastQueue {
     /// Queues `rumor`, replacing anything queued about the same member.
@@ -33,15 +48,18 @@ impl BroadcastQueue {
             .map(|b| b.len())
             .unwrap_or(usize::MAX);
         self.next_order += 1;
-        self.queued.insert(
-            rumor.member.id,
-            Queued {
-                rumor,
-                encoded_len,
-                transmits: 0,
-                order: self.next_order,
-            },
-        );
+        let id = rumor.member.id;
+        if let Some(old) = self.queued.get(&id) {
+            self.ranked.remove(&rank(id, old));
+        }
+        let queued = Queued {
+            rumor,
+            encoded_len,
+            transmits: 0,
+            order: self.next_order,
+        };
+        self.ranked.insert(rank(id, &queued));
+        self.queued.insert(id, queued);
     }
 
     /// Takes rumors that fit in `room` bytes, counting one transmission for
@@ -50,26 +68,35 @@ impl BroadcastQueue {
         if self.queued.is_empty() || room <= PACKING_SLACK {
             return Vec::new();
         }
-        let mut candidates: Vec<(u32, std::cmp::Reverse<u64>, NodeId)> = self
-            .queued
-            .iter()
-            .map(|(id, q)| (q.transmits, std::cmp::Reverse(q.order), *id))
-            .collect();
-        candidates.sort_unstable();
         let mut budget = room - PACKING_SLACK;
-        let mut taken = Vec::new();
-        for (_, _, id) in candidates {
-            let Some(queued) = self.queued.get_mut(&id) else {
+        let mut taken_ids = Vec::new();
+        let mut misses = 0;
+        for &(_, _, id) in &self.ranked {
+            let Some(queued) = self.queued.get(&id) else {
                 continue;
             };
             if queued.encoded_len > budget {
+                misses += 1;
+                if misses >= MISSES_BEFORE_FULL {
+                    break;
+                }
                 continue;
             }
             budget -= queued.encoded_len;
+            taken_ids.push(id);
+        }
+        let mut taken = Vec::with_capacity(taken_ids.len());
+        for id in taken_ids {
+            let Some(queued) = self.queued.get_mut(&id) else {
+                continue;
+            };
+            self.ranked.remove(&rank(id, queued));
             queued.transmits += 1;
             taken.push(queued.rumor.clone());
             if queued.transmits >= max_transmits {
                 self.queued.remove(&id);
+            } else {
+                self.ranked.insert(rank(id, queued));
             }
         }
         taken

@@ -35,7 +35,7 @@ use crate::member::{Member, MemberState, MemberTable, Rumor};
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::wire::{Codec, Datagram, GossipMessage};
-use broadcast::{BroadcastQueue, PACKING_SLACK};
+use broadcast::BroadcastQueue;
 use suspicion::Suspicion;
 
 /// Timings and counts of the protocol; defaults follow memberlist's LAN
@@ -318,17 +318,7 @@ impl Swim {
         if self.broadcasts.is_empty() {
             return;
         }
-        let local = self.table.local_id();
-        let candidates: Vec<SocketAddr> = self
-            .table
-            .entries()
-            .filter(|e| e.member.id != local && is_live(e.member.state))
-            .map(|e| e.member.gossip_addr)
-            .collect();
-        let targets: Vec<SocketAddr> = candidates
-            .choose_multiple(&mut self.rng, self.config.gossip_fanout)
-            .copied()
-            .collect();
+        let targets = self.random_members(self.config.gossip_fanout, None, is_live);
         for to in targets {
             if self.broadcasts.is_empty() {
                 break;
@@ -388,6 +378,50 @@ impl Swim {
         }
     }
 
+    /// Up to `k` random members other than this node and `exclude` whose
+    /// state passes `wanted`. Small tables are scanned; large ones sampled
+    /// from the probe round (which holds every live member), so that a
+    /// gossip round in a 1,000-member cluster does not walk the table.
+    fn random_members(
+        &mut self,
+        k: usize,
+        exclude: Option<NodeId>,
+        wanted: fn(MemberState) -> bool,
+    ) -> Vec<SocketAddr> {
+        let local = self.table.local_id();
+        let eligible = |id: NodeId, table: &MemberTable| {
+            id != local
+                && Some(id) != exclude
+                && table.get(id).is_some_and(|e| wanted(e.member.state))
+        };
+        if self.table.len() <= SCAN_LIMIT || self.probe_order.is_empty() {
+            let candidates: Vec<SocketAddr> = self
+                .table
+                .entries()
+                .filter(|e| eligible(e.member.id, &self.table))
+                .map(|e| e.member.gossip_addr)
+                .collect();
+            return candidates
+                .choose_multiple(&mut self.rng, k)
+                .copied()
+                .collect();
+        }
+        let mut chosen: Vec<NodeId> = Vec::with_capacity(k);
+        for _ in 0..k * 8 {
+            if chosen.len() == k {
+                break;
+            }
+            let id = self.probe_order[self.rng.random_range(0..self.probe_order.len())];
+            if !chosen.contains(&id) && eligible(id, &self.table) {
+                chosen.push(id);
+            }
+        }
+        chosen
+            .into_iter()
+            .filter_map(|id| self.table.get(id).map(|e| e.member.gossip_addr))
+            .collect()
+    }
+
     // ----- probing -----
 
     fn next_probe_target(&mut self) -> Option<(NodeId, SocketAddr)> {
@@ -444,18 +478,9 @@ impl Swim {
         probe.indirect_sent = true;
         let (seq, target, target_addr) = (probe.seq, probe.target, probe.target_addr);
         self.metrics.swim_probes_without_direct_ack.inc();
-        let local = self.table.local_id();
-        let candidates: Vec<SocketAddr> = self
-            .table
-            .entries()
-            .filter(|e| e.member.id != local && e.member.id != target)
-            .filter(|e| e.member.state == MemberState::Alive)
-            .map(|e| e.member.gossip_addr)
-            .collect();
-        let relays: Vec<SocketAddr> = candidates
-            .choose_multiple(&mut self.rng, self.config.indirect_probes)
-            .copied()
-            .collect();
+        let relays = self.random_members(self.config.indirect_probes, Some(target), |s| {
+            s == MemberState::Alive
+        });
         if let Some(probe) = &mut self.probe {
             probe.expected_nacks = relays.len() as u32;
         }
@@ -781,59 +806,53 @@ impl Swim {
     }
 
     /// Sends the whole table in as many datagrams as it takes; only the
-    /// first asks for a reply.
+    /// first asks for a reply. Parts are sized from one member's encoding
+    /// and halved in the rare case one does not fit, so a 1,000-member
+    /// table costs a few dozen encodings, not a thousand.
     fn send_sync(&mut self, to: SocketAddr, reply: bool) {
-        let empty = Datagram {
-            sender: self.table.local_id(),
-            message: GossipMessage::Sync {
-                members: Vec::new(),
-                reply,
-            },
-        };
-        let base = self
-            .codec
-            .encode(&empty)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        let room = self
-            .codec
-            .max_datagram_bytes()
-            .saturating_sub(base + PACKING_SLACK);
         let mut members = self.table.members();
         // This node first, so that the part most likely to arrive says the
         // most important thing.
         let local = self.table.local_id();
         members.sort_by_key(|m| m.id != local);
-        let mut part = Vec::new();
-        let mut used = 0;
+        // Members differ in size only by their addresses and counters; the
+        // slack covers that, and a part that still does not fit is halved.
+        let sample = members
+            .first()
+            .and_then(|m| rmp_serde::to_vec(m).ok())
+            .map_or(64, |b| b.len() + 8);
+        let room = self.codec.max_datagram_bytes().saturating_sub(64);
+        let per_part = (room / sample).max(1);
+        let mut parts: std::collections::VecDeque<Vec<Member>> =
+            members.chunks(per_part).map(<[Member]>::to_vec).collect();
         let mut first = true;
-        for member in members {
-            let len = rmp_serde::to_vec(&member)
-                .map(|b| b.len())
-                .unwrap_or(usize::MAX);
-            if used + len > room && !part.is_empty() {
-                let members = std::mem::take(&mut part);
-                self.send(
-                    to,
-                    GossipMessage::Sync {
-                        members,
-                        reply: reply && first,
-                    },
-                );
-                first = false;
-                used = 0;
-            }
-            used += len;
-            part.push(member);
-        }
-        if !part.is_empty() {
-            self.send(
-                to,
-                GossipMessage::Sync {
+        while let Some(part) = parts.pop_front() {
+            let datagram = Datagram {
+                sender: local,
+                message: GossipMessage::Sync {
                     members: part,
                     reply: reply && first,
                 },
-            );
+            };
+            match self.codec.encode_within_limit(&datagram) {
+                Ok(Some(bytes)) => {
+                    self.push_outgoing(to, bytes);
+                    first = false;
+                }
+                Ok(None) => {
+                    let GossipMessage::Sync { mut members, .. } = datagram.message else {
+                        continue;
+                    };
+                    if members.len() <= 1 {
+                        self.metrics.gossip_oversized_not_sent.inc();
+                        continue;
+                    }
+                    let back = members.split_off(members.len() / 2);
+                    parts.push_front(back);
+                    parts.push_front(members);
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode a sync part"),
+            }
         }
     }
 
@@ -948,6 +967,20 @@ impl Swim {
             }
             Err(e) => tracing::error!(error = %e, "could not encode gossip"),
         }
+    }
+}
+
+/// Tables up to this size are scanned when picking random members.
+const SCAN_LIMIT: usize = 64;
+
+impl Swim {
+    fn push_outgoing(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        self.metrics.gossip_datagrams_sent.inc();
+        self.metrics.gossip_bytes_sent.add(bytes.len() as u64);
+        self.metrics
+            .gossip_datagram_max_bytes
+            .set_max(bytes.len() as u64);
+        self.outgoing.push(Outgoing { to, bytes });
     }
 }
 

@@ -1,0 +1,477 @@
+//! Figures for SWIM membership with default timings, as a markdown report.
+//!
+//! `cargo bench --bench swim` runs every scenario; name some to run only
+//! those: `detect traffic loss join scale real procs`. Simulated scenarios
+//! run in virtual time (deterministic per seed); `real` runs in-process
+//! nodes over loopback UDP and `procs` runs real `dnd` processes, both in
+//! real time.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dnd::actors::membership::ListMembers;
+use dnd::config::Config;
+use dnd::member::MemberState;
+use dnd::node::Node;
+use dnd::swim::sim::Sim;
+use dnd::swim::{suspicion, SwimConfig};
+
+const STEP: Duration = Duration::from_millis(50);
+
+fn t() -> Duration {
+    SwimConfig::default().protocol_period
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn mean(values: &[Duration]) -> Duration {
+    values.iter().sum::<Duration>() / values.len() as u32
+}
+
+fn converged(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::cluster(n, SwimConfig::default(), seed);
+    sim.run_until_true(Duration::from_secs(120), STEP, Sim::converged)
+        .unwrap_or_else(|| panic!("{n} nodes did not converge"));
+    sim
+}
+
+fn detect() {
+    println!("## Failure detection (simulated, default timings, 20 seeds per size)\n");
+    println!("A random member crashes in a converged cluster. *First suspicion*: until any member suspects it. *All dead*: until every live member lists it dead.\n");
+    println!("| members | first suspicion, median / mean | SWIM's e/(e−1)·T | all dead, median / mean | suspicion floor + 3T (unconfirmed max) | false deaths |");
+    println!("|---:|---|---:|---|---|---:|");
+    for n in [8, 16, 32] {
+        let (mut first, mut dead) = (Vec::new(), Vec::new());
+        let mut false_deaths = 0;
+        for seed in 0..20 {
+            let mut sim = converged(n, seed);
+            sim.run_for(Duration::from_secs(30));
+            let victim = (seed as usize * 7 + 1) % n;
+            sim.crash(victim);
+            let suspected = sim
+                .run_until_true(Duration::from_secs(60), STEP, |s| {
+                    s.running().iter().any(|&i| {
+                        s.view(i, victim)
+                            .is_some_and(|m| m.state == MemberState::Suspect)
+                    })
+                })
+                .expect("a suspicion");
+            let all_dead = sim
+                .run_until_true(Duration::from_secs(120), STEP, |s| {
+                    s.all_see(victim, MemberState::Dead)
+                })
+                .expect("everyone declares it dead");
+            first.push(suspected);
+            dead.push(suspected + all_dead);
+            false_deaths += sim.false_deaths();
+        }
+        let floor = suspicion::min_timeout(4, n, t());
+        let e = std::f64::consts::E;
+        println!(
+            "| {n} | {} / {} | {} | {} / {} | {} ({}) | {false_deaths} |",
+            secs(median(&mut first)),
+            secs(mean(&first)),
+            secs(t().mul_f64(e / (e - 1.0))),
+            secs(median(&mut dead)),
+            secs(mean(&dead)),
+            secs(floor + 3 * t()),
+            secs(floor * 6 + 3 * t()),
+        );
+    }
+    println!("\nThe first suspicion comes at the end of the first failed probe's period, so it trails the paper's first *probe* by up to one period.\n");
+}
+
+fn traffic() {
+    println!("## Gossip traffic per member (simulated, 120 s of steady state)\n");
+    println!("| members | bytes/s sent | datagrams/s sent | largest datagram | goal |");
+    println!("|---:|---:|---:|---:|---|");
+    for n in [8, 16, 32, 64] {
+        let mut sim = converged(n, 1);
+        sim.run_for(Duration::from_secs(60));
+        let (bytes0, count0) = sim.traffic();
+        let window = Duration::from_secs(120);
+        sim.run_for(window);
+        let (bytes1, count1) = sim.traffic();
+        let per = (n as f64) * window.as_secs_f64();
+        println!(
+            "| {n} | {:.0} | {:.2} | {} B | < 1000 B/s, < 12 datagrams/s, ≤ 1400 B |",
+            (bytes1 - bytes0) as f64 / per,
+            (count1 - count0) as f64 / per,
+            sim.max_datagram()
+        );
+    }
+    println!();
+}
+
+fn loss() {
+    println!("## 10% datagram loss for 5 minutes (simulated, 5 seeds per size)\n");
+    println!("| members | members marked dead while alive | probes without a direct ack | probes with no ack at all |");
+    println!("|---:|---:|---:|---:|");
+    for n in [8, 16, 32] {
+        let (mut false_deaths, mut missed, mut failed) = (0, 0, 0);
+        for seed in 0..5 {
+            let mut sim = converged(n, 100 + seed);
+            sim.faults.loss = 0.10;
+            let end = sim.now() + Duration::from_secs(300);
+            while sim.now() < end {
+                sim.run_for(Duration::from_secs(1));
+                false_deaths = false_deaths.max(sim.false_deaths());
+            }
+            missed += sim
+                .nodes
+                .iter()
+                .map(|n| n.metrics.swim_probes_without_direct_ack.get())
+                .sum::<u64>();
+            failed += sim
+                .nodes
+                .iter()
+                .map(|n| n.metrics.swim_probe_failures.get())
+                .sum::<u64>();
+        }
+        println!("| {n} | {false_deaths} | {missed} | {failed} |");
+    }
+    println!("\nThe loss shows in every node's `/metrics` as `dnd_swim_probes_without_direct_ack_total` and `dnd_swim_probe_failures_total`.\n");
+}
+
+fn join() {
+    println!("## A join reaching every member (simulated)\n");
+    println!("| members | until every member lists the newcomer alive, median of 10 | goal |");
+    println!("|---:|---:|---|");
+    for n in [8, 32] {
+        let mut times = Vec::new();
+        for seed in 0..10 {
+            let mut sim = converged(n, 200 + seed);
+            let seed_addr = sim.nodes[n / 2].addr;
+            let newcomer = sim.add_node(vec![seed_addr]);
+            let took = sim
+                .run_until_true(Duration::from_secs(30), Duration::from_millis(10), |s| {
+                    s.all_see(newcomer, MemberState::Alive)
+                })
+                .expect("the newcomer is known");
+            times.push(took);
+        }
+        println!("| {n} | {} | < 3 s |", secs(median(&mut times)));
+    }
+    println!();
+}
+
+fn scale() {
+    println!("## 1,000 members for 10 virtual minutes (simulated)\n");
+    let wall = Instant::now();
+    let mut sim = Sim::cluster(1000, SwimConfig::default(), 5);
+    let mut converged_at = None;
+    while sim.elapsed() < Duration::from_secs(600) {
+        sim.run_for(Duration::from_secs(10));
+        if converged_at.is_none() && sim.converged() {
+            converged_at = Some(sim.elapsed());
+        }
+    }
+    let took = wall.elapsed();
+    println!("| wall-clock time | converged (all 1,000 see all alive) | at the end | datagrams delivered | largest datagram | goal |");
+    println!("|---:|---|---|---:|---:|---|");
+    println!(
+        "| {} | {} | {} | {} | {} B | < 60 s wall, converges |\n",
+        secs(took),
+        converged_at.map_or("never".into(), |t| format!("after {} virtual", secs(t))),
+        if sim.converged() {
+            "converged"
+        } else {
+            "not converged"
+        },
+        sim.datagrams_delivered,
+        sim.max_datagram()
+    );
+}
+
+/// In-process nodes over loopback UDP with default timings.
+fn real() {
+    println!("## Real nodes in one process, loopback UDP, default timings\n");
+    println!("One node stops (its socket closes, it answers nothing); the time until every other node lists it dead.\n");
+    println!("| members | until all list it dead | join of one more, until all list it |");
+    println!("|---:|---:|---:|");
+    for n in [8, 16, 32] {
+        let (detect, join) = actix_rt::System::new().block_on(real_cluster(n));
+        println!("| {n} | {} | {} |", secs(detect), secs(join));
+    }
+    println!();
+}
+
+async fn real_cluster(n: usize) -> (Duration, Duration) {
+    let dirs: Vec<_> = (0..=n)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let config = |i: usize, seed| {
+        let mut c = Config::ephemeral(dirs[i].path().to_path_buf());
+        c.swim = SwimConfig::default();
+        c.seed = seed;
+        c
+    };
+    let mut nodes = vec![Node::start(config(0, None)).await.expect("start")];
+    for i in 1..n {
+        let seed = Some(nodes[0].gossip_addr);
+        nodes.push(Node::start(config(i, seed)).await.expect("start"));
+    }
+    let all_alive = |nodes: &[Node], count: usize| {
+        let addrs: Vec<_> = nodes.iter().map(|n| n.membership.clone()).collect();
+        async move {
+            for addr in addrs {
+                let members = addr.send(ListMembers).await.unwrap_or_default();
+                let alive = members
+                    .iter()
+                    .filter(|m| m.member.state == MemberState::Alive)
+                    .count();
+                if alive < count {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !all_alive(&nodes, n).await {
+        assert!(
+            Instant::now() < deadline,
+            "the real cluster did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let victim = nodes.remove(n / 2);
+    let victim_id = victim.id;
+    let stopped = Instant::now();
+    victim.stop().await;
+    loop {
+        let mut all = true;
+        for node in &nodes {
+            let members = node.membership.send(ListMembers).await.unwrap_or_default();
+            let dead = members
+                .iter()
+                .any(|m| m.member.id == victim_id && m.member.state == MemberState::Dead);
+            all &= dead;
+        }
+        if all {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(120),
+            "the stopped node was never declared dead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detect = stopped.elapsed();
+
+    let joined_at = Instant::now();
+    let newcomer = Node::start(config(n, Some(nodes[0].gossip_addr)))
+        .await
+        .expect("start");
+    let newcomer_id = newcomer.id;
+    nodes.push(newcomer);
+    loop {
+        let mut all = true;
+        for node in &nodes {
+            let members = node.membership.send(ListMembers).await.unwrap_or_default();
+            all &= members
+                .iter()
+                .any(|m| m.member.id == newcomer_id && m.member.state == MemberState::Alive);
+        }
+        if all {
+            break;
+        }
+        assert!(
+            joined_at.elapsed() < Duration::from_secs(60),
+            "the join never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let join = joined_at.elapsed();
+    for node in nodes {
+        node.stop().await;
+    }
+    (detect, join)
+}
+
+/// Real `dnd` processes, killed with SIGKILL.
+fn procs() {
+    println!("## Eight `dnd` processes, default timings\n");
+    let n = 8;
+    let ports: Vec<(u16, u16)> = (0..n)
+        .map(|i| (17_400 + i as u16, 17_500 + i as u16))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut children: Vec<Child> = Vec::new();
+    for (i, (gossip, http)) in ports.iter().enumerate() {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnd"));
+        cmd.args([
+            "--storage",
+            "memory",
+            "-q",
+            "--port",
+            &gossip.to_string(),
+            "--server-port",
+            &http.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join(i.to_string()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if i == 0 {
+            cmd.arg("start");
+        } else {
+            cmd.args(["join", &format!("127.0.0.1:{}", ports[0].0)]);
+        }
+        children.push(cmd.spawn().expect("spawn dnd"));
+    }
+    let result = std::panic::catch_unwind(|| procs_measure(&ports));
+    for mut child in children.drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    match result {
+        Ok((kill_pid_index, detect)) => {
+            println!("| processes | killed | until every other lists it dead |");
+            println!("|---:|---:|---:|");
+            println!(
+                "| {n} | #{kill_pid_index} with SIGKILL | {} |\n",
+                secs(detect)
+            );
+        }
+        Err(_) => println!("(the process scenario failed; see the panic above)\n"),
+    }
+}
+
+fn members_over_http(http_port: u16) -> Option<Vec<(String, String)>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET /cluster/members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let body = reply.split("\r\n\r\n").nth(1)?;
+    let members: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(
+        members
+            .as_array()?
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap_or_default().to_string(),
+                    m["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn procs_measure(ports: &[(u16, u16)]) -> (usize, Duration) {
+    let n = ports.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<_> = ports
+            .iter()
+            .map(|(_, http)| members_over_http(*http))
+            .collect();
+        if views.iter().all(|v| {
+            v.as_ref()
+                .is_some_and(|m| m.len() == n && m.iter().all(|(_, s)| s == "alive"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the processes did not converge");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = 5;
+    let victim_http = ports[victim].1;
+    let victim_id = health_id(victim_http).expect("the victim's id");
+    let pid = pid_on_port(victim_http);
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    loop {
+        let all = ports
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .all(|(_, (_, http))| {
+                members_over_http(*http)
+                    .is_some_and(|m| m.iter().any(|(id, s)| id == &victim_id && s == "dead"))
+            });
+        if all {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(120),
+            "never declared dead"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (victim, killed.elapsed())
+}
+
+fn health_id(http_port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let body: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1)?).ok()?;
+    body["node_id"].as_str().map(str::to_string)
+}
+
+/// The pid of the `dnd` process serving HTTP on `port`, from its command line.
+fn pid_on_port(port: u16) -> u32 {
+    let needle = format!("--server-port\0{port}\0");
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                return pid;
+            }
+        }
+    }
+    panic!("no dnd process serves port {port}");
+}
+
+fn main() {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    println!("# SWIM membership figures\n");
+    println!("Defaults: T = 1 s, probe timeout 500 ms, k = 3, suspicion ×4 (max ×6), retransmit ×4, gossip every 200 ms to 3, push-pull 30 s, datagrams ≤ 1400 B.\n");
+    let scenarios: [(&str, fn()); 7] = [
+        ("detect", detect),
+        ("traffic", traffic),
+        ("loss", loss),
+        ("join", join),
+        ("scale", scale),
+        ("real", real),
+        ("procs", procs),
+    ];
+    for (name, scenario) in scenarios {
+        if run(name) {
+            let start = Instant::now();
+            scenario();
+            eprintln!("{name}: {:.1} s", start.elapsed().as_secs_f64());
+        }
+    }
+}
