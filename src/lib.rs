@@ -38,6 +38,8 @@ pub mod metrics;
 pub mod node;
 pub mod node_id;
 pub mod record;
+pub mod ring;
 pub mod storage;
 pub mod swim;
+pub mod version;
 pub mod wire;
