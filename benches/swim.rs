@@ -112,18 +112,30 @@ fn traffic() {
 
 fn loss() {
     println!("## 10% datagram loss for 5 minutes (simulated, 5 seeds per size)\n");
-    println!("| members | members marked dead while alive | probes without a direct ack | probes with no ack at all |");
-    println!("|---:|---:|---:|---:|");
+    println!("| members | members seen dead while alive (1 s looks) | deaths declared (every node's counter) | probes without a direct ack | probes with no ack at all |");
+    println!("|---:|---:|---:|---:|---:|");
     for n in [8, 16, 32] {
-        let (mut false_deaths, mut missed, mut failed) = (0, 0, 0);
+        let (mut false_deaths, mut declared, mut missed, mut failed) = (0, 0, 0, 0);
         for seed in 0..5 {
             let mut sim = converged(n, 100 + seed);
+            let declared_before: u64 = sim
+                .nodes
+                .iter()
+                .map(|n| n.metrics.swim_members_declared_dead.get())
+                .sum();
             sim.faults.loss = 0.10;
             let end = sim.now() + Duration::from_secs(300);
             while sim.now() < end {
                 sim.run_for(Duration::from_secs(1));
                 false_deaths = false_deaths.max(sim.false_deaths());
             }
+            // No member crashes here: every death declared is a false one.
+            declared += sim
+                .nodes
+                .iter()
+                .map(|n| n.metrics.swim_members_declared_dead.get())
+                .sum::<u64>()
+                - declared_before;
             missed += sim
                 .nodes
                 .iter()
@@ -135,7 +147,7 @@ fn loss() {
                 .map(|n| n.metrics.swim_probe_failures.get())
                 .sum::<u64>();
         }
-        println!("| {n} | {false_deaths} | {missed} | {failed} |");
+        println!("| {n} | {false_deaths} | {declared} | {missed} | {failed} |");
     }
     println!("\nThe loss shows in every node's `/metrics` as `dnd_swim_probes_without_direct_ack_total` and `dnd_swim_probe_failures_total`.\n");
 }
@@ -327,19 +339,37 @@ fn procs() {
         }
         children.push(cmd.spawn().expect("spawn dnd"));
     }
-    let result = std::panic::catch_unwind(|| procs_measure(&ports));
+    let result = std::panic::catch_unwind(|| {
+        let killed = procs_measure(&ports);
+        let pauses = procs_pause(&ports, killed.0);
+        (killed, pauses)
+    });
     for mut child in children.drain(..) {
         let _ = child.kill();
         let _ = child.wait();
     }
     match result {
-        Ok((kill_pid_index, detect)) => {
+        Ok(((kill_pid_index, detect), pauses)) => {
             println!("| processes | killed | until every other lists it dead |");
             println!("|---:|---:|---:|");
             println!(
                 "| {n} | #{kill_pid_index} with SIGKILL | {} |\n",
                 secs(detect)
             );
+            println!("With 8 members the suspicion timeout is 4 s with every confirmation and 24 s with none.\n");
+            println!("| SIGSTOP for | looks at every member's view while paused and 5 s after | views listing it dead | until every other lists it dead | after SIGCONT, until every other lists it alive |");
+            println!("|---:|---:|---:|---:|---:|");
+            for pause in pauses {
+                println!(
+                    "| {} | {} | {} | {} | {} |",
+                    secs(pause.paused_for),
+                    pause.looks,
+                    pause.dead_views,
+                    pause.all_dead.map_or("never".to_string(), secs),
+                    secs(pause.alive_again),
+                );
+            }
+            println!();
         }
         Err(_) => println!("(the process scenario failed; see the panic above)\n"),
     }
@@ -417,6 +447,95 @@ fn procs_measure(ports: &[(u16, u16)]) -> (usize, Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (victim, killed.elapsed())
+}
+
+struct PauseFigures {
+    paused_for: Duration,
+    looks: usize,
+    dead_views: usize,
+    all_dead: Option<Duration>,
+    alive_again: Duration,
+}
+
+/// SIGSTOPs one live process for less than the fastest suspicion timeout,
+/// then for longer than the slowest, watching every other member's view.
+fn procs_pause(ports: &[(u16, u16)], already_dead: usize) -> Vec<PauseFigures> {
+    let victim = 2;
+    let victim_http = ports[victim].1;
+    let victim_id = health_id(victim_http).expect("the victim's id");
+    let pid = pid_on_port(victim_http).to_string();
+    let observers: Vec<u16> = ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim && *i != already_dead)
+        .map(|(_, (_, http))| *http)
+        .collect();
+    let states = || -> Vec<String> {
+        observers
+            .iter()
+            .filter_map(|http| members_over_http(*http))
+            .map(|m| {
+                m.into_iter()
+                    .find(|(id, _)| id == &victim_id)
+                    .map(|(_, s)| s)
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+    };
+    let mut figures = Vec::new();
+    for paused_for in [Duration::from_secs(3), Duration::from_secs(30)] {
+        let (mut looks, mut dead_views, mut all_dead) = (0, 0, None);
+        let stopped = Instant::now();
+        signal("-STOP");
+        while stopped.elapsed() < paused_for {
+            let views = states();
+            looks += views.len();
+            dead_views += views.iter().filter(|s| *s == "dead").count();
+            if all_dead.is_none()
+                && views.len() == observers.len()
+                && views.iter().all(|s| s == "dead")
+            {
+                all_dead = Some(stopped.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal("-CONT");
+        let resumed = Instant::now();
+        let alive_again = loop {
+            let views = states();
+            looks += views.len();
+            dead_views += views.iter().filter(|s| *s == "dead").count();
+            if views.len() == observers.len() && views.iter().all(|s| s == "alive") {
+                break resumed.elapsed();
+            }
+            assert!(
+                resumed.elapsed() < Duration::from_secs(60),
+                "the resumed process never came back alive"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Keep looking a while: a late death would show here.
+        while resumed.elapsed() < Duration::from_secs(5) {
+            let views = states();
+            looks += views.len();
+            dead_views += views.iter().filter(|s| *s == "dead").count();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        figures.push(PauseFigures {
+            paused_for,
+            looks,
+            dead_views,
+            all_dead,
+            alive_again,
+        });
+    }
+    figures
 }
 
 fn health_id(http_port: u16) -> Option<String> {

@@ -2,6 +2,7 @@
 //!
 //! Owns key validation, so every entry point (HTTP today, node-to-node
 //! requests later) refuses the same keys for the same reasons.
+//! Must never accept a key another entry point would refuse.
 
 use std::fmt;
 

@@ -245,6 +245,19 @@ fn bad_flags_and_peers_are_refused_clearly() {
         stderr.contains("cannot resolve peer \"no-port-here\""),
         "{stderr}"
     );
+
+    let (status, stderr) = run_to_exit(dnd_command().args([
+        "start",
+        "--storage",
+        "memory",
+        "--protocol-period-ms",
+        "400",
+        "--probe-timeout-ms",
+        "400",
+    ]));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("must be shorter than"), "{stderr}");
 }
 
 #[test]

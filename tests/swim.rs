@@ -256,9 +256,16 @@ fn acks_and_nacks_for_probes_never_sent_are_dropped_and_counted() {
     );
     let from = "127.0.0.1:5001".parse().unwrap();
     for message in [
+        // A forged ack that would plant a member, were it believed.
         GossipMessage::Ack {
             seq: 12345,
-            rumors: vec![],
+            rumors: vec![dnd::member::Rumor::about(dnd::member::Member {
+                id: NodeId::from_u64(3),
+                gossip_addr: "127.0.0.1:5003".parse().unwrap(),
+                http_addr: "127.0.0.1:6003".parse().unwrap(),
+                state: MemberState::Alive,
+                incarnation: 0,
+            })],
         },
         GossipMessage::Nack { seq: 9 },
     ] {
@@ -273,6 +280,10 @@ fn acks_and_nacks_for_probes_never_sent_are_dropped_and_counted() {
     assert_eq!(metrics.gossip_unexpected_replies.get(), 2);
     assert!(swim.take_outgoing().is_empty(), "nothing is answered");
     assert!(!swim.has_peers(), "no one was learned from them");
+    assert!(
+        swim.take_changes().is_empty(),
+        "the forged ack's rumor was not applied"
+    );
 }
 
 #[test]

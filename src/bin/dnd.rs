@@ -1,5 +1,9 @@
 //! The `dnd` command: parses flags (and `DND_*` variables), sets up logging,
 //! and runs a node until SIGINT or SIGTERM.
+//!
+//! A thin shell: it builds a [`Config`] and calls into the library. It must
+//! never hold node logic of its own, and reports every start-up failure as
+//! one line on stderr with a non-zero exit.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -92,10 +96,11 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=16))]
     gossip_fanout: u64,
 
-    /// How long a probe waits for a direct ack before asking others.
-    #[arg(long, global = true, env = "DND_PROBE_TIMEOUT_MS", default_value_t = 500,
+    /// How long a probe waits for a direct ack before asking others
+    /// [default: half the protocol period]; must be shorter than the period.
+    #[arg(long, global = true, env = "DND_PROBE_TIMEOUT_MS",
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    probe_timeout_ms: u64,
+    probe_timeout_ms: Option<u64>,
 
     /// Members asked to probe indirectly when a direct probe gets no ack.
     #[arg(long, global = true, env = "DND_INDIRECT_PROBES", default_value_t = 3,
@@ -193,6 +198,15 @@ impl Cli {
             Command::Start | Command::Leave => None,
             Command::Join { peer } => Some(resolve(peer)?),
         };
+        // The indirect probe must be sent, and answered, within the period.
+        let probe_timeout_ms = self.probe_timeout_ms.unwrap_or(self.protocol_period_ms / 2);
+        if probe_timeout_ms >= self.protocol_period_ms {
+            return Err(anyhow!(
+                "--probe-timeout-ms ({probe_timeout_ms}) must be shorter than --protocol-period-ms ({})",
+                self.protocol_period_ms
+            ));
+        }
+        let probe_timeout = Duration::from_millis(probe_timeout_ms.max(1));
         Ok(Config {
             address: self.address,
             gossip_port: self.port,
@@ -219,7 +233,7 @@ impl Cli {
                 protocol_period: Duration::from_millis(self.protocol_period_ms),
                 gossip_interval: Duration::from_millis(self.gossip_interval_ms),
                 gossip_fanout: usize::try_from(self.gossip_fanout)?,
-                probe_timeout: Duration::from_millis(self.probe_timeout_ms),
+                probe_timeout,
                 indirect_probes: usize::try_from(self.indirect_probes)?,
                 suspicion_mult: self.suspicion_mult,
                 suspicion_max_mult: self.suspicion_max_mult,

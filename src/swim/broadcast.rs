@@ -1,6 +1,9 @@
 //! Rumors waiting to be piggybacked: at most one per member (newer news
 //! replaces older), each sent a bounded number of times, least-sent and
 //! newest first, packed into whatever room a datagram has left.
+//!
+//! Pure queueing: it never decides what is news (the protocol does) and
+//! never exceeds the room it is given.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};

@@ -84,6 +84,10 @@ impl Default for SwimConfig {
     }
 }
 
+/// How many of its latest sequence numbers a node still accepts late acks
+/// for: a few minutes of probes and relays.
+const RECENT_SEQS: u64 = 4096;
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -263,6 +267,13 @@ impl Swim {
     fn next_seq(&mut self) -> u64 {
         self.next_seq = self.next_seq.wrapping_add(1);
         self.next_seq
+    }
+
+    /// Whether `seq` is one of the last [`RECENT_SEQS`] sequence numbers
+    /// this node issued (they start at a random point, so a forger cannot
+    /// guess the window).
+    fn issued_recently(&self, seq: u64) -> bool {
+        self.next_seq.wrapping_sub(seq) < RECENT_SEQS
     }
 
     fn retransmit_limit(&self) -> u32 {
@@ -600,8 +611,16 @@ impl Swim {
                 self.send_with_rumors(from, extra, |rumors| GossipMessage::Ack { seq, rumors });
             }
             GossipMessage::Ack { seq, rumors } => {
-                self.apply_rumors(rumors, sender, now);
-                self.on_ack(seq);
+                // An ack for no probe in flight is late, duplicated or
+                // forged: nothing it carries is trusted.
+                // A late ack still carries news worth having (a resumed
+                // member's refutation rides on its acks to the pings that
+                // piled up while it was paused); an ack for a sequence
+                // number this node never issued is forged, and nothing it
+                // carries is believed.
+                if self.on_ack(seq) || self.issued_recently(seq) {
+                    self.apply_rumors(rumors, sender, now);
+                }
             }
             GossipMessage::PingReq {
                 seq,
@@ -633,11 +652,12 @@ impl Swim {
         }
     }
 
-    fn on_ack(&mut self, seq: u64) {
+    /// Settles the probe or relay `seq` answers; false if there was none.
+    fn on_ack(&mut self, seq: u64) -> bool {
         if let Some(probe) = &mut self.probe {
             if probe.seq == seq {
                 probe.acked = true;
-                return;
+                return true;
             }
         }
         if let Some(relay) = self.relays.remove(&seq) {
@@ -646,10 +666,10 @@ impl Swim {
                 seq: requester_seq,
                 rumors,
             });
-            return;
+            return true;
         }
-        // An ack for no probe in flight: late, duplicated or forged.
         self.metrics.gossip_unexpected_replies.inc();
+        false
     }
 
     fn relay_probe(

@@ -4,6 +4,9 @@
 //! min = suspicion_mult · max(1, log10(n)) · T, max = suspicion_max_mult ·
 //! min, and with c of the k expected confirmations the timeout is
 //! max − (max − min) · ln(c + 1) / ln(k + 1), never below min.
+//!
+//! Pure arithmetic on instants the caller passes in: it must never read a
+//! clock or decide a death by itself.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
