@@ -14,6 +14,8 @@
 //!     it hears about members to Membership;
 //!   - **Membership** owns the member table, decides which news wins, and
 //!     publishes changes to its subscribers (Gossip today).
+//! - [`peer`]: the node-to-node request channel over TCP, one multiplexed
+//!   connection per peer, generic over what it carries.
 //! - The pure core, with no actors and no sockets: [`config`], [`key`],
 //!   [`record`], [`member`], [`node_id`], [`wire`] (the gossip datagram
 //!   format), [`storage`] (memory and disk engines), [`metrics`].
@@ -37,6 +39,7 @@ pub mod member;
 pub mod metrics;
 pub mod node;
 pub mod node_id;
+pub mod peer;
 pub mod record;
 pub mod ring;
 pub mod storage;

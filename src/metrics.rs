@@ -43,6 +43,11 @@ pub struct Metrics {
     pub kv_puts: Counter,
     pub kv_deletes: Counter,
     pub kv_storage_errors: Counter,
+    pub peer_requests_sent: Counter,
+    pub peer_request_failures: Counter,
+    pub peer_requests_served: Counter,
+    pub peer_connections_opened: Counter,
+    pub peer_frames_refused: Counter,
 }
 
 pub type SharedMetrics = Arc<Metrics>;
@@ -148,6 +153,11 @@ impl Metrics {
                 ("{op=\"delete\"}", c(&self.kv_deletes)),
             ]),
             ("kv_storage_errors_total", "Storage engine errors seen by the Store.", &[("", c(&self.kv_storage_errors))]),
+            ("peer_requests_sent_total", "Requests sent to peers.", &[("", c(&self.peer_requests_sent))]),
+            ("peer_request_failures_total", "Requests to peers that got no answer: no connection, refused, timed out, closed, or failed at the peer.", &[("", c(&self.peer_request_failures))]),
+            ("peer_requests_served_total", "Peer requests this node answered.", &[("", c(&self.peer_requests_served))]),
+            ("peer_connections_opened_total", "Connections to peers this node opened (handshake done).", &[("", c(&self.peer_connections_opened))]),
+            ("peer_frames_refused_total", "Peer frames refused: malformed, oversized, or a refused handshake.", &[("", c(&self.peer_frames_refused))]),
         ];
         let gauges: &[(&str, &str, u64)] = &[
             (
