@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::replication::Replication;
 use crate::swim::SwimConfig;
 
 /// Where the Store keeps its data.
@@ -58,6 +59,15 @@ pub struct Config {
     pub join_timeout: Duration,
     /// How long an HTTP request waits for the Store before answering 503.
     pub request_timeout: Duration,
+    /// N, R and W; the same on every node of a cluster.
+    pub replication: Replication,
+    /// Tokens per node on the ring; the same on every node of a cluster.
+    pub vnodes: usize,
+    /// How long a coordinator waits for one replica before treating it as
+    /// failed for that request (and asking a stand-in).
+    pub replica_timeout: Duration,
+    /// How often a node tries to hand its hints to their owners.
+    pub hint_interval: Duration,
     /// actix-web worker threads; 0 means one per core.
     pub http_workers: usize,
 }
@@ -69,6 +79,8 @@ pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_GOSSIP_MTU: usize = 1400;
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const DEFAULT_HINT_INTERVAL: Duration = Duration::from_millis(1000);
 
 impl Config {
     /// The data directory used when none is given: one folder per node under
@@ -101,6 +113,10 @@ impl Config {
             },
             join_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            replication: Replication::default(),
+            vnodes: crate::ring::DEFAULT_VNODES,
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
+            hint_interval: Duration::from_millis(200),
             http_workers: 1,
         }
     }

@@ -4,6 +4,8 @@
 //! Owns the order of start-up, so that every failure a user can cause (a
 //! port in use, an unusable data directory) is reported before anything
 //! runs. Must be called inside an actix `System`.
+//! It must never hold request logic: that belongs to the actors and
+//! `http`.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -13,13 +15,15 @@ use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
 use crate::actors::gossip::{Gossip, HasPeers, Leave};
-use crate::actors::membership::Membership;
-use crate::actors::store::Store;
+use crate::actors::membership::{Membership, Subscribe};
+use crate::actors::store::{FromPeer, ReplicaClient, Store, StoreConfig};
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
 use crate::member::{Member, MemberState};
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::node_id::NodeId;
+use crate::peer::{self, PeerClient, PeerConfig};
+use crate::replica::{ReplicaReply, ReplicaRequest};
 use crate::storage::{self, StorageError};
 use crate::swim::Swim;
 use crate::wire::Codec;
@@ -38,11 +42,18 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the replica port (TCP, the gossip port's number) {addr}")]
+    PeerPort {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind the HTTP port (TCP) {addr}")]
     HttpPort {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("invalid replication settings: {0}")]
+    Replication(#[from] crate::replication::QuorumError),
     #[error("cannot open storage")]
     Storage(#[from] StorageError),
     #[error("cannot start the HTTP server: {0}")]
@@ -58,12 +69,17 @@ pub struct Node {
     pub gossip: Addr<Gossip>,
     pub membership: Addr<Membership>,
     pub metrics: SharedMetrics,
+    /// The client the Store reaches other replicas with (tests cut it off
+    /// from chosen peers to make partitions).
+    pub replica_client: ReplicaClient,
     server: actix_web::dev::ServerHandle,
     leave_requested: Arc<tokio::sync::Notify>,
-    /// Membership and Gossip run here, the Store on its own arbiter, so that
-    /// stopping a node stops exactly its actors and closes its socket.
+    /// Membership and Gossip run here, the Store on its own arbiter and the
+    /// replica server on a third, so that stopping a node stops exactly its
+    /// actors and closes its sockets.
     cluster_arbiter: Arbiter,
     store_arbiter: Arbiter,
+    peer_arbiter: Arbiter,
 }
 
 impl Node {
@@ -73,13 +89,9 @@ impl Node {
         if config.address.is_unspecified() {
             return Err(StartError::UnspecifiedAddress(config.address));
         }
+        config.replication.validate()?;
         let id = identity(&config)?;
-        let gossip_bind = SocketAddr::new(config.address, config.gossip_port);
-        let udp = UdpSocket::bind(gossip_bind).map_err(|source| StartError::GossipPort {
-            addr: gossip_bind,
-            source,
-        })?;
-        let gossip_addr = local_addr(&udp.local_addr(), gossip_bind)?;
+        let (udp, replica_listener, gossip_addr) = bind_gossip_and_replica(&config)?;
         let http_bind = SocketAddr::new(config.address, config.http_port);
         let tcp = TcpListener::bind(http_bind).map_err(|source| StartError::HttpPort {
             addr: http_bind,
@@ -101,10 +113,11 @@ impl Node {
         };
         let cluster_arbiter = Arbiter::new();
         let store_arbiter = Arbiter::new();
+        let peer_arbiter = Arbiter::new();
         let membership = {
-            let (local, metrics) = (local.clone(), metrics.clone());
+            let (local, metrics, vnodes) = (local.clone(), metrics.clone(), config.vnodes);
             Supervisor::start_in_arbiter(&cluster_arbiter.handle(), move |_| {
-                Membership::new(local, metrics)
+                Membership::new(local, vnodes, metrics)
             })
         };
         let gossip = {
@@ -123,12 +136,54 @@ impl Node {
                 Gossip::new(swim, udp, mtu, membership, metrics)
             })
         };
+        let peer_config = PeerConfig {
+            request_timeout: config.replica_timeout * 3,
+            max_frame_bytes: peer::DEFAULT_MAX_FRAME_BYTES
+                .max(config.max_value_bytes.saturating_mul(8) + (1 << 20)),
+            ..PeerConfig::new(config.cluster_name.clone())
+        };
+        let replica_client: ReplicaClient = PeerClient::new(peer_config.clone(), metrics.clone());
         let store = {
             let metrics = metrics.clone();
+            let store_config = StoreConfig {
+                local_id: id,
+                replication: config.replication,
+                replica_timeout: config.replica_timeout,
+                hint_interval: config.hint_interval,
+                max_key_bytes: config.max_key_bytes,
+            };
+            let peers = replica_client.clone();
             Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
-                Store::new(engine, metrics)
+                Store::new(engine, store_config, peers, metrics)
             })
         };
+        membership.do_send(Subscribe(store.clone().recipient()));
+        {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            peer_arbiter.spawn(async move {
+                let listener = match tokio::net::TcpListener::from_std(replica_listener) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve replica requests");
+                        return;
+                    }
+                };
+                peer::serve(
+                    listener,
+                    peer_config,
+                    metrics,
+                    move |request: ReplicaRequest| {
+                        let store = store.clone();
+                        async move {
+                            store.send(FromPeer(request)).await.unwrap_or_else(|_| {
+                                ReplicaReply::Refused("the store is restarting".into())
+                            })
+                        }
+                    },
+                )
+                .await;
+            });
+        }
 
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
@@ -141,6 +196,7 @@ impl Node {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
             request_timeout: config.request_timeout,
+            replication: config.replication,
         };
         let mut server = HttpServer::new(move || {
             App::new()
@@ -173,10 +229,12 @@ impl Node {
             gossip,
             membership,
             metrics,
+            replica_client,
             server: handle,
             leave_requested,
             cluster_arbiter,
             store_arbiter,
+            peer_arbiter,
         })
     }
 
@@ -217,10 +275,12 @@ impl Node {
         drop((self.store, self.gossip, self.membership));
         self.cluster_arbiter.stop();
         self.store_arbiter.stop();
-        let (cluster, store) = (self.cluster_arbiter, self.store_arbiter);
+        self.peer_arbiter.stop();
+        let arbiters = [self.cluster_arbiter, self.store_arbiter, self.peer_arbiter];
         let joined = actix_rt::task::spawn_blocking(move || {
-            let _ = cluster.join();
-            let _ = store.join();
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
         })
         .await;
         if joined.is_err() {
@@ -245,6 +305,45 @@ fn identity(config: &Config) -> Result<NodeId, StartError> {
             NodeId::load_or_create(&config.data_dir).map_err(data_dir_error)
         }
     }
+}
+
+/// Binds the gossip socket (UDP) and the replica listener (TCP) on the same
+/// port number, so a member's one advertised address reaches both. With
+/// port 0 the OS picks the UDP port, and a few picks are tried until the
+/// same TCP port is free too.
+fn bind_gossip_and_replica(
+    config: &Config,
+) -> Result<(UdpSocket, TcpListener, SocketAddr), StartError> {
+    let requested = SocketAddr::new(config.address, config.gossip_port);
+    let attempts = if config.gossip_port == 0 { 32 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(requested).map_err(|source| StartError::GossipPort {
+            addr: requested,
+            source,
+        })?;
+        let gossip_addr = local_addr(&udp.local_addr(), requested)?;
+        match TcpListener::bind(gossip_addr) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)
+                    .map_err(|source| StartError::PeerPort {
+                        addr: gossip_addr,
+                        source,
+                    })?;
+                return Ok((udp, tcp, gossip_addr));
+            }
+            Err(source) => {
+                last_error = Some(StartError::PeerPort {
+                    addr: gossip_addr,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last_error.unwrap_or(StartError::PeerPort {
+        addr: requested,
+        source: std::io::Error::other("no port was free for both UDP and TCP"),
+    }))
 }
 
 fn local_addr(

@@ -1,9 +1,12 @@
 //! The Membership actor: the single authority on who is in the cluster.
 //!
-//! Owns the node's published [`MemberTable`] and the list of subscribers.
-//! Handles [`ApplyNews`] (from Gossip: every change its SWIM state machine
-//! accepted, in order), [`ListMembers`] (from HTTP) and [`Subscribe`];
-//! publishes [`MembersChanged`] to every subscriber after any change. The
+//! Owns the node's published [`MemberTable`], the [`Ring`] derived from it
+//! and the list of subscribers. Handles [`ApplyNews`] (from Gossip: every
+//! change its SWIM state machine accepted, in order), [`ListMembers`] and
+//! [`GetRing`] (from HTTP) and [`Subscribe`] (from the Store); publishes
+//! [`MembersChanged`], with the ring, to every subscriber after any change.
+//! The ring holds every member that has not left: a member that is merely
+//! down keeps its place, so its keys do not move while it is away. The
 //! rules of which news wins live in the pure `member` module, and the same
 //! rules run here and in SWIM, so this table mirrors the protocol's. It must
 //! never do I/O: it hears of the network only through Gossip's messages.
@@ -14,11 +17,15 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler, Message, Recipient, Supervised};
 
 use super::contain_panic;
-use crate::member::{Member, MemberTable};
+use crate::member::{Member, MemberState, MemberTable};
 use crate::metrics::SharedMetrics;
+use crate::node_id::NodeId;
+use crate::ring::Ring;
 
 pub struct Membership {
     table: MemberTable,
+    ring: Arc<Ring>,
+    vnodes: usize,
     subscribers: Vec<Recipient<MembersChanged>>,
     metrics: SharedMetrics,
 }
@@ -41,6 +48,11 @@ pub struct MemberStatus {
     pub time_in_state: Duration,
 }
 
+/// The current ring and members, for display.
+#[derive(Message, Debug)]
+#[rtype(result = "MembersChanged")]
+pub struct GetRing;
+
 /// Asks for [`MembersChanged`] after every change, starting with the current
 /// table right away.
 #[derive(Message)]
@@ -53,21 +65,51 @@ pub struct Subscribe(pub Recipient<MembersChanged>);
 #[rtype(result = "()")]
 pub struct MembersChanged {
     pub members: Arc<[Member]>,
+    pub ring: Arc<Ring>,
+}
+
+/// The members that hold a place on the ring: all but those that left.
+fn ring_members(table: &MemberTable) -> impl Iterator<Item = NodeId> + '_ {
+    table
+        .entries()
+        .filter(|e| e.member.state != MemberState::Left)
+        .map(|e| e.member.id)
 }
 
 impl Membership {
-    pub fn new(local: Member, metrics: SharedMetrics) -> Self {
+    pub fn new(local: Member, vnodes: usize, metrics: SharedMetrics) -> Self {
+        let table = MemberTable::new(local, Instant::now());
+        let ring = Arc::new(Ring::new(ring_members(&table), vnodes));
         Membership {
-            table: MemberTable::new(local, Instant::now()),
+            table,
+            ring,
+            vnodes,
             subscribers: Vec::new(),
             metrics,
         }
     }
 
-    fn publish(&self) {
-        let snapshot = MembersChanged {
+    fn snapshot(&self) -> MembersChanged {
+        MembersChanged {
             members: self.table.members().into(),
-        };
+            ring: self.ring.clone(),
+        }
+    }
+
+    /// Rebuilds the ring only when the set of members on it changed: a
+    /// state change between alive, suspect and dead moves no key.
+    fn refresh_ring(&mut self) {
+        let mut on_ring: Vec<NodeId> = ring_members(&self.table).collect();
+        on_ring.sort_unstable();
+        if on_ring != self.ring.nodes() {
+            tracing::info!(nodes = on_ring.len(), "ring changed");
+            self.ring = Arc::new(Ring::new(on_ring, self.vnodes));
+        }
+    }
+
+    fn publish(&mut self) {
+        self.refresh_ring();
+        let snapshot = self.snapshot();
         for subscriber in &self.subscribers {
             subscriber.do_send(snapshot.clone());
         }
@@ -134,10 +176,16 @@ impl Handler<Subscribe> for Membership {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
-        msg.0.do_send(MembersChanged {
-            members: self.table.members().into(),
-        });
+        msg.0.do_send(self.snapshot());
         self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<GetRing> for Membership {
+    type Result = actix::MessageResult<GetRing>;
+
+    fn handle(&mut self, _msg: GetRing, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.snapshot())
     }
 }
 

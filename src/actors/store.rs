@@ -1,29 +1,80 @@
-//! The Store actor: this node's data.
+//! The Store actor: this node's replicas, and the coordination of every
+//! client read and write that reaches this node.
 //!
 //! Owns the storage engine (behind `Arc<dyn StorageEngine>`, so a restart
-//! finds the same data). Handles [`Get`], [`Put`] and [`Delete`], sent by the
-//! HTTP layer. Runs on an arbiter of its own so that disk writes never stall
-//! gossip. Must never touch the network: coordination with other replicas
-//! will go through messages to other actors, not sockets of its own.
+//! finds the same data), the hints this node keeps for replicas that were
+//! down, and its view of the ring (from Membership's [`MembersChanged`]).
+//!
+//! Handles [`Get`], [`Put`] and [`Delete`] from the HTTP layer, and
+//! [`FromPeer`] from the node-to-node server. For a client request it is the
+//! coordinator: it places the key on the ring ([`Placement`]), asks the
+//! replicas through the [`PeerClient`] and answers once R (reads) or W
+//! (writes) of them have; the rest of the work (slow replicas, read repair,
+//! hints for replicas that failed) finishes in the background. A write is
+//! versioned by a home replica of its key, so a write that reaches a node
+//! outside the key's home is forwarded to one. Runs on an arbiter of its
+//! own so that disk writes never stall gossip. Must never open a socket of
+//! its own: other nodes are reached only through the peer client.
+//!
+//! Storage layout, one engine: `d` + key holds a key's [`Object`]; `h` +
+//! owner id (8 bytes) + key marks a hint (the data itself is the `d` entry).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message, Supervised};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use thiserror::Error;
+use tokio::sync::oneshot;
 
 use super::contain_panic;
+use super::membership::MembersChanged;
 use crate::key::Key;
+use crate::member::{Member, MemberState};
 use crate::metrics::SharedMetrics;
-use crate::record::{CorruptRecord, Record};
+use crate::node_id::NodeId;
+use crate::peer::{PeerClient, PeerError};
+use crate::replica::{QuorumShortfall, ReplicaReply, ReplicaRequest, Written};
+use crate::replication::{Placement, Quorum, Replication, Target};
+use crate::ring::Ring;
 use crate::storage::{StorageEngine, StorageError};
+use crate::version::{CorruptObject, Dot, Object, Payload, VersionError, VersionVector};
 
 /// Requests wait here rather than fail while the Store is busy: the HTTP
 /// layer bounds how long they wait.
 const MAILBOX_CAPACITY: usize = 1024;
+/// Hinted keys handed to one owner per delivery round.
+const HINT_BATCH: usize = 256;
+
+const DATA_PREFIX: u8 = b'd';
+const HINT_PREFIX: u8 = b'h';
+
+pub type ReplicaClient = PeerClient<ReplicaRequest, ReplicaReply>;
+
+/// How a Store is set up; fixed for its life.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub local_id: NodeId,
+    pub replication: Replication,
+    /// How long one replica may take before it counts as failed.
+    pub replica_timeout: Duration,
+    /// How often hints are offered to their owners.
+    pub hint_interval: Duration,
+    pub max_key_bytes: usize,
+}
 
 pub struct Store {
     engine: Arc<dyn StorageEngine>,
     metrics: SharedMetrics,
+    config: StoreConfig,
+    peers: ReplicaClient,
+    members: HashMap<NodeId, Member>,
+    ring: Arc<Ring>,
+    hints: Hints,
+    /// Owners a delivery round is under way for.
+    delivering: HashSet<NodeId>,
 }
 
 #[derive(Debug, Error)]
@@ -31,41 +82,880 @@ pub enum StoreError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
-    Corrupt(#[from] CorruptRecord),
+    Corrupt(#[from] CorruptObject),
+    #[error(transparent)]
+    Version(#[from] VersionError),
     #[error("the store failed while handling this request and is restarting")]
     Restarting,
+    #[error("{} of the {} replicas needed answered", .0.answered, .0.needed)]
+    ReadQuorum(QuorumShortfall),
+    #[error("{} of the {} replicas needed stored the write", .0.answered, .0.needed)]
+    WriteQuorum(QuorumShortfall),
 }
 
+/// A client read: the merged object of at least R replicas.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<Option<Record>, StoreError>")]
+#[rtype(result = "Result<ReadOutcome, StoreError>")]
 pub struct Get {
     pub key: Key,
+    pub quorum: Option<Quorum>,
 }
 
+#[derive(Debug)]
+pub struct ReadOutcome {
+    /// Every version no other supersedes, tombstones included; empty when
+    /// no replica has heard of the key.
+    pub object: Object,
+}
+
+/// A client write of a value.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Result<Written, StoreError>")]
 pub struct Put {
     pub key: Key,
-    pub record: Record,
+    /// What the client had read; `None` supersedes what the coordinating
+    /// replica holds.
+    pub context: Option<VersionVector>,
+    pub content_type: String,
+    pub value: Vec<u8>,
+    pub quorum: Option<Quorum>,
 }
 
+/// A client delete: a versioned tombstone, written like a value.
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Result<Written, StoreError>")]
 pub struct Delete {
+    pub key: Key,
+    pub context: Option<VersionVector>,
+    pub quorum: Option<Quorum>,
+}
+
+/// This node's own copy of a key, as stored, without asking any replica:
+/// for operators and tests that look at one replica.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Object, StoreError>")]
+pub struct LocalCopy {
     pub key: Key,
 }
 
+/// A request from another node, through the peer server.
+#[derive(Message, Debug)]
+#[rtype(result = "ReplicaReply")]
+pub struct FromPeer(pub ReplicaRequest);
+
+/// A write this node must coordinate itself: forwarded to it, or one no
+/// home replica could take.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Written, StoreError>")]
+struct CoordinateHere(ClientWrite);
+
+#[derive(Debug, Clone)]
+struct ClientWrite {
+    key: String,
+    context: Option<VersionVector>,
+    payload: Payload,
+    quorum: Option<Quorum>,
+}
+
+/// After a write's fan-out: home replicas that got the write neither
+/// directly nor through a stand-in, for which this node keeps a hint.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct KeepHints {
+    key: String,
+    owners: Vec<NodeId>,
+}
+
+/// Read repair of this node's own copy.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct MergeLocal {
+    key: String,
+    object: Object,
+}
+
+/// An owner stored a hinted key: the hint can go.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct HintDelivered {
+    owner: NodeId,
+    key: String,
+    delivered: BTreeSet<Dot>,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct DeliveryRoundOver(NodeId);
+
 impl Store {
-    pub fn new(engine: Arc<dyn StorageEngine>, metrics: SharedMetrics) -> Self {
-        Store { engine, metrics }
+    pub fn new(
+        engine: Arc<dyn StorageEngine>,
+        config: StoreConfig,
+        peers: ReplicaClient,
+        metrics: SharedMetrics,
+    ) -> Self {
+        let ring = Arc::new(Ring::new([config.local_id], 1));
+        Store {
+            engine,
+            metrics,
+            config,
+            peers,
+            members: HashMap::new(),
+            ring,
+            hints: Hints::default(),
+            delivering: HashSet::new(),
+        }
     }
 
     fn count_failure<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(e) = &result {
-            self.metrics.kv_storage_errors.inc();
+            if matches!(e, StoreError::Storage(_) | StoreError::Corrupt(_)) {
+                self.metrics.kv_storage_errors.inc();
+            }
             tracing::warn!(error = %e, "store request failed");
         }
         result
+    }
+
+    // ---- this node's replica ------------------------------------------
+
+    fn read_local(&self, key: &str) -> Result<Object, StoreError> {
+        match self.engine.get(&data_key(key))? {
+            Some(bytes) => Ok(Object::decode(&bytes)?),
+            None => Ok(Object::new()),
+        }
+    }
+
+    fn store_local(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        Ok(self.engine.put(&data_key(key), &object.encode())?)
+    }
+
+    /// Folds `incoming` into this node's copy; writes only if it changed.
+    fn merge_local(&self, key: &str, incoming: &Object) -> Result<Object, StoreError> {
+        let mut object = self.read_local(key)?;
+        if object.merge(incoming) {
+            self.store_local(key, &object)?;
+        }
+        Ok(object)
+    }
+
+    /// Versions a client write against this node's copy and stores it.
+    /// Returns the context of the new version and the object now held.
+    fn write_local(&self, write: &ClientWrite) -> Result<(VersionVector, Object), StoreError> {
+        let mut object = self.read_local(&write.key)?;
+        let context = write.context.clone().unwrap_or_else(|| object.clock());
+        let dot = object.write(self.config.local_id, &context, write.payload.clone())?;
+        self.store_local(&write.key, &object)?;
+        let mut written = context;
+        written.add(dot);
+        Ok((written, object))
+    }
+
+    // ---- the ring -----------------------------------------------------
+
+    fn effective_replicas(&self) -> usize {
+        self.config.replication.effective_replicas(self.ring.len())
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        node == self.config.local_id
+            || self
+                .members
+                .get(&node)
+                .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+    }
+
+    fn placement(&self, key: &str) -> Placement {
+        Placement::of(&self.ring, key.as_bytes(), self.effective_replicas(), |n| {
+            self.is_up(n)
+        })
+    }
+
+    fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.members.get(&node).map(|m| m.gossip_addr)
+    }
+
+    fn with_addrs(&self, nodes: impl IntoIterator<Item = NodeId>) -> Vec<(NodeId, SocketAddr)> {
+        nodes
+            .into_iter()
+            .filter_map(|n| self.addr_of(n).map(|a| (n, a)))
+            .collect()
+    }
+
+    // ---- coordination -------------------------------------------------
+
+    fn coordinate_read(
+        &mut self,
+        key: Key,
+        quorum: Option<Quorum>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<ReadOutcome, StoreError>> {
+        self.metrics.kv_gets.inc();
+        let replicas = self.effective_replicas();
+        let needed = quorum
+            .unwrap_or(Quorum::Count(self.config.replication.read_quorum))
+            .resolve(replicas);
+        let key = key.as_str().to_string();
+        let placement = self.placement(&key);
+        let local_id = self.config.local_id;
+        let local = if placement.targets.iter().any(|t| t.node == local_id) {
+            let engine = &*self;
+            match contain_panic("store", ctx, || engine.read_local(&key)) {
+                Some(Ok(object)) => Some(object),
+                Some(Err(e)) => return ready(self.count_failure(Err(e))),
+                None => return ready(Err(StoreError::Restarting)),
+            }
+        } else {
+            None
+        };
+        let remote = self.with_addrs(
+            placement
+                .targets
+                .iter()
+                .map(|t| t.node)
+                .filter(|&n| n != local_id),
+        );
+        let spares = self.with_addrs(placement.spares.iter().copied());
+        let gather = Gather {
+            peers: self.peers.clone(),
+            timeout: self.config.replica_timeout,
+            key,
+            store: ctx.address(),
+            metrics: self.metrics.clone(),
+            local_id,
+        };
+        let (reply, answer) = oneshot::channel();
+        actix::spawn(gather.run(local, remote, spares, needed, reply));
+        Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Restarting)) })
+    }
+
+    fn coordinate_write(
+        &mut self,
+        write: ClientWrite,
+        forwarded: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Written, StoreError>> {
+        let placement = self.placement(&write.key);
+        let local_id = self.config.local_id;
+        if !forwarded && !placement.is_home(local_id) {
+            let homes = self.with_addrs(
+                placement
+                    .targets
+                    .iter()
+                    .filter(|t| t.hint_for.is_none())
+                    .map(|t| t.node),
+            );
+            if !homes.is_empty() {
+                self.metrics.kv_writes_forwarded.inc();
+                return Box::pin(forward(
+                    self.peers.clone(),
+                    homes,
+                    // Long enough for the home replica's own fan-out.
+                    self.config.replica_timeout * 3,
+                    write,
+                    ctx.address(),
+                ));
+            }
+        }
+        self.metrics.kv_writes_coordinated.inc();
+        let replicas = self.effective_replicas();
+        let needed = write
+            .quorum
+            .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
+            .resolve(replicas);
+        let written = {
+            let this = &*self;
+            contain_panic("store", ctx, || this.write_local(&write))
+        };
+        let (context, object) = match written {
+            Some(Ok(done)) => done,
+            Some(Err(e)) => return ready(self.count_failure(Err(e))),
+            None => return ready(Err(StoreError::Restarting)),
+        };
+        // This node's own copy may stand in for a home replica that is down.
+        let mut kept_here: Vec<NodeId> = placement
+            .targets
+            .iter()
+            .filter(|t| t.node == local_id)
+            .filter_map(|t| t.hint_for)
+            .collect();
+        if !placement.is_home(local_id) && kept_here.is_empty() {
+            // A copy outside the key's home: hand it to the first home
+            // replica later, which also lets this node drop it.
+            kept_here.extend(placement.home.first().copied());
+        }
+        if !kept_here.is_empty() {
+            self.keep_hints(&write.key, &kept_here);
+        }
+        let targets: Vec<(Target, SocketAddr)> = placement
+            .targets
+            .iter()
+            .filter(|t| t.node != local_id)
+            .filter_map(|t| self.addr_of(t.node).map(|a| (*t, a)))
+            .collect();
+        let spares = self.with_addrs(placement.spares.iter().copied());
+        let fan_out = FanOut {
+            peers: self.peers.clone(),
+            timeout: self.config.replica_timeout,
+            key: write.key,
+            object,
+            store: ctx.address(),
+            local_id,
+        };
+        let (reply, answer) = oneshot::channel();
+        actix::spawn(fan_out.run(targets, spares, needed, context, reply));
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let outcome = answer.await.unwrap_or(Err(StoreError::Restarting));
+            if matches!(outcome, Err(StoreError::WriteQuorum(_))) {
+                metrics.kv_quorum_failures.inc();
+            }
+            outcome
+        })
+    }
+
+    // ---- hints --------------------------------------------------------
+
+    fn keep_hints(&mut self, key: &str, owners: &[NodeId]) {
+        for &owner in owners {
+            if owner == self.config.local_id || self.hints.contains(owner, key) {
+                continue;
+            }
+            match self.engine.put(&hint_key(owner, key), &[]) {
+                Ok(()) => {
+                    self.hints.insert(owner, key.to_string());
+                    self.metrics.hints_recorded.inc();
+                }
+                Err(e) => {
+                    self.metrics.kv_storage_errors.inc();
+                    tracing::error!(error = %e, %owner, "could not keep a hint; the owner relies on repair");
+                }
+            }
+        }
+        self.metrics.hints_pending.set(self.hints.len() as u64);
+    }
+
+    fn load_hints(&mut self) {
+        match self.engine.scan_prefix(&[HINT_PREFIX]) {
+            Ok(entries) => {
+                for (raw, _) in entries {
+                    match parse_hint_key(&raw) {
+                        Some((owner, key)) => self.hints.insert(owner, key),
+                        None => tracing::warn!("skipping an unreadable hint entry"),
+                    }
+                }
+                if !self.hints.is_empty() {
+                    tracing::info!(hints = self.hints.len(), "hints loaded");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not load hints"),
+        }
+        self.hints.loaded = true;
+        self.metrics.hints_pending.set(self.hints.len() as u64);
+    }
+
+    /// Starts a delivery round for every owner that is alive and has hints.
+    fn deliver_hints(&mut self, ctx: &mut Context<Self>) {
+        let owners: Vec<NodeId> = self.hints.owners().collect();
+        for owner in owners {
+            let alive = self
+                .members
+                .get(&owner)
+                .is_some_and(|m| m.state == MemberState::Alive);
+            if !alive || self.delivering.contains(&owner) {
+                continue;
+            }
+            let Some(addr) = self.addr_of(owner) else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            let mut stale = Vec::new();
+            for key in self.hints.keys_for(owner).take(HINT_BATCH) {
+                match self.read_local(key) {
+                    Ok(object) if !object.is_empty() => batch.push((key.clone(), object)),
+                    Ok(_) => stale.push(key.clone()),
+                    Err(e) => tracing::warn!(error = %e, "cannot read a hinted key"),
+                }
+            }
+            for key in stale {
+                self.drop_hint(owner, &key);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.delivering.insert(owner);
+            let peers = self.peers.clone();
+            let store = ctx.address();
+            let timeout = self.config.replica_timeout;
+            actix::spawn(async move {
+                for (key, object) in batch {
+                    let delivered = object.dots();
+                    let request = ReplicaRequest::Write {
+                        key: key.clone(),
+                        object,
+                        hint_for: None,
+                    };
+                    match peers.request_within(addr, &request, timeout).await {
+                        Ok(ReplicaReply::Stored) => store.do_send(HintDelivered {
+                            owner,
+                            key,
+                            delivered,
+                        }),
+                        other => {
+                            tracing::debug!(%owner, outcome = ?other.err(), "hint delivery stopped; will retry");
+                            break;
+                        }
+                    }
+                }
+                store.do_send(DeliveryRoundOver(owner));
+            });
+        }
+    }
+
+    fn drop_hint(&mut self, owner: NodeId, key: &str) {
+        if let Err(e) = self.engine.delete(&hint_key(owner, key)) {
+            tracing::warn!(error = %e, "could not delete a delivered hint; it will be sent again");
+            return;
+        }
+        self.hints.remove(owner, key);
+        self.metrics.hints_pending.set(self.hints.len() as u64);
+    }
+
+    fn on_hint_delivered(&mut self, msg: HintDelivered) {
+        self.metrics.hints_delivered.inc();
+        self.drop_hint(msg.owner, &msg.key);
+        // A stand-in outside the key's home drops its copy once no owner
+        // waits for it, unless a newer write arrived meanwhile.
+        if self.placement(&msg.key).is_home(self.config.local_id)
+            || self.hints.any_for_key(&msg.key)
+        {
+            return;
+        }
+        match self.read_local(&msg.key) {
+            Ok(object) if object.dots() == msg.delivered => {
+                if let Err(e) = self.engine.delete(&data_key(&msg.key)) {
+                    tracing::warn!(error = %e, "could not drop a handed-over copy");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read a handed-over key"),
+        }
+    }
+
+    // ---- requests from other nodes -------------------------------------
+
+    fn serve_peer(
+        &mut self,
+        request: ReplicaRequest,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<ReplicaReply> {
+        self.metrics.kv_replica_requests.inc();
+        let max_key_bytes = self.config.max_key_bytes;
+        let valid = |key: &str| Key::new(key, max_key_bytes).is_ok();
+        let reply = match request {
+            ReplicaRequest::Read { key } if valid(&key) => {
+                let this = &*self;
+                match contain_panic("store", ctx, || this.read_local(&key)) {
+                    Some(Ok(object)) => ReplicaReply::Object(object),
+                    Some(Err(e)) => ReplicaReply::Refused(e.to_string()),
+                    None => ReplicaReply::Refused(StoreError::Restarting.to_string()),
+                }
+            }
+            ReplicaRequest::Write {
+                key,
+                object,
+                hint_for,
+            } if valid(&key) => {
+                let this = &*self;
+                match contain_panic("store", ctx, || this.merge_local(&key, &object)) {
+                    Some(Ok(_)) => {
+                        if let Some(owner) = hint_for {
+                            self.keep_hints(&key, &[owner]);
+                        }
+                        ReplicaReply::Stored
+                    }
+                    Some(Err(e)) => ReplicaReply::Refused(e.to_string()),
+                    None => ReplicaReply::Refused(StoreError::Restarting.to_string()),
+                }
+            }
+            ReplicaRequest::Coordinate {
+                key,
+                context,
+                payload,
+                write_quorum,
+            } if valid(&key) => {
+                let write = ClientWrite {
+                    key,
+                    context,
+                    payload,
+                    quorum: write_quorum,
+                };
+                let written = self.coordinate_write(write, true, ctx);
+                return Box::pin(async move {
+                    match written.await {
+                        Ok(done) => ReplicaReply::Written(Ok(done)),
+                        Err(StoreError::WriteQuorum(shortfall)) => {
+                            ReplicaReply::Written(Err(shortfall))
+                        }
+                        Err(e) => ReplicaReply::Refused(e.to_string()),
+                    }
+                });
+            }
+            _ => ReplicaReply::Refused("invalid key".into()),
+        };
+        Box::pin(async move { reply })
+    }
+}
+
+fn ready<T: 'static>(value: T) -> ResponseFuture<T> {
+    Box::pin(async move { value })
+}
+
+fn data_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(DATA_PREFIX);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn hint_key(owner: NodeId, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 9);
+    out.push(HINT_PREFIX);
+    out.extend_from_slice(&owner.as_u64().to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn parse_hint_key(raw: &[u8]) -> Option<(NodeId, String)> {
+    let rest = raw.strip_prefix(&[HINT_PREFIX])?;
+    let (owner, key) = rest.split_at_checked(8)?;
+    let owner = NodeId::from_u64(u64::from_be_bytes(owner.try_into().ok()?));
+    let key = std::str::from_utf8(key).ok()?.to_string();
+    Some((owner, key))
+}
+
+/// The hints this node keeps, in memory (they are also in storage).
+#[derive(Debug, Default)]
+struct Hints {
+    by_owner: BTreeMap<NodeId, BTreeSet<String>>,
+    /// Whether storage has been read; a restarted actor keeps what it has.
+    loaded: bool,
+}
+
+impl Hints {
+    fn contains(&self, owner: NodeId, key: &str) -> bool {
+        self.by_owner
+            .get(&owner)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn insert(&mut self, owner: NodeId, key: String) {
+        self.by_owner.entry(owner).or_default().insert(key);
+    }
+
+    fn remove(&mut self, owner: NodeId, key: &str) {
+        if let Some(keys) = self.by_owner.get_mut(&owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_owner.keys().copied()
+    }
+
+    fn keys_for(&self, owner: NodeId) -> impl Iterator<Item = &String> {
+        self.by_owner.get(&owner).into_iter().flatten()
+    }
+
+    fn any_for_key(&self, key: &str) -> bool {
+        self.by_owner.values().any(|keys| keys.contains(key))
+    }
+
+    fn len(&self) -> usize {
+        self.by_owner.values().map(BTreeSet::len).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_owner.is_empty()
+    }
+}
+
+/// Tries the key's home replicas in turn to coordinate a write; if none
+/// can, this node coordinates it itself.
+async fn forward(
+    peers: ReplicaClient,
+    homes: Vec<(NodeId, SocketAddr)>,
+    timeout: Duration,
+    write: ClientWrite,
+    store: Addr<Store>,
+) -> Result<Written, StoreError> {
+    let request = ReplicaRequest::Coordinate {
+        key: write.key.clone(),
+        context: write.context.clone(),
+        payload: write.payload.clone(),
+        write_quorum: write.quorum,
+    };
+    for (node, addr) in homes {
+        match peers.request_within(addr, &request, timeout).await {
+            Ok(ReplicaReply::Written(Ok(written))) => return Ok(written),
+            Ok(ReplicaReply::Written(Err(shortfall))) => {
+                return Err(StoreError::WriteQuorum(shortfall))
+            }
+            Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),
+            Err(e) => tracing::debug!(%node, error = %e, "home replica unreachable to coordinate"),
+        }
+    }
+    store
+        .send(CoordinateHere(write))
+        .await
+        .unwrap_or(Err(StoreError::Restarting))
+}
+
+/// One write's replication to the other replicas, after the coordinator
+/// stored it. Replies once `needed` copies exist (the coordinator's
+/// counts), then lets the slower replicas finish.
+struct FanOut {
+    peers: ReplicaClient,
+    timeout: Duration,
+    key: String,
+    object: Object,
+    store: Addr<Store>,
+    local_id: NodeId,
+}
+
+impl FanOut {
+    async fn run(
+        self,
+        targets: Vec<(Target, SocketAddr)>,
+        spares: Vec<(NodeId, SocketAddr)>,
+        needed: usize,
+        context: VersionVector,
+        reply: oneshot::Sender<Result<Written, StoreError>>,
+    ) {
+        let mut reply = Some(reply);
+        let mut stored_on = vec![self.local_id];
+        let mut spares = spares.into_iter();
+        let mut unplaced = Vec::new();
+        let mut pending = FuturesUnordered::new();
+        let send = |target: Target, addr: SocketAddr| {
+            let request = ReplicaRequest::Write {
+                key: self.key.clone(),
+                object: self.object.clone(),
+                hint_for: target.hint_for,
+            };
+            let peers = self.peers.clone();
+            let timeout = self.timeout;
+            async move {
+                let outcome = peers.request_within(addr, &request, timeout).await;
+                (target, stored(outcome))
+            }
+        };
+        for (target, addr) in targets {
+            pending.push(send(target, addr));
+        }
+        if stored_on.len() >= needed {
+            answer_write(&mut reply, Ok((&context, &stored_on)));
+        }
+        while let Some((target, ok)) = pending.next().await {
+            if ok {
+                stored_on.push(target.node);
+                if stored_on.len() >= needed {
+                    answer_write(&mut reply, Ok((&context, &stored_on)));
+                }
+                continue;
+            }
+            let owner = target.hint_for.unwrap_or(target.node);
+            match spares.next() {
+                Some((spare, addr)) => pending.push(send(
+                    Target {
+                        node: spare,
+                        hint_for: Some(owner),
+                    },
+                    addr,
+                )),
+                None => unplaced.push(owner),
+            }
+        }
+        if reply.is_some() {
+            answer_write(
+                &mut reply,
+                Err(QuorumShortfall {
+                    needed,
+                    answered: stored_on.len(),
+                    stored_on: stored_on.clone(),
+                }),
+            );
+        }
+        if !unplaced.is_empty() {
+            self.store.do_send(KeepHints {
+                key: self.key,
+                owners: unplaced,
+            });
+        }
+    }
+}
+
+fn stored(outcome: Result<ReplicaReply, PeerError>) -> bool {
+    match outcome {
+        Ok(ReplicaReply::Stored) => true,
+        Ok(other) => {
+            tracing::debug!(reply = ?other, "replica did not store");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "replica unreachable");
+            false
+        }
+    }
+}
+
+fn answer_write(
+    reply: &mut Option<oneshot::Sender<Result<Written, StoreError>>>,
+    outcome: Result<(&VersionVector, &Vec<NodeId>), QuorumShortfall>,
+) {
+    if let Some(reply) = reply.take() {
+        let _ = reply.send(match outcome {
+            Ok((context, stored_on)) => Ok(Written {
+                context: context.clone(),
+                stored_on: stored_on.clone(),
+            }),
+            Err(shortfall) => Err(StoreError::WriteQuorum(shortfall)),
+        });
+    }
+}
+
+/// One read's gathering of replica copies. Replies with the merge once
+/// `needed` replicas answered, then waits for the rest and repairs every
+/// replica whose copy lacked something.
+struct Gather {
+    peers: ReplicaClient,
+    timeout: Duration,
+    key: String,
+    store: Addr<Store>,
+    metrics: SharedMetrics,
+    local_id: NodeId,
+}
+
+impl Gather {
+    async fn run(
+        self,
+        local: Option<Object>,
+        remote: Vec<(NodeId, SocketAddr)>,
+        spares: Vec<(NodeId, SocketAddr)>,
+        needed: usize,
+        reply: oneshot::Sender<Result<ReadOutcome, StoreError>>,
+    ) {
+        let mut reply = Some(reply);
+        let mut merged = Object::new();
+        // Who answered, where, and what it held.
+        let mut answers: Vec<(NodeId, Option<SocketAddr>, BTreeSet<Dot>)> = Vec::new();
+        if let Some(object) = local {
+            answers.push((self.local_id, None, object.dots()));
+            merged.merge(&object);
+        }
+        let mut spares = spares.into_iter();
+        let mut pending = FuturesUnordered::new();
+        let read = |node: NodeId, addr: SocketAddr| {
+            let request = ReplicaRequest::Read {
+                key: self.key.clone(),
+            };
+            let peers = self.peers.clone();
+            let timeout = self.timeout;
+            async move {
+                let outcome = peers.request_within(addr, &request, timeout).await;
+                (node, addr, outcome)
+            }
+        };
+        for (node, addr) in remote {
+            pending.push(read(node, addr));
+        }
+        if answers.len() >= needed {
+            answer_read(&mut reply, Ok(&merged));
+        }
+        while let Some((node, addr, outcome)) = pending.next().await {
+            match outcome {
+                Ok(ReplicaReply::Object(object)) => {
+                    answers.push((node, Some(addr), object.dots()));
+                    merged.merge(&object);
+                    if answers.len() >= needed {
+                        answer_read(&mut reply, Ok(&merged));
+                    }
+                }
+                other => {
+                    tracing::debug!(%node, outcome = ?other.err(), "replica read failed");
+                    if let Some((spare, addr)) = spares.next() {
+                        pending.push(read(spare, addr));
+                    }
+                }
+            }
+        }
+        if reply.is_some() {
+            answer_read(
+                &mut reply,
+                Err(QuorumShortfall {
+                    needed,
+                    answered: answers.len(),
+                    stored_on: Vec::new(),
+                }),
+            );
+        }
+        self.repair(merged, answers).await;
+    }
+
+    async fn repair(
+        self,
+        merged: Object,
+        answers: Vec<(NodeId, Option<SocketAddr>, BTreeSet<Dot>)>,
+    ) {
+        if merged.is_empty() {
+            return;
+        }
+        let current = merged.dots();
+        let mut repairs = FuturesUnordered::new();
+        for (node, addr, dots) in answers {
+            if dots == current {
+                continue;
+            }
+            self.metrics.kv_read_repairs.inc();
+            match addr {
+                None => self.store.do_send(MergeLocal {
+                    key: self.key.clone(),
+                    object: merged.clone(),
+                }),
+                Some(addr) => {
+                    let request = ReplicaRequest::Write {
+                        key: self.key.clone(),
+                        object: merged.clone(),
+                        hint_for: None,
+                    };
+                    let peers = self.peers.clone();
+                    let timeout = self.timeout;
+                    repairs.push(async move {
+                        if let Err(e) = peers.request_within(addr, &request, timeout).await {
+                            tracing::debug!(%node, error = %e, "read repair failed");
+                        }
+                    });
+                }
+            }
+        }
+        while repairs.next().await.is_some() {}
+    }
+}
+
+fn answer_read(
+    reply: &mut Option<oneshot::Sender<Result<ReadOutcome, StoreError>>>,
+    outcome: Result<&Object, QuorumShortfall>,
+) {
+    if let Some(reply) = reply.take() {
+        let _ = reply.send(match outcome {
+            Ok(object) => Ok(ReadOutcome {
+                object: object.clone(),
+            }),
+            Err(shortfall) => Err(StoreError::ReadQuorum(shortfall)),
+        });
     }
 }
 
@@ -74,6 +964,12 @@ impl Actor for Store {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if !self.hints.loaded {
+            self.load_hints();
+        }
+        ctx.run_interval(self.config.hint_interval, |store, ctx| {
+            store.deliver_hints(ctx)
+        });
         tracing::debug!(engine = self.engine.name(), "store started");
     }
 }
@@ -81,51 +977,117 @@ impl Actor for Store {
 impl Supervised for Store {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.metrics.actor_restarts_store.inc();
+        // Rounds under way belonged to the old context's futures.
+        self.delivering.clear();
         tracing::warn!("store actor restarting");
     }
 }
 
 impl Handler<Get> for Store {
-    type Result = Result<Option<Record>, StoreError>;
+    type Result = ResponseFuture<Result<ReadOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
-        self.metrics.kv_gets.inc();
-        let engine = &self.engine;
-        let result = contain_panic("store", ctx, || -> Result<_, StoreError> {
-            match engine.get(msg.key.as_bytes())? {
-                Some(bytes) => Ok(Some(Record::decode(&bytes)?)),
-                None => Ok(None),
-            }
-        });
-        self.count_failure(result.unwrap_or(Err(StoreError::Restarting)))
+        self.coordinate_read(msg.key, msg.quorum, ctx)
     }
 }
 
 impl Handler<Put> for Store {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<Written, StoreError>>;
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_puts.inc();
-        let engine = &self.engine;
-        let result = contain_panic("store", ctx, || {
-            engine
-                .put(msg.key.as_bytes(), &msg.record.encode())
-                .map_err(StoreError::from)
-        });
-        self.count_failure(result.unwrap_or(Err(StoreError::Restarting)))
+        let write = ClientWrite {
+            key: msg.key.as_str().to_string(),
+            context: msg.context,
+            payload: Payload::Value {
+                content_type: msg.content_type,
+                bytes: msg.value,
+            },
+            quorum: msg.quorum,
+        };
+        self.coordinate_write(write, false, ctx)
     }
 }
 
 impl Handler<Delete> for Store {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<Written, StoreError>>;
 
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
-        let engine = &self.engine;
-        let result = contain_panic("store", ctx, || {
-            engine.delete(msg.key.as_bytes()).map_err(StoreError::from)
-        });
-        self.count_failure(result.unwrap_or(Err(StoreError::Restarting)))
+        let write = ClientWrite {
+            key: msg.key.as_str().to_string(),
+            context: msg.context,
+            payload: Payload::Tombstone,
+            quorum: msg.quorum,
+        };
+        self.coordinate_write(write, false, ctx)
+    }
+}
+
+impl Handler<CoordinateHere> for Store {
+    type Result = ResponseFuture<Result<Written, StoreError>>;
+
+    fn handle(&mut self, msg: CoordinateHere, ctx: &mut Self::Context) -> Self::Result {
+        self.coordinate_write(msg.0, true, ctx)
+    }
+}
+
+impl Handler<LocalCopy> for Store {
+    type Result = Result<Object, StoreError>;
+
+    fn handle(&mut self, msg: LocalCopy, _ctx: &mut Self::Context) -> Self::Result {
+        self.read_local(msg.key.as_str())
+    }
+}
+
+impl Handler<FromPeer> for Store {
+    type Result = ResponseFuture<ReplicaReply>;
+
+    fn handle(&mut self, msg: FromPeer, ctx: &mut Self::Context) -> Self::Result {
+        self.serve_peer(msg.0, ctx)
+    }
+}
+
+impl Handler<MembersChanged> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: MembersChanged, _ctx: &mut Self::Context) {
+        self.members = msg.members.iter().map(|m| (m.id, m.clone())).collect();
+        self.ring = msg.ring;
+    }
+}
+
+impl Handler<KeepHints> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: KeepHints, _ctx: &mut Self::Context) {
+        self.keep_hints(&msg.key, &msg.owners);
+    }
+}
+
+impl Handler<MergeLocal> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: MergeLocal, _ctx: &mut Self::Context) {
+        if let Err(e) = self.merge_local(&msg.key, &msg.object) {
+            tracing::warn!(error = %e, "read repair of the local copy failed");
+        }
+    }
+}
+
+impl Handler<HintDelivered> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: HintDelivered, _ctx: &mut Self::Context) {
+        self.on_hint_delivered(msg);
+    }
+}
+
+impl Handler<DeliveryRoundOver> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliveryRoundOver, _ctx: &mut Self::Context) {
+        self.delivering.remove(&msg.0);
     }
 }
 
@@ -142,5 +1104,23 @@ impl Handler<super::fault::InjectFault> for Store {
                 contain_panic("store", ctx, || panic!("injected panic"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hint_keys_round_trip_and_garbage_is_skipped() {
+        let owner = NodeId::from_u64(0xabc);
+        let raw = hint_key(owner, "a/b é");
+        assert_eq!(parse_hint_key(&raw), Some((owner, "a/b é".to_string())));
+        assert_eq!(parse_hint_key(b"h123"), None, "too short");
+        assert_eq!(parse_hint_key(b"d12345678k"), None, "not a hint");
+        let mut bad = hint_key(owner, "k");
+        bad.push(0xff);
+        assert_eq!(parse_hint_key(&bad), None, "not UTF-8");
+        assert_ne!(data_key("k"), hint_key(owner, "k"));
     }
 }

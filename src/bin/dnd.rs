@@ -11,9 +11,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use dnd::config::{self, Config, StorageKind, SyncPolicy};
 use dnd::node::Node;
+use dnd::replication::{self, Replication};
+use dnd::ring;
 use dnd::swim::SwimConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -148,6 +151,36 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     request_timeout_ms: u64,
 
+    /// N: copies of each key. The same on every node of a cluster.
+    #[arg(long, global = true, env = "DND_REPLICAS", default_value_t = replication::DEFAULT_REPLICAS,
+          value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
+    replicas: usize,
+
+    /// R: replicas that must answer a read (per request: ?r=).
+    #[arg(long, global = true, env = "DND_READ_QUORUM", default_value_t = replication::DEFAULT_READ_QUORUM,
+          value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
+    read_quorum: usize,
+
+    /// W: replicas that must store a write before it is acknowledged (per request: ?w=).
+    #[arg(long, global = true, env = "DND_WRITE_QUORUM", default_value_t = replication::DEFAULT_WRITE_QUORUM,
+          value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
+    write_quorum: usize,
+
+    /// Tokens per node on the hash ring. The same on every node of a cluster.
+    #[arg(long, global = true, env = "DND_VNODES", default_value_t = ring::DEFAULT_VNODES,
+          value_parser = clap::value_parser!(u64).range(1..=65_536).map(|v| v as usize))]
+    vnodes: usize,
+
+    /// How long a coordinator waits for one replica before asking another.
+    #[arg(long, global = true, env = "DND_REPLICA_TIMEOUT_MS", default_value_t = config::DEFAULT_REPLICA_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    replica_timeout_ms: u64,
+
+    /// How often hints are offered to the replicas they were kept for.
+    #[arg(long, global = true, env = "DND_HINT_INTERVAL_MS", default_value_t = config::DEFAULT_HINT_INTERVAL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    hint_interval_ms: u64,
+
     /// HTTP worker threads [default: one per core].
     #[arg(long, global = true, env = "DND_HTTP_WORKERS", default_value_t = 0)]
     http_workers: usize,
@@ -207,6 +240,14 @@ impl Cli {
             ));
         }
         let probe_timeout = Duration::from_millis(probe_timeout_ms.max(1));
+        let replication = Replication {
+            replicas: self.replicas,
+            read_quorum: self.read_quorum,
+            write_quorum: self.write_quorum,
+        };
+        replication.validate().map_err(|e| {
+            anyhow!("--read-quorum and --write-quorum must be at most --replicas: {e}")
+        })?;
         Ok(Config {
             address: self.address,
             gossip_port: self.port,
@@ -244,6 +285,10 @@ impl Cli {
             },
             join_timeout: Duration::from_millis(self.join_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            replication,
+            vnodes: self.vnodes,
+            replica_timeout: Duration::from_millis(self.replica_timeout_ms),
+            hint_interval: Duration::from_millis(self.hint_interval_ms),
             http_workers: self.http_workers,
         })
     }

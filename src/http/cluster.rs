@@ -1,13 +1,16 @@
-//! `/cluster/...`: what this node knows of the cluster.
+//! `/cluster/...`: what this node knows of the cluster: its members, the
+//! ring, and the admin call to leave. Read-only views over Membership's
+//! state; it must never change membership except by asking to leave.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::actors::membership::{ListMembers, MemberStatus};
+use crate::actors::membership::{GetRing, ListMembers, MemberStatus};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/cluster/members", web::get().to(members))
+        .route("/cluster/ring", web::get().to(ring))
         .route("/cluster/leave", web::post().to(leave));
 }
 
@@ -47,4 +50,67 @@ async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 async fn leave(state: web::Data<AppState>) -> HttpResponse {
     state.leave_requested.notify_one();
     HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" }))
+}
+
+#[derive(Serialize)]
+struct RingView {
+    replicas: usize,
+    read_quorum: usize,
+    write_quorum: usize,
+    tokens_per_node: usize,
+    nodes: Vec<RingNodeView>,
+}
+
+#[derive(Serialize)]
+struct RingNodeView {
+    id: String,
+    state: &'static str,
+    /// The share of the hash circle this node owns as first replica.
+    primary_share: f64,
+    /// Token ranges `[start, end)` as hex, when `?tokens=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranges: Option<Vec<(String, String)>>,
+}
+
+/// Token ownership: each node's share of the circle, and with
+/// `?tokens=true` every range it owns as first replica.
+async fn ring(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let with_tokens = req
+        .query_string()
+        .split('&')
+        .any(|p| p == "tokens=true" || p == "tokens");
+    let snapshot = state.ask(&state.membership, GetRing).await?;
+    let ring = &snapshot.ring;
+    let shares = ring.ownership();
+    let ranges = ring.ranges();
+    let nodes = ring
+        .nodes()
+        .iter()
+        .map(|&id| RingNodeView {
+            id: id.to_string(),
+            state: snapshot
+                .members
+                .iter()
+                .find(|m| m.id == id)
+                .map_or("unknown", |m| m.state.as_str()),
+            primary_share: shares.get(&id).copied().unwrap_or(0.0),
+            ranges: with_tokens.then(|| {
+                ranges
+                    .iter()
+                    .filter(|(_, _, owner)| *owner == id)
+                    .map(|(start, end, _)| (format!("{start:016x}"), format!("{end:016x}")))
+                    .collect()
+            }),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(RingView {
+        replicas: state.replication.replicas,
+        read_quorum: state.replication.read_quorum,
+        write_quorum: state.replication.write_quorum,
+        tokens_per_node: ring.vnodes(),
+        nodes,
+    }))
 }

@@ -1,9 +1,17 @@
+//! The one place where failures become HTTP statuses.
+//!
+//! Owns [`ApiError`]: every way a request can fail, its status and its JSON
+//! body `{"error": "..."}`. Handlers return these and never build error
+//! responses of their own; nothing here may leak internal detail beyond a
+//! human-readable reason.
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::actors::store::StoreError;
 use crate::key::KeyError;
+use crate::replica::QuorumShortfall;
 
 /// Every way a request can fail, each with its status. The body is always
 /// `{"error": "<message>"}`.
@@ -23,6 +31,13 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too few replicas answered: 503, saying how many did, how many were
+    /// needed and, for a write, which nodes hold it anyway.
+    #[error("{message}")]
+    Quorum {
+        message: String,
+        shortfall: QuorumShortfall,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -31,7 +46,18 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            StoreError::Version(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Storage(_) | StoreError::Restarting => ApiError::Unavailable(e.to_string()),
+            StoreError::ReadQuorum(ref shortfall) => ApiError::Quorum {
+                message: format!("read quorum not met: {e}"),
+                shortfall: shortfall.clone(),
+            },
+            StoreError::WriteQuorum(ref shortfall) => ApiError::Quorum {
+                message: format!(
+                    "write quorum not met: {e}; the write is kept where it was stored and will spread when replicas return"
+                ),
+                shortfall: shortfall.clone(),
+            },
         }
     }
 }
@@ -44,12 +70,20 @@ impl ResponseError for ApiError {
             ApiError::BadKey(KeyError::TooLong { .. }) => StatusCode::URI_TOO_LONG,
             ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Quorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::Quorum { shortfall, .. } = self {
+            return HttpResponse::build(self.status_code()).json(json!({
+                "error": self.to_string(),
+                "replicas_needed": shortfall.needed,
+                "replicas_answered": shortfall.answered,
+                "stored_on": shortfall.stored_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }));
+        }
         HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
     }
 }

@@ -1,15 +1,29 @@
 //! `/kv/{key}`: read, write and delete one key.
+//!
+//! Translates HTTP to Store messages and back: the key from the raw path,
+//! the causal context from `X-Dnd-Context`, quorums from `?r=` and `?w=`,
+//! and a read's versions into 200 (one value), 300 (siblings) or 404. It must
+//! never decide anything about versions or replicas itself.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use futures_util::StreamExt;
+use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::actors::store;
 use crate::key::{Key, KeyError};
-use crate::record::{Record, DEFAULT_CONTENT_TYPE};
+use crate::replication::Quorum;
+use crate::version::{Object, VersionVector};
 
 const KV_PREFIX: &str = "/kv/";
+/// The causal context header: sent with every read, accepted with writes.
+pub const CONTEXT_HEADER: &str = "x-dnd-context";
+/// The content type served when a client stored a value without one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -36,17 +50,88 @@ fn key_of(req: &HttpRequest, state: &AppState) -> Result<Key, ApiError> {
     Ok(Key::from_path_segment(segment, state.max_key_bytes)?)
 }
 
+/// The quorum named by query parameter `name` (`r` or `w`), if any.
+fn quorum_of(req: &HttpRequest, name: &str, state: &AppState) -> Result<Option<Quorum>, ApiError> {
+    let mut found = None;
+    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+        let (param, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if param == name {
+            let quorum = Quorum::parse(value, state.replication.replicas)
+                .map_err(|e| ApiError::BadRequest(format!("?{name}=: {e}")))?;
+            found = Some(quorum);
+        }
+    }
+    Ok(found)
+}
+
+fn context_of(req: &HttpRequest) -> Result<Option<VersionVector>, ApiError> {
+    let Some(value) = req.headers().get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::BadRequest("the X-Dnd-Context header is not visible ASCII".into())
+    })?;
+    VersionVector::from_context(text.trim())
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("X-Dnd-Context: {e}")))
+}
+
+fn context_header(context: &VersionVector) -> (&'static str, String) {
+    (CONTEXT_HEADER, context.to_context())
+}
+
 async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req, &state)?;
-    let record = state
-        .ask(&state.store, store::Get { key })
-        .await??
-        .ok_or(ApiError::NotFound)?;
-    let content_type = HeaderValue::from_str(&record.content_type)
-        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, content_type))
-        .body(record.value))
+    let quorum = quorum_of(&req, "r", &state)?;
+    let outcome = state
+        .ask(&state.store, store::Get { key, quorum })
+        .await??;
+    Ok(read_response(&outcome.object))
+}
+
+/// One value: 200 with it. Several: 300 with all of them. None (never
+/// written, or deleted): 404. Each with the context of everything read.
+fn read_response(object: &Object) -> HttpResponse {
+    let context = context_header(&object.clock());
+    let values: Vec<_> = object.values().collect();
+    match values.as_slice() {
+        [] => {
+            let mut response = ApiError::NotFound.error_response();
+            if !object.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&context.1) {
+                    response
+                        .headers_mut()
+                        .insert(header::HeaderName::from_static(CONTEXT_HEADER), value);
+                }
+            }
+            response
+        }
+        [(_, content_type, bytes)] => {
+            let content_type = HeaderValue::from_str(content_type)
+                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, content_type))
+                .insert_header(context)
+                .body(bytes.to_vec())
+        }
+        siblings => {
+            let listed: Vec<_> = siblings
+                .iter()
+                .map(
+                    |(_, content_type, bytes)| match std::str::from_utf8(bytes) {
+                        Ok(text) => json!({ "content_type": content_type, "value": text }),
+                        Err(_) => json!({
+                            "content_type": content_type,
+                            "value_base64": STANDARD.encode(bytes),
+                        }),
+                    },
+                )
+                .collect();
+            HttpResponse::build(StatusCode::MULTIPLE_CHOICES)
+                .insert_header(context)
+                .json(json!({ "siblings": listed }))
+        }
+    }
 }
 
 async fn put(
@@ -55,19 +140,44 @@ async fn put(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req, &state)?;
+    let quorum = quorum_of(&req, "w", &state)?;
+    let context = context_of(&req)?;
     let content_type = content_type_of(req.headers())?;
     let value = read_body(body, req.headers(), state.max_value_bytes).await?;
-    let record = Record::new(content_type, value);
-    state
-        .ask(&state.store, store::Put { key, record })
+    let written = state
+        .ask(
+            &state.store,
+            store::Put {
+                key,
+                context,
+                content_type,
+                value,
+                quorum,
+            },
+        )
         .await??;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::NoContent()
+        .insert_header(context_header(&written.context))
+        .finish())
 }
 
 async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req, &state)?;
-    state.ask(&state.store, store::Delete { key }).await??;
-    Ok(HttpResponse::NoContent().finish())
+    let quorum = quorum_of(&req, "w", &state)?;
+    let context = context_of(&req)?;
+    let written = state
+        .ask(
+            &state.store,
+            store::Delete {
+                key,
+                context,
+                quorum,
+            },
+        )
+        .await??;
+    Ok(HttpResponse::NoContent()
+        .insert_header(context_header(&written.context))
+        .finish())
 }
 
 fn content_type_of(headers: &HeaderMap) -> Result<String, ApiError> {

@@ -22,6 +22,7 @@ use crate::actors::membership::Membership;
 use crate::actors::store::Store;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
+use crate::replication::Replication;
 
 /// What every handler may use; cloned into each worker.
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct AppState {
     pub max_value_bytes: usize,
     /// How long a request waits for an actor before answering 503.
     pub request_timeout: Duration,
+    /// The cluster's N, R and W: `?r=` and `?w=` are checked against N.
+    pub replication: Replication,
 }
 
 impl AppState {

@@ -1,3 +1,9 @@
+//! The durable engine on fjall, and its sync policy.
+//!
+//! Owns the fjall database in `DATA_DIR/fjall` and the background fsync
+//! thread. Must never acknowledge a write fjall has not handed to the OS,
+//! and never panic on a key the trait contract refuses.
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -131,6 +137,16 @@ impl StorageEngine for DiskEngine {
         super::check_key(key)?;
         self.keyspace.remove(key).map_err(engine_error)?;
         self.after_write()
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.keyspace
+            .prefix(prefix)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(engine_error)?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
     }
 
     fn approximate_len(&self) -> u64 {

@@ -1,3 +1,8 @@
+//! The in-memory engine: a dashmap, for tests and throwaway nodes.
+//!
+//! Owns nothing beyond the map; must behave exactly like the disk engine
+//! under the shared contract test, except that nothing outlives the process.
+
 use dashmap::DashMap;
 
 use super::{StorageEngine, StorageResult};
@@ -24,6 +29,17 @@ impl StorageEngine for MemoryEngine {
         super::check_key(key)?;
         self.entries.remove(key);
         Ok(())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut found: Vec<(Vec<u8>, Vec<u8>)> = self
+            .entries
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        found.sort_unstable();
+        Ok(found)
     }
 
     fn approximate_len(&self) -> u64 {

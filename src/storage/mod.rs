@@ -56,6 +56,10 @@ pub trait StorageEngine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
     fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()>;
     fn delete(&self, key: &[u8]) -> StorageResult<()>;
+    /// Every key that starts with `prefix`, with its value, in key order.
+    /// Meant for small sets a node keeps beside its data (such as hints),
+    /// not for walking the data itself.
+    fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The number of keys; may be approximate for engines that cannot count
     /// cheaply.
     fn approximate_len(&self) -> u64;
@@ -94,6 +98,17 @@ pub(crate) fn check_engine_contract(engine: &dyn StorageEngine) {
     engine.delete(b"k").unwrap();
     assert_eq!(engine.get(b"k").unwrap(), None);
     engine.delete(b"never-written").unwrap();
+    engine.put(b"p/2", b"two").unwrap();
+    engine.put(b"p/1", b"one").unwrap();
+    engine.put(b"q/1", b"other").unwrap();
+    assert_eq!(
+        engine.scan_prefix(b"p/").unwrap(),
+        vec![
+            (b"p/1".to_vec(), b"one".to_vec()),
+            (b"p/2".to_vec(), b"two".to_vec())
+        ]
+    );
+    assert!(engine.scan_prefix(b"none/").unwrap().is_empty());
     let big = vec![7u8; 1 << 20];
     engine.put(b"big", &big).unwrap();
     assert_eq!(engine.get(b"big").unwrap(), Some(big));

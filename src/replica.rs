@@ -1,0 +1,63 @@
+//! The data path between nodes: what one node asks another about a key,
+//! and what comes back.
+//!
+//! Owns the request and reply types the node-to-node channel (`peer`)
+//! carries, and the outcome of a coordinated write. Pure data with serde
+//! derives; it must never hold logic about when to send them (that is the
+//! Store's) or how bytes move (that is `peer`'s).
+
+use serde::{Deserialize, Serialize};
+
+use crate::node_id::NodeId;
+use crate::replication::Quorum;
+use crate::version::{Object, Payload, VersionVector};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// This replica's copy of a key (empty if it has none).
+    Read { key: String },
+    /// Merge `object` into this replica's copy. With `hint_for`, this node
+    /// stands in for that home replica and keeps a hint to hand it over.
+    Write {
+        key: String,
+        object: Object,
+        hint_for: Option<NodeId>,
+    },
+    /// A client's write, forwarded to a home replica to coordinate: it
+    /// versions the write against its own copy, then replicates it.
+    Coordinate {
+        key: String,
+        context: Option<VersionVector>,
+        payload: Payload,
+        write_quorum: Option<Quorum>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ReplicaReply {
+    Object(Object),
+    Stored,
+    Written(Result<Written, QuorumShortfall>),
+    /// The request was understood but not served (an invalid key, a store
+    /// that failed); the reason is for logs.
+    Refused(String),
+}
+
+/// A write that reached its quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The causal context of the new version: what its writer saw, plus the
+    /// write itself. A client that sends it back supersedes exactly this.
+    pub context: VersionVector,
+    /// The nodes that stored it before the reply (at least the quorum).
+    pub stored_on: Vec<NodeId>,
+}
+
+/// Too few replicas answered. For a write, what was stored stays stored
+/// (and will spread by hints and repair); the client is told where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumShortfall {
+    pub needed: usize,
+    pub answered: usize,
+    pub stored_on: Vec<NodeId>,
+}

@@ -1,0 +1,485 @@
+//! The Dynamo data path across in-process clusters: placement on N
+//! replicas, quorums, sloppy quorum with hints, siblings and contexts,
+//! tombstones and read repair. Every wait is a condition with a deadline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{client, eventually, lists_alive};
+use dnd::actors::store::LocalCopy;
+use dnd::config::{Config, StorageKind};
+use dnd::key::Key;
+use dnd::node::Node;
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// One node of a test cluster; it can be stopped and started again on the
+/// same data directory and gossip port, keeping its identity.
+struct Slot {
+    node: Option<Node>,
+    dir: tempfile::TempDir,
+    gossip_port: u16,
+    storage: StorageKind,
+}
+
+impl Slot {
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("the node is running")
+    }
+
+    fn http(&self) -> SocketAddr {
+        self.node().http_addr
+    }
+}
+
+fn config(
+    dir: &std::path::Path,
+    storage: StorageKind,
+    port: u16,
+    seed: Option<SocketAddr>,
+) -> Config {
+    let mut config = Config::ephemeral(dir.to_path_buf());
+    config.storage = storage;
+    config.gossip_port = port;
+    config.seed = seed;
+    config.replica_timeout = Duration::from_millis(500);
+    config
+}
+
+struct Cluster {
+    slots: Vec<Slot>,
+}
+
+impl Cluster {
+    async fn start(n: usize, storage: StorageKind) -> Cluster {
+        let mut slots: Vec<Slot> = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let seed = slots.first().map(|s| s.node().gossip_addr);
+            let node = Node::start(config(dir.path(), storage, 0, seed))
+                .await
+                .expect("node starts");
+            slots.push(Slot {
+                gossip_port: node.gossip_addr.port(),
+                node: Some(node),
+                dir,
+                storage,
+            });
+        }
+        let cluster = Cluster { slots };
+        cluster.wait_until_all_see_all().await;
+        cluster
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.node.is_some())
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.running().map(|s| s.node().id.to_string()).collect()
+    }
+
+    async fn wait_until_all_see_all(&self) {
+        let ids = self.ids();
+        eventually(
+            SETTLE,
+            "every running node to list every other alive",
+            || async {
+                for slot in self.running() {
+                    if !lists_alive(slot.http(), &ids).await {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+    }
+
+    async fn stop(&mut self, i: usize) {
+        let node = self.slots[i].node.take().expect("running");
+        node.stop().await;
+    }
+
+    /// Starts node `i` again on its data directory and gossip port, joining
+    /// through the first running node, and waits until it is known again.
+    async fn restart(&mut self, i: usize) {
+        let seed = self.running().next().map(|s| s.node().gossip_addr);
+        let slot = &self.slots[i];
+        let node = Node::start(config(
+            slot.dir.path(),
+            slot.storage,
+            slot.gossip_port,
+            seed,
+        ))
+        .await
+        .expect("node restarts");
+        self.slots[i].node = Some(node);
+        self.wait_until_all_see_all().await;
+    }
+
+    async fn local_values(&self, i: usize, key: &str) -> Vec<String> {
+        let object = self.slots[i]
+            .node()
+            .store
+            .send(LocalCopy {
+                key: Key::new(key, 1024).unwrap(),
+            })
+            .await
+            .expect("store answers")
+            .expect("local copy");
+        let mut values: Vec<String> = object
+            .values()
+            .map(|(_, _, bytes)| String::from_utf8_lossy(bytes).into_owned())
+            .collect();
+        values.sort();
+        values
+    }
+}
+
+struct Reply {
+    status: u16,
+    context: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn request(
+    method: &str,
+    http: SocketAddr,
+    path_and_query: &str,
+    context: Option<&str>,
+    body: &str,
+) -> Reply {
+    let url = format!("http://{http}/kv/{path_and_query}");
+    let client = client();
+    let mut builder = match method {
+        "GET" => client.get(url),
+        "PUT" => client.put(url),
+        "DELETE" => client.delete(url),
+        other => panic!("no such method {other}"),
+    };
+    if let Some(context) = context {
+        builder = builder.insert_header(("X-Dnd-Context", context));
+    }
+    let mut response = builder
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body(body.to_string())
+        .await
+        .expect("the node answers");
+    let context = response
+        .headers()
+        .get("x-dnd-context")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.body().await.expect("a body").to_vec();
+    Reply {
+        status: response.status().as_u16(),
+        context,
+        body,
+    }
+}
+
+async fn get(http: SocketAddr, path: &str) -> Reply {
+    request("GET", http, path, None, "").await
+}
+
+async fn put(http: SocketAddr, path: &str, value: &str) -> Reply {
+    request("PUT", http, path, None, value).await
+}
+
+#[actix_rt::test]
+async fn a_write_through_any_node_reads_back_through_every_node_and_lives_on_three() {
+    let cluster = Cluster::start(5, StorageKind::Memory).await;
+    for k in 0..10 {
+        let coordinator = cluster.slots[k % 5].http();
+        let written = put(coordinator, &format!("key-{k}"), &format!("value-{k}")).await;
+        assert_eq!(written.status, 204, "{}", written.text());
+        assert!(written.context.is_some(), "a write returns its context");
+    }
+    for k in 0..10 {
+        for slot in &cluster.slots {
+            let read = get(slot.http(), &format!("key-{k}")).await;
+            assert_eq!(read.status, 200, "key-{k}: {}", read.text());
+            assert_eq!(read.text(), format!("value-{k}"));
+        }
+    }
+    for k in 0..10 {
+        let key = format!("key-{k}");
+        let copies = eventually(SETTLE, "three copies of every key", || async {
+            let mut copies = 0;
+            for i in 0..5 {
+                copies += usize::from(!cluster.local_values(i, &key).await.is_empty());
+            }
+            (copies == 3).then_some(copies)
+        })
+        .await;
+        assert_eq!(copies, 3, "{key} lives on N=3 nodes, no more");
+    }
+}
+
+#[actix_rt::test]
+async fn sequential_writes_without_a_context_overwrite() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let node = cluster.slots[1].http();
+    for value in ["one", "two", "three"] {
+        assert_eq!(put(node, "counter", value).await.status, 204);
+    }
+    let read = get(node, "counter?r=all").await;
+    assert_eq!((read.status, read.text()), (200, "three".to_string()));
+}
+
+#[actix_rt::test]
+async fn with_one_of_three_replicas_down_quorums_hold_and_its_hints_reach_it_when_it_returns() {
+    let mut cluster = Cluster::start(3, StorageKind::Disk).await;
+    cluster.stop(2).await;
+    let (a, b) = (cluster.slots[0].http(), cluster.slots[1].http());
+    for k in 0..20 {
+        let written = put(a, &format!("while-away-{k}"), &format!("v{k}")).await;
+        assert_eq!(
+            written.status,
+            204,
+            "W=2 with one replica down: {}",
+            written.text()
+        );
+    }
+    for k in 0..20 {
+        let read = get(b, &format!("while-away-{k}")).await;
+        assert_eq!((read.status, read.text()), (200, format!("v{k}")));
+    }
+    assert!(
+        cluster.slots[0].node().metrics.hints_recorded.get() >= 20,
+        "the coordinator kept hints for the missing replica"
+    );
+
+    cluster.restart(2).await;
+    eventually(
+        SETTLE,
+        "the hinted writes to reach the returned replica",
+        || async {
+            for k in 0..20 {
+                if cluster.local_values(2, &format!("while-away-{k}")).await != [format!("v{k}")] {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    eventually(SETTLE, "delivered hints to be dropped", || async {
+        (cluster.slots[0].node().metrics.hints_pending.get() == 0).then_some(())
+    })
+    .await;
+
+    // Only the returned replica is left: a read of one copy finds them all.
+    cluster.stop(0).await;
+    cluster.stop(1).await;
+    let c = cluster.slots[2].http();
+    for k in 0..20 {
+        let read = get(c, &format!("while-away-{k}?r=1")).await;
+        assert_eq!((read.status, read.text()), (200, format!("v{k}")));
+    }
+}
+
+#[actix_rt::test]
+async fn concurrent_writes_on_two_sides_of_a_partition_become_siblings_and_a_merged_write_resolves_them(
+) {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let (a, b, c) = (
+        cluster.slots[0].node(),
+        cluster.slots[1].node(),
+        cluster.slots[2].node(),
+    );
+    a.replica_client.block(b.gossip_addr);
+    b.replica_client.block(a.gossip_addr);
+    assert_eq!(put(a.http_addr, "cart?w=1", "from a").await.status, 204);
+    assert_eq!(put(b.http_addr, "cart?w=1", "from b").await.status, 204);
+
+    let read = get(c.http_addr, "cart?r=all").await;
+    assert_eq!(read.status, 300, "both writes survive: {}", read.text());
+    let mut values: Vec<String> = read.json()["siblings"]
+        .as_array()
+        .expect("a list of siblings")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["content_type"], "text/plain");
+            s["value"].as_str().unwrap().to_string()
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, ["from a", "from b"]);
+
+    let context = read.context.expect("a 300 carries the context");
+    let resolved = request("PUT", c.http_addr, "cart", Some(&context), "merged").await;
+    assert_eq!(resolved.status, 204, "{}", resolved.text());
+    a.replica_client.heal();
+    b.replica_client.heal();
+    for node in [a, b, c] {
+        let read = get(node.http_addr, "cart?r=all").await;
+        assert_eq!((read.status, read.text()), (200, "merged".to_string()));
+    }
+}
+
+#[actix_rt::test]
+async fn a_write_with_a_stale_context_keeps_the_newer_write_as_a_sibling() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let node = cluster.slots[0].http();
+    put(node, "doc", "v1").await;
+    let first_read = get(node, "doc").await;
+    let stale = first_read.context.expect("context");
+    put(node, "doc", "v2 by someone else").await;
+    // Written with what was read before v2: v2 is not silently lost.
+    request("PUT", node, "doc", Some(&stale), "v2 by me").await;
+    let read = get(node, "doc?r=all").await;
+    assert_eq!(read.status, 300, "{}", read.text());
+    assert_eq!(read.json()["siblings"].as_array().map(Vec::len), Some(2));
+}
+
+#[actix_rt::test]
+async fn a_deleted_key_stays_deleted_when_a_stale_replica_returns() {
+    let mut cluster = Cluster::start(3, StorageKind::Disk).await;
+    let a = cluster.slots[0].http();
+    assert_eq!(put(a, "gone?w=all", "old value").await.status, 204);
+    cluster.stop(2).await;
+    let deleted = request("DELETE", a, "gone", None, "").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert_eq!(get(a, "gone").await.status, 404);
+
+    cluster.restart(2).await;
+    let c = cluster.slots[2].http();
+    let read = get(c, "gone?r=all").await;
+    assert_eq!(
+        read.status,
+        404,
+        "the stale copy does not come back: {}",
+        read.text()
+    );
+    assert!(
+        read.context.is_some(),
+        "a 404 over a tombstone carries its context"
+    );
+    eventually(
+        SETTLE,
+        "the returned replica to hold the tombstone",
+        || async {
+            cluster
+                .local_values(2, "gone")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    for slot in cluster.running() {
+        assert_eq!(get(slot.http(), "gone?r=1").await.status, 404);
+    }
+    // A write after the delete brings the key back, as a new value.
+    let again = put(c, "gone", "new value").await;
+    assert_eq!(again.status, 204);
+    assert_eq!(get(a, "gone?r=all").await.text(), "new value");
+}
+
+#[actix_rt::test]
+async fn a_stale_replica_is_repaired_by_a_read() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let (a, c) = (cluster.slots[0].node(), cluster.slots[2].node());
+    // The write reaches a and b only.
+    a.replica_client.block(c.gossip_addr);
+    assert_eq!(put(a.http_addr, "stale", "fresh").await.status, 204);
+    a.replica_client.heal();
+    assert!(cluster.local_values(2, "stale").await.is_empty());
+    let read = get(c.http_addr, "stale?r=all").await;
+    assert_eq!((read.status, read.text()), (200, "fresh".to_string()));
+    eventually(SETTLE, "read repair to fix the stale replica", || async {
+        (cluster.local_values(2, "stale").await == ["fresh"]).then_some(())
+    })
+    .await;
+    assert!(c.metrics.kv_read_repairs.get() >= 1);
+}
+
+#[actix_rt::test]
+async fn quorums_that_cannot_be_met_say_so_and_bad_requests_are_refused() {
+    let mut cluster = Cluster::start(3, StorageKind::Memory).await;
+    let a = cluster.slots[0].http();
+    assert_eq!(put(a, "k?w=4", "x").await.status, 400, "a quorum above N");
+    assert_eq!(put(a, "k?w=most", "x").await.status, 400);
+    assert_eq!(get(a, "k?r=0").await.status, 400);
+    let forged = request("PUT", a, "k", Some("not*a*context"), "x").await;
+    assert_eq!(forged.status, 400, "{}", forged.text());
+    assert!(forged.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("X-Dnd-Context"));
+    assert_eq!(
+        get(a, "k").await.status,
+        404,
+        "nothing was written by refused requests"
+    );
+
+    cluster.stop(2).await;
+    let short = put(a, "k?w=all", "kept anyway").await;
+    assert_eq!(short.status, 503, "{}", short.text());
+    let body = short.json();
+    assert_eq!(body["replicas_needed"], 3);
+    assert_eq!(body["replicas_answered"], 2);
+    assert_eq!(body["stored_on"].as_array().map(Vec::len), Some(2));
+    // Not half-hidden: what was stored is there to read.
+    let read = get(a, "k").await;
+    assert_eq!((read.status, read.text()), (200, "kept anyway".to_string()));
+    let all = get(a, "k?r=all").await;
+    assert_eq!(all.status, 503);
+    assert_eq!(all.json()["replicas_needed"], 3);
+}
+
+#[actix_rt::test]
+async fn a_lone_node_replicates_to_itself_and_serves_every_quorum() {
+    let cluster = Cluster::start(1, StorageKind::Memory).await;
+    let a = cluster.slots[0].http();
+    assert_eq!(put(a, "solo?w=all", "x").await.status, 204);
+    assert_eq!(
+        put(a, "solo?w=3", "y").await.status,
+        204,
+        "3 ≤ N, scaled to one member"
+    );
+    assert_eq!(get(a, "solo?r=quorum").await.text(), "y");
+}
+
+#[actix_rt::test]
+async fn the_ring_endpoint_shows_every_node_and_its_share() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let mut response = client()
+        .get(format!(
+            "http://{}/cluster/ring?tokens=true",
+            cluster.slots[0].http()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let ring: Value = response.json().limit(1 << 24).await.unwrap();
+    assert_eq!(ring["replicas"], 3);
+    assert_eq!(ring["read_quorum"], 2);
+    let nodes = ring["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let total: f64 = nodes
+        .iter()
+        .map(|n| n["primary_share"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-6, "{total}");
+    for node in nodes {
+        assert_eq!(node["state"], "alive");
+        assert_eq!(node["ranges"].as_array().unwrap().len(), 1024);
+    }
+}
