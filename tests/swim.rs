@@ -302,3 +302,26 @@ fn a_slow_node_stretches_its_own_timeouts_instead_of_accusing() {
         "it noticed its own trouble"
     );
 }
+
+#[test]
+fn an_indirect_probe_saves_a_member_whose_direct_link_is_cut() {
+    let mut sim = converged_cluster(8, 11);
+    // Node 0 and node 1 cannot reach each other; everyone else can reach both.
+    sim.faults.blocked.insert((0, 1));
+    sim.faults.blocked.insert((1, 0));
+    let relayed_before: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.metrics.swim_indirect_probes.get())
+        .sum();
+    run_without_false_deaths(&mut sim, Duration::from_secs(120));
+    let relayed: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.metrics.swim_indirect_probes.get())
+        .sum::<u64>()
+        - relayed_before;
+    assert!(relayed > 0, "the cut link was bridged by ping-req");
+    assert_eq!(sim.view(0, 1).map(|m| m.state), Some(MemberState::Alive));
+    assert_eq!(sim.view(1, 0).map(|m| m.state), Some(MemberState::Alive));
+}
