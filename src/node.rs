@@ -74,12 +74,12 @@ pub struct Node {
     pub replica_client: ReplicaClient,
     server: actix_web::dev::ServerHandle,
     leave_requested: Arc<tokio::sync::Notify>,
-    /// Membership and Gossip run here, the Store on its own arbiter and the
-    /// replica server on a third, so that stopping a node stops exactly its
-    /// actors and closes its sockets.
+    /// Membership and Gossip run here, the Store (and the replica server,
+    /// so that a replica request never crosses threads) on its own arbiter,
+    /// so that stopping a node stops exactly its actors and closes its
+    /// sockets.
     cluster_arbiter: Arbiter,
     store_arbiter: Arbiter,
-    peer_arbiter: Arbiter,
 }
 
 impl Node {
@@ -113,7 +113,6 @@ impl Node {
         };
         let cluster_arbiter = Arbiter::new();
         let store_arbiter = Arbiter::new();
-        let peer_arbiter = Arbiter::new();
         let membership = {
             let (local, metrics, vnodes) = (local.clone(), metrics.clone(), config.vnodes);
             Supervisor::start_in_arbiter(&cluster_arbiter.handle(), move |_| {
@@ -160,7 +159,7 @@ impl Node {
         membership.do_send(Subscribe(store.clone().recipient()));
         {
             let (store, metrics) = (store.clone(), metrics.clone());
-            peer_arbiter.spawn(async move {
+            store_arbiter.spawn(async move {
                 let listener = match tokio::net::TcpListener::from_std(replica_listener) {
                     Ok(listener) => listener,
                     Err(e) => {
@@ -234,7 +233,6 @@ impl Node {
             leave_requested,
             cluster_arbiter,
             store_arbiter,
-            peer_arbiter,
         })
     }
 
@@ -275,8 +273,7 @@ impl Node {
         drop((self.store, self.gossip, self.membership));
         self.cluster_arbiter.stop();
         self.store_arbiter.stop();
-        self.peer_arbiter.stop();
-        let arbiters = [self.cluster_arbiter, self.store_arbiter, self.peer_arbiter];
+        let arbiters = [self.cluster_arbiter, self.store_arbiter];
         let joined = actix_rt::task::spawn_blocking(move || {
             for arbiter in arbiters {
                 let _ = arbiter.join();

@@ -483,3 +483,23 @@ async fn the_ring_endpoint_shows_every_node_and_its_share() {
         assert_eq!(node["ranges"].as_array().unwrap().len(), 1024);
     }
 }
+
+#[actix_rt::test]
+async fn clocks_stay_bounded_by_the_keys_home_replicas() {
+    let cluster = Cluster::start(5, StorageKind::Memory).await;
+    for round in 0..40 {
+        let coordinator = cluster.slots[round % 5].http();
+        assert_eq!(
+            put(coordinator, "hot", &format!("v{round}")).await.status,
+            204
+        );
+    }
+    let read = get(cluster.slots[0].http(), "hot?r=all").await;
+    assert_eq!((read.status, read.text()), (200, "v39".to_string()));
+    let context = dnd::version::VersionVector::from_context(&read.context.unwrap()).unwrap();
+    assert!(
+        (1..=3).contains(&context.len()),
+        "only the key's home replicas coordinate its writes: {} entries",
+        context.len()
+    );
+}
