@@ -9,25 +9,32 @@
 //! - [`http`]: the public API on actix-web: `/kv/{key}`, `/cluster/members`,
 //!   `/health`, `/metrics`. Handlers turn requests into actor messages.
 //! - [`actors`]: the running node, three supervised actix actors:
-//!   - **Store** owns the storage engine and answers Get/Put/Delete;
+//!   - **Store** owns the storage engine and the hints, and coordinates
+//!     every client read and write with the key's replicas;
 //!   - **Gossip** owns the UDP socket and the protocol timer, and passes what
 //!     it hears about members to Membership;
-//!   - **Membership** owns the member table, decides which news wins, and
-//!     publishes changes to its subscribers (Gossip today).
+//!   - **Membership** owns the member table and the ring, decides which news
+//!     wins, and publishes changes to its subscribers (the Store).
 //! - [`peer`]: the node-to-node request channel over TCP, one multiplexed
 //!   connection per peer, generic over what it carries.
 //! - The pure core, with no actors and no sockets: [`config`], [`key`],
-//!   [`record`], [`member`], [`node_id`], [`wire`] (the gossip datagram
-//!   format), [`storage`] (memory and disk engines), [`metrics`].
+//!   [`member`], [`node_id`], [`ring`] (consistent hashing), [`replication`]
+//!   (N, R, W and where a key's copies go), [`version`] (siblings and causal
+//!   contexts), [`replica`] (the node-to-node messages), [`wire`] (the gossip
+//!   datagram format), [`swim`] (the membership protocol as a state
+//!   machine), [`storage`] (memory and disk engines), [`metrics`].
 //!
 //! # The path of a PUT
 //!
-//! `PUT /kv/user1` reaches an actix-web worker; `http::kv` validates the key
-//! and reads the body within the value limit, then sends `store::Put` to the
-//! Store actor's address and waits at most the request timeout. The Store
-//! encodes a [`record::Record`] and writes it through its engine, which has
-//! handed it to the OS (and, per the sync policy, to the disk) before the
-//! reply; the handler answers 204.
+//! `PUT /kv/user1` reaches an actix-web worker; `http::kv` validates the key,
+//! the context header and the quorum, reads the body within the value limit,
+//! then sends `store::Put` to the Store actor and waits at most the request
+//! timeout. The Store places the key on the ring; if this node is one of the
+//! key's N home replicas it versions the write against its own copy, stores
+//! it, and sends it to the other replicas through [`peer`]; otherwise it
+//! forwards the write to a home replica. Once W replicas hold it the handler
+//! answers 204 with the new version's context; replicas that were down get
+//! it later from hints.
 //!
 //! [`node::Node::start`] wires all of this together for one node.
 
