@@ -68,6 +68,14 @@ pub struct Config {
     pub replica_timeout: Duration,
     /// How often a node tries to hand its hints to their owners.
     pub hint_interval: Duration,
+    /// Whether stand-ins keep hints for replicas that were down.
+    pub hinted_handoff: bool,
+    /// How often to compare hash trees with a peer; zero turns it off.
+    pub anti_entropy_interval: Duration,
+    /// How old a tombstone must be before every replica may forget it.
+    pub tombstone_grace: Duration,
+    /// How long a leaving node may spend handing its data over.
+    pub leave_handoff_timeout: Duration,
     /// actix-web worker threads; 0 means one per core.
     pub http_workers: usize,
 }
@@ -81,6 +89,9 @@ pub const DEFAULT_GOSSIP_MTU: usize = 1400;
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const DEFAULT_HINT_INTERVAL: Duration = Duration::from_millis(1000);
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_LEAVE_HANDOFF_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Config {
     /// The data directory used when none is given: one folder per node under
@@ -117,6 +128,10 @@ impl Config {
             vnodes: crate::ring::DEFAULT_VNODES,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,
             hint_interval: Duration::from_millis(200),
+            hinted_handoff: true,
+            anti_entropy_interval: Duration::from_millis(500),
+            tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
+            leave_handoff_timeout: Duration::from_secs(20),
             http_workers: 1,
         }
     }

@@ -18,7 +18,8 @@
 //! - [`peer`]: the node-to-node request channel over TCP, one multiplexed
 //!   connection per peer, generic over what it carries.
 //! - The pure core, with no actors and no sockets: [`config`], [`key`],
-//!   [`member`], [`node_id`], [`ring`] (consistent hashing), [`replication`]
+//!   [`member`], [`node_id`], [`ring`] (consistent hashing), [`merkle`]
+//!   (hash trees for anti-entropy), [`replication`]
 //!   (N, R, W and where a key's copies go), [`version`] (siblings and causal
 //!   contexts), [`replica`] (the node-to-node messages), [`wire`] (the gossip
 //!   datagram format), [`swim`] (the membership protocol as a state
@@ -43,6 +44,7 @@ pub mod config;
 pub mod http;
 pub mod key;
 pub mod member;
+pub mod merkle;
 pub mod metrics;
 pub mod node;
 pub mod node_id;

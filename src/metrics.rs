@@ -51,11 +51,20 @@ pub struct Metrics {
     pub hints_recorded: Counter,
     pub hints_delivered: Counter,
     pub hints_pending: Gauge,
+    pub handoff_keys_sent: Counter,
+    pub handoff_bytes_sent: Counter,
+    pub handoff_jobs: Counter,
+    pub handoff_running: Gauge,
+    pub anti_entropy_rounds: Counter,
+    pub anti_entropy_keys_repaired: Counter,
+    pub tombstones_purged: Counter,
     pub peer_requests_sent: Counter,
     pub peer_request_failures: Counter,
     pub peer_requests_served: Counter,
     pub peer_connections_opened: Counter,
     pub peer_frames_refused: Counter,
+    pub peer_bytes_sent: Counter,
+    pub peer_bytes_received: Counter,
 }
 
 pub type SharedMetrics = Arc<Metrics>;
@@ -168,10 +177,18 @@ impl Metrics {
             ("kv_replica_requests_total", "Replica reads, writes and forwarded writes served for other nodes.", &[("", c(&self.kv_replica_requests))]),
             ("hints_recorded_total", "Hints kept for home replicas that could not take a write.", &[("", c(&self.hints_recorded))]),
             ("hints_delivered_total", "Hinted keys handed to their owner.", &[("", c(&self.hints_delivered))]),
+            ("handoff_keys_sent_total", "Keys sent to nodes newly responsible for them after ring changes.", &[("", c(&self.handoff_keys_sent))]),
+            ("handoff_bytes_sent_total", "Approximate bytes of those keys.", &[("", c(&self.handoff_bytes_sent))]),
+            ("handoff_jobs_total", "Ring changes this node finished handing data over for.", &[("", c(&self.handoff_jobs))]),
+            ("anti_entropy_rounds_total", "Hash-tree comparisons started with a peer.", &[("", c(&self.anti_entropy_rounds))]),
+            ("anti_entropy_keys_repaired_total", "Keys anti-entropy changed here.", &[("", c(&self.anti_entropy_keys_repaired))]),
+            ("tombstones_purged_total", "Tombstones collected after every replica held them.", &[("", c(&self.tombstones_purged))]),
             ("peer_requests_sent_total", "Requests sent to peers.", &[("", c(&self.peer_requests_sent))]),
             ("peer_request_failures_total", "Requests to peers that got no answer: no connection, refused, timed out, closed, or failed at the peer.", &[("", c(&self.peer_request_failures))]),
             ("peer_requests_served_total", "Peer requests this node answered.", &[("", c(&self.peer_requests_served))]),
             ("peer_connections_opened_total", "Connections to peers this node opened (handshake done).", &[("", c(&self.peer_connections_opened))]),
+            ("peer_bytes_sent_total", "Bytes of requests this node sent to peers, frames included.", &[("", c(&self.peer_bytes_sent))]),
+            ("peer_bytes_received_total", "Bytes of answers this node received from peers, frames included.", &[("", c(&self.peer_bytes_received))]),
             ("peer_frames_refused_total", "Peer frames refused: malformed, oversized, or a refused handshake.", &[("", c(&self.peer_frames_refused))]),
         ];
         let gauges: &[(&str, &str, u64)] = &[
@@ -179,6 +196,11 @@ impl Metrics {
                 "gossip_datagram_max_bytes",
                 "Largest gossip datagram sent.",
                 self.gossip_datagram_max_bytes.get(),
+            ),
+            (
+                "handoff_running",
+                "1 while a ring change is handing data over.",
+                self.handoff_running.get(),
             ),
             (
                 "hints_pending",

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::actors::gossip::{Gossip, HasPeers, Leave};
 use crate::actors::membership::{Membership, Subscribe};
-use crate::actors::store::{FromPeer, ReplicaClient, Store, StoreConfig};
+use crate::actors::store::{FromPeer, HandOffForLeave, ReplicaClient, Store, StoreConfig};
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
 use crate::member::{Member, MemberState};
@@ -72,6 +72,7 @@ pub struct Node {
     /// The client the Store reaches other replicas with (tests cut it off
     /// from chosen peers to make partitions).
     pub replica_client: ReplicaClient,
+    leave_handoff_timeout: std::time::Duration,
     server: actix_web::dev::ServerHandle,
     leave_requested: Arc<tokio::sync::Notify>,
     /// Membership and Gossip run here, the Store (and the replica server,
@@ -150,6 +151,10 @@ impl Node {
                 replica_timeout: config.replica_timeout,
                 hint_interval: config.hint_interval,
                 max_key_bytes: config.max_key_bytes,
+                hinted_handoff: config.hinted_handoff,
+                anti_entropy_interval: config.anti_entropy_interval,
+                tombstone_grace: config.tombstone_grace,
+                vnodes: config.vnodes,
             };
             let peers = replica_client.clone();
             Supervisor::start_in_arbiter(&store_arbiter.handle(), move |_| {
@@ -229,6 +234,7 @@ impl Node {
             membership,
             metrics,
             replica_client,
+            leave_handoff_timeout: config.leave_handoff_timeout,
             server: handle,
             leave_requested,
             cluster_arbiter,
@@ -255,9 +261,25 @@ impl Node {
         }
     }
 
-    /// Tells the cluster this node leaves, then gives the news `grace` to
-    /// spread (it keeps answering probes meanwhile, carrying the news).
+    /// Hands this node's data to the nodes that keep it once it is gone,
+    /// tells the cluster it leaves, then gives the news `grace` to spread
+    /// (it keeps answering probes meanwhile, carrying the news).
     pub async fn leave(&self, grace: std::time::Duration) {
+        match tokio::time::timeout(self.leave_handoff_timeout, self.store.send(HandOffForLeave))
+            .await
+        {
+            Ok(Ok(Some(report))) => tracing::info!(
+                keys_sent = report.progress.keys_sent,
+                state = report.state,
+                "data handed over before leaving"
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) => tracing::warn!("could not hand data over: the store is not running"),
+            Err(_) => tracing::warn!(
+                timeout_ms = self.leave_handoff_timeout.as_millis() as u64,
+                "handing data over took too long; leaving anyway (anti-entropy repairs the rest)"
+            ),
+        }
         if self.gossip.send(Leave).await.is_err() {
             tracing::warn!("could not announce the leave: gossip is not running");
             return;

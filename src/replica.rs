@@ -8,9 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::merkle::BucketEntries;
 use crate::node_id::NodeId;
 use crate::replication::Quorum;
-use crate::version::{Object, Payload, VersionVector};
+use crate::version::{Dot, Object, Payload, VersionVector};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ReplicaRequest {
@@ -31,6 +32,25 @@ pub enum ReplicaRequest {
         payload: Payload,
         write_quorum: Option<Quorum>,
     },
+    /// Many keys at once, merged like `Write`s: data handed over after a
+    /// ring change, or sent by anti-entropy. Keys the receiver is not a
+    /// home replica of are refused, not stored.
+    WriteBatch { objects: Vec<(String, Object)> },
+    /// Anti-entropy, step 1: the branch hashes of the tree the receiver
+    /// keeps over the keys it shares with `pair` (the sender).
+    TreeBranches { pair: NodeId },
+    /// Step 2: the leaf hashes under these branches.
+    TreeLeaves { pair: NodeId, branches: Vec<u16> },
+    /// Step 3: the sender's entries in buckets whose leaves differ; the
+    /// receiver answers with its versions of the keys that differ and the
+    /// keys it wants the sender's versions of.
+    ExchangeBuckets {
+        pair: NodeId,
+        buckets: Vec<BucketEntries>,
+    },
+    /// Drop this key if its copy is exactly these tombstones: every home
+    /// replica holds them and their grace period has passed.
+    Purge { key: String, dots: Vec<Dot> },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +58,16 @@ pub enum ReplicaReply {
     Object(Object),
     Stored,
     Written(Result<Written, QuorumShortfall>),
+    StoredBatch {
+        stored: usize,
+        refused: usize,
+    },
+    Branches(Vec<u64>),
+    Leaves(Vec<(u16, Vec<u64>)>),
+    Exchange {
+        objects: Vec<(String, Object)>,
+        wanted: Vec<String>,
+    },
     /// The request was understood but not served (an invalid key, a store
     /// that failed); the reason is for logs.
     Refused(String),

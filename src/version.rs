@@ -133,7 +133,10 @@ pub enum Payload {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
-    Tombstone,
+    /// A deletion, stamped with its coordinator's wall clock in ms. The
+    /// stamp never orders versions (dots do); it only tells when the
+    /// tombstone is old enough to be collected.
+    Tombstone { at_ms: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +182,20 @@ impl Object {
         self.siblings.iter().map(|s| s.dot).collect()
     }
 
+    /// When every sibling is a tombstone: the latest deletion's stamp.
+    pub fn deleted_at_ms(&self) -> Option<u64> {
+        if self.siblings.is_empty() {
+            return None;
+        }
+        self.siblings
+            .iter()
+            .map(|s| match s.payload {
+                Payload::Tombstone { at_ms } => Some(at_ms),
+                Payload::Value { .. } => None,
+            })
+            .try_fold(0, |latest, at| at.map(|at| latest.max(at)))
+    }
+
     /// Siblings that hold values (not deletions).
     pub fn values(&self) -> impl Iterator<Item = (&Sibling, &str, &[u8])> {
         self.siblings.iter().filter_map(|s| match &s.payload {
@@ -186,7 +203,7 @@ impl Object {
                 content_type,
                 bytes,
             } => Some((s, content_type.as_str(), bytes.as_slice())),
-            Payload::Tombstone => None,
+            Payload::Tombstone { .. } => None,
         })
     }
 
@@ -236,6 +253,25 @@ impl Object {
             .filter(|s| !superseded.contains(&s.dot))
             .collect();
         self.dots() != before
+    }
+
+    /// About how many bytes this object takes on the wire or on disk,
+    /// without encoding it.
+    pub fn approximate_size(&self) -> usize {
+        self.siblings
+            .iter()
+            .map(|s| {
+                let payload = match &s.payload {
+                    Payload::Value {
+                        content_type,
+                        bytes,
+                    } => content_type.len() + bytes.len(),
+                    Payload::Tombstone { .. } => 8,
+                };
+                payload + 24 + s.context.len() * 18
+            })
+            .sum::<usize>()
+            + 4
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -340,9 +376,11 @@ mod tests {
         let mut o = Object::new();
         o.write(A, &VersionVector::new(), value("v")).unwrap();
         let stale = o.clone();
-        o.write(A, &o.clock(), Payload::Tombstone).unwrap();
+        o.write(A, &o.clock(), Payload::Tombstone { at_ms: 0 })
+            .unwrap();
         assert_eq!(o.values().count(), 0);
         assert!(!o.is_empty(), "the tombstone stays");
+        assert_eq!(o.deleted_at_ms(), Some(0));
         o.merge(&stale);
         assert_eq!(o.values().count(), 0, "the old value does not come back");
         let mut revived = stale.clone();

@@ -25,8 +25,10 @@ use tokio::net::UdpSocket;
 
 use super::contain_panic;
 use super::membership::{ApplyNews, Membership};
+use crate::member::Member;
 use crate::metrics::SharedMetrics;
-use crate::swim::Swim;
+use crate::node_id::NodeId;
+use crate::swim::{RemoveError, Swim};
 
 /// How long to wait before trying again when the gossip address cannot be
 /// bound after a restart (the old socket may still be closing).
@@ -216,6 +218,21 @@ impl Handler<Leave> for Gossip {
     fn handle(&mut self, _msg: Leave, ctx: &mut Self::Context) {
         self.swim.leave(Instant::now());
         self.carry_out(ctx);
+    }
+}
+
+/// Removes a dead member for good (`POST /cluster/remove/{id}`).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Member, RemoveError>")]
+pub struct Remove(pub NodeId);
+
+impl Handler<Remove> for Gossip {
+    type Result = Result<Member, RemoveError>;
+
+    fn handle(&mut self, msg: Remove, ctx: &mut Self::Context) -> Self::Result {
+        let removed = self.swim.remove(msg.0, Instant::now());
+        self.carry_out(ctx);
+        removed
     }
 }
 

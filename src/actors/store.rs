@@ -16,8 +16,23 @@
 //! own so that disk writes never stall gossip. Must never open a socket of
 //! its own: other nodes are reached only through the peer client.
 //!
-//! Storage layout, one engine: `d` + key holds a key's [`Object`]; `h` +
-//! owner id (8 bytes) + key marks a hint (the data itself is the `d` entry).
+//! It also keeps the cluster healing itself: when the ring changes it hands
+//! every key it holds to the nodes newly responsible for it, in bounded
+//! batches (`ring_change`); it keeps one hash tree per peer over the keys
+//! they share, updated on every write, and periodically compares trees with
+//! a peer to exchange only the keys that differ (`anti_entropy`); and it
+//! collects tombstones every home replica holds once their grace passed.
+//!
+//! Storage layout, one engine: `d` + bucket (2 bytes) + key holds a key's
+//! [`Object`], so one hash-tree bucket is one prefix scan; `h` + owner id
+//! (8 bytes) + key marks a hint (the data itself is the `d` entry); `m` +
+//! name holds the Store's own small records (the ring its data was placed
+//! for).
+
+mod anti_entropy;
+mod ring_change;
+
+pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -33,6 +48,7 @@ use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::key::Key;
 use crate::member::{Member, MemberState};
+use crate::merkle::{bucket_of, entry_hash, HashTree};
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::{PeerClient, PeerError};
@@ -50,6 +66,7 @@ const HINT_BATCH: usize = 256;
 
 const DATA_PREFIX: u8 = b'd';
 const HINT_PREFIX: u8 = b'h';
+const META_PREFIX: u8 = b'm';
 
 pub type ReplicaClient = PeerClient<ReplicaRequest, ReplicaReply>;
 
@@ -63,6 +80,15 @@ pub struct StoreConfig {
     /// How often hints are offered to their owners.
     pub hint_interval: Duration,
     pub max_key_bytes: usize,
+    /// Whether stand-ins keep hints for replicas that were down.
+    pub hinted_handoff: bool,
+    /// How often to compare hash trees with a peer; zero turns anti-entropy
+    /// (and tombstone collection) off.
+    pub anti_entropy_interval: Duration,
+    /// How old a tombstone must be before it may be collected.
+    pub tombstone_grace: Duration,
+    /// Tokens per node, to rebuild the ring the data was placed for.
+    pub vnodes: usize,
 }
 
 pub struct Store {
@@ -75,6 +101,18 @@ pub struct Store {
     hints: Hints,
     /// Owners a delivery round is under way for.
     delivering: HashSet<NodeId>,
+    /// Per peer, the hash tree over the keys this node shares with it,
+    /// under the settled ring.
+    trees: HashMap<NodeId, HashTree>,
+    /// The ring this node's data was last placed for: a ring change hands
+    /// data over from this one to the new one.
+    settled: Option<Arc<Ring>>,
+    /// The ring change under way, if any.
+    job: Option<ring_change::RingJob>,
+    handoff: ring_change::HandoffLog,
+    /// Once leaving, ring changes no longer move data here.
+    leaving: bool,
+    anti_entropy: anti_entropy::State,
 }
 
 #[derive(Debug, Error)]
@@ -204,6 +242,12 @@ impl Store {
             ring,
             hints: Hints::default(),
             delivering: HashSet::new(),
+            trees: HashMap::new(),
+            settled: None,
+            job: None,
+            handoff: ring_change::HandoffLog::default(),
+            leaving: false,
+            anti_entropy: anti_entropy::State::default(),
         }
     }
 
@@ -231,24 +275,91 @@ impl Store {
     }
 
     /// Folds `incoming` into this node's copy; writes only if it changed.
-    fn merge_local(&self, key: &str, incoming: &Object) -> Result<Object, StoreError> {
+    /// Returns the copy now held, and what changed if anything did.
+    fn merge_local(
+        &self,
+        key: &str,
+        incoming: &Object,
+    ) -> Result<(Object, Option<Change>), StoreError> {
         let mut object = self.read_local(key)?;
-        if object.merge(incoming) {
-            self.store_local(key, &object)?;
+        let before = Change::entry(key, &object);
+        if !object.merge(incoming) {
+            return Ok((object, None));
         }
-        Ok(object)
+        self.store_local(key, &object)?;
+        let change = Change {
+            key: key.to_string(),
+            before,
+            after: Change::entry(key, &object),
+        };
+        Ok((object, Some(change)))
     }
 
     /// Versions a client write against this node's copy and stores it.
-    /// Returns the context of the new version and the object now held.
-    fn write_local(&self, write: &ClientWrite) -> Result<(VersionVector, Object), StoreError> {
+    /// Returns the context of the new version, the object now held and the
+    /// change.
+    fn write_local(
+        &self,
+        write: &ClientWrite,
+    ) -> Result<(VersionVector, Object, Change), StoreError> {
         let mut object = self.read_local(&write.key)?;
+        let before = Change::entry(&write.key, &object);
         let context = write.context.clone().unwrap_or_else(|| object.clock());
         let dot = object.write(self.config.local_id, &context, write.payload.clone())?;
         self.store_local(&write.key, &object)?;
         let mut written = context;
         written.add(dot);
-        Ok((written, object))
+        let change = Change {
+            key: write.key.clone(),
+            before,
+            after: Change::entry(&write.key, &object),
+        };
+        Ok((written, object, change))
+    }
+
+    /// Removes this node's copy of `key` if it still holds exactly `dots`.
+    fn drop_local_if(&mut self, key: &str, dots: &BTreeSet<Dot>) -> Result<bool, StoreError> {
+        let object = self.read_local(key)?;
+        if object.is_empty() || object.dots() != *dots {
+            return Ok(false);
+        }
+        self.engine.delete(&data_key(key))?;
+        self.note_change(Change {
+            key: key.to_string(),
+            before: Change::entry(key, &object),
+            after: None,
+        });
+        Ok(true)
+    }
+
+    /// Keeps the hash trees in step with a change to this node's copy.
+    fn note_change(&mut self, change: Change) {
+        if change.before == change.after {
+            return;
+        }
+        let local_id = self.config.local_id;
+        let bucket = bucket_of(&change.key);
+        if let Some(job) = &mut self.job {
+            // The job's scan counts keys it has not reached yet itself.
+            if !job.has_scanned(&data_key(&change.key)) {
+                return;
+            }
+            let peers = shared_peers(&job.to, &self.config.replication, local_id, &change.key);
+            for peer in peers {
+                job.trees
+                    .entry(peer)
+                    .or_default()
+                    .update(bucket, change.before, change.after);
+            }
+            return;
+        }
+        let Some(ring) = &self.settled else { return };
+        for peer in shared_peers(ring, &self.config.replication, local_id, &change.key) {
+            self.trees
+                .entry(peer)
+                .or_default()
+                .update(bucket, change.before, change.after);
+        }
     }
 
     // ---- the ring -----------------------------------------------------
@@ -367,11 +478,12 @@ impl Store {
             let this = &*self;
             contain_panic("store", ctx, || this.write_local(&write))
         };
-        let (context, object) = match written {
+        let (context, object, change) = match written {
             Some(Ok(done)) => done,
             Some(Err(e)) => return ready(self.count_failure(Err(e))),
             None => return ready(Err(StoreError::Restarting)),
         };
+        self.note_change(change);
         // This node's own copy may stand in for a home replica that is down.
         let mut kept_here: Vec<NodeId> = placement
             .targets
@@ -384,7 +496,7 @@ impl Store {
             // replica later, which also lets this node drop it.
             kept_here.extend(placement.home.first().copied());
         }
-        if !kept_here.is_empty() {
+        if !kept_here.is_empty() && self.config.hinted_handoff {
             self.keep_hints(&write.key, &kept_here);
         }
         let targets: Vec<(Target, SocketAddr)> = placement
@@ -531,14 +643,8 @@ impl Store {
         {
             return;
         }
-        match self.read_local(&msg.key) {
-            Ok(object) if object.dots() == msg.delivered => {
-                if let Err(e) = self.engine.delete(&data_key(&msg.key)) {
-                    tracing::warn!(error = %e, "could not drop a handed-over copy");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read a handed-over key"),
+        if let Err(e) = self.drop_local_if(&msg.key, &msg.delivered) {
+            tracing::warn!(error = %e, "could not drop a handed-over copy");
         }
     }
 
@@ -568,8 +674,11 @@ impl Store {
             } if valid(&key) => {
                 let this = &*self;
                 match contain_panic("store", ctx, || this.merge_local(&key, &object)) {
-                    Some(Ok(_)) => {
-                        if let Some(owner) = hint_for {
+                    Some(Ok((_, change))) => {
+                        if let Some(change) = change {
+                            self.note_change(change);
+                        }
+                        if let Some(owner) = hint_for.filter(|_| self.config.hinted_handoff) {
                             self.keep_hints(&key, &[owner]);
                         }
                         ReplicaReply::Stored
@@ -601,6 +710,19 @@ impl Store {
                     }
                 });
             }
+            ReplicaRequest::WriteBatch { objects } => self.merge_batch(objects),
+            ReplicaRequest::TreeBranches { pair } => self.tree_branches(pair),
+            ReplicaRequest::TreeLeaves { pair, branches } => self.tree_leaves(pair, &branches),
+            ReplicaRequest::ExchangeBuckets { pair, buckets } => {
+                self.exchange_buckets(pair, buckets)
+            }
+            ReplicaRequest::Purge { key, dots } if valid(&key) => {
+                let dots: BTreeSet<Dot> = dots.into_iter().collect();
+                match self.purge_local(&key, &dots) {
+                    Ok(_) => ReplicaReply::Stored,
+                    Err(e) => ReplicaReply::Refused(e.to_string()),
+                }
+            }
             _ => ReplicaReply::Refused("invalid key".into()),
         };
         Box::pin(async move { reply })
@@ -612,10 +734,59 @@ fn ready<T: 'static>(value: T) -> ResponseFuture<T> {
 }
 
 fn data_key(key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    out.push(DATA_PREFIX);
+    let mut out = Vec::with_capacity(key.len() + 3);
+    out.extend_from_slice(&bucket_prefix(bucket_of(key)));
     out.extend_from_slice(key.as_bytes());
     out
+}
+
+/// The storage prefix of every key in one hash-tree bucket.
+fn bucket_prefix(bucket: u16) -> [u8; 3] {
+    let [high, low] = bucket.to_be_bytes();
+    [DATA_PREFIX, high, low]
+}
+
+/// The client key inside a data key, if it is one.
+fn key_of_data_key(raw: &[u8]) -> Option<&str> {
+    match raw {
+        [DATA_PREFIX, _, _, key @ ..] if !key.is_empty() => std::str::from_utf8(key).ok(),
+        _ => None,
+    }
+}
+
+/// A change to this node's copy of a key, as the hash trees see it: the
+/// entry hash before and after (`None`: no copy).
+#[derive(Debug)]
+struct Change {
+    key: String,
+    before: Option<u64>,
+    after: Option<u64>,
+}
+
+impl Change {
+    fn entry(key: &str, object: &Object) -> Option<u64> {
+        (!object.is_empty()).then(|| entry_hash(key, object))
+    }
+}
+
+/// The key's home replicas on `ring`.
+fn home_of(ring: &Ring, replication: &Replication, key: &str) -> Vec<NodeId> {
+    ring.preference_list(key.as_bytes(), replication.effective_replicas(ring.len()))
+}
+
+/// The other home replicas of `key` if this node is one, else none: the
+/// peers whose trees the key belongs in.
+fn shared_peers(
+    ring: &Ring,
+    replication: &Replication,
+    local_id: NodeId,
+    key: &str,
+) -> Vec<NodeId> {
+    let home = home_of(ring, replication, key);
+    if !home.contains(&local_id) {
+        return Vec::new();
+    }
+    home.into_iter().filter(|&n| n != local_id).collect()
 }
 
 fn hint_key(owner: NodeId, key: &str) -> Vec<u8> {
@@ -872,15 +1043,29 @@ impl Gather {
         for (node, addr) in remote {
             pending.push(read(node, addr));
         }
-        if answers.len() >= needed {
+        // An empty answer waits for every replica, and then for one more
+        // node: while a ring change moves a key, the replica it moved away
+        // from may be the only one that has it.
+        let mut asked_beyond_home = false;
+        if answers.len() >= needed && !merged.is_empty() {
             answer_read(&mut reply, Ok(&merged));
         }
-        while let Some((node, addr, outcome)) = pending.next().await {
+        loop {
+            let Some((node, addr, outcome)) = pending.next().await else {
+                if reply.is_some() && merged.is_empty() && !asked_beyond_home {
+                    asked_beyond_home = true;
+                    if let Some((spare, addr)) = spares.next() {
+                        pending.push(read(spare, addr));
+                        continue;
+                    }
+                }
+                break;
+            };
             match outcome {
                 Ok(ReplicaReply::Object(object)) => {
                     answers.push((node, Some(addr), object.dots()));
                     merged.merge(&object);
-                    if answers.len() >= needed {
+                    if answers.len() >= needed && !merged.is_empty() {
                         answer_read(&mut reply, Ok(&merged));
                     }
                 }
@@ -892,7 +1077,9 @@ impl Gather {
                 }
             }
         }
-        if reply.is_some() {
+        if answers.len() >= needed {
+            answer_read(&mut reply, Ok(&merged));
+        } else {
             answer_read(
                 &mut reply,
                 Err(QuorumShortfall {
@@ -966,7 +1153,9 @@ impl Actor for Store {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         if !self.hints.loaded {
             self.load_hints();
+            self.load_settled_ring();
         }
+        self.start_anti_entropy(ctx);
         ctx.run_interval(self.config.hint_interval, |store, ctx| {
             store.deliver_hints(ctx)
         });
@@ -1017,7 +1206,9 @@ impl Handler<Delete> for Store {
         let write = ClientWrite {
             key: msg.key.as_str().to_string(),
             context: msg.context,
-            payload: Payload::Tombstone,
+            payload: Payload::Tombstone {
+                at_ms: anti_entropy::now_ms(),
+            },
             quorum: msg.quorum,
         };
         self.coordinate_write(write, false, ctx)
@@ -1051,9 +1242,9 @@ impl Handler<FromPeer> for Store {
 impl Handler<MembersChanged> for Store {
     type Result = ();
 
-    fn handle(&mut self, msg: MembersChanged, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: MembersChanged, ctx: &mut Self::Context) {
         self.members = msg.members.iter().map(|m| (m.id, m.clone())).collect();
-        self.ring = msg.ring;
+        self.on_ring(msg.ring, ctx);
     }
 }
 
@@ -1069,8 +1260,10 @@ impl Handler<MergeLocal> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: MergeLocal, _ctx: &mut Self::Context) {
-        if let Err(e) = self.merge_local(&msg.key, &msg.object) {
-            tracing::warn!(error = %e, "read repair of the local copy failed");
+        match self.merge_local(&msg.key, &msg.object) {
+            Ok((_, Some(change))) => self.note_change(change),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "read repair of the local copy failed"),
         }
     }
 }
@@ -1122,5 +1315,8 @@ mod tests {
         bad.push(0xff);
         assert_eq!(parse_hint_key(&bad), None, "not UTF-8");
         assert_ne!(data_key("k"), hint_key(owner, "k"));
+        assert_eq!(key_of_data_key(&data_key("a/b é")), Some("a/b é"));
+        assert_eq!(key_of_data_key(&hint_key(owner, "k")), None);
+        assert!(data_key("k").starts_with(&bucket_prefix(bucket_of("k"))));
     }
 }

@@ -181,6 +181,30 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     hint_interval_ms: u64,
 
+    /// Whether a node standing in for a replica that is down keeps a hint
+    /// to hand the write over when it returns.
+    #[arg(long, global = true, env = "DND_HINTED_HANDOFF", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    hinted_handoff: bool,
+
+    /// How often a node compares hash trees with one peer to repair what
+    /// differs; 0 turns anti-entropy (and tombstone collection) off.
+    #[arg(long, global = true, env = "DND_ANTI_ENTROPY_INTERVAL_MS",
+          default_value_t = config::DEFAULT_ANTI_ENTROPY_INTERVAL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    anti_entropy_interval_ms: u64,
+
+    /// How old a tombstone must be before it is forgotten (once every
+    /// replica of its key holds it).
+    #[arg(long, global = true, env = "DND_TOMBSTONE_GRACE_MS",
+          default_value_t = config::DEFAULT_TOMBSTONE_GRACE.as_millis() as u64)]
+    tombstone_grace_ms: u64,
+
+    /// How long a leaving node may spend handing its data over.
+    #[arg(long, global = true, env = "DND_LEAVE_HANDOFF_TIMEOUT_MS",
+          default_value_t = config::DEFAULT_LEAVE_HANDOFF_TIMEOUT.as_millis() as u64)]
+    leave_handoff_timeout_ms: u64,
+
     /// HTTP worker threads [default: one per core].
     #[arg(long, global = true, env = "DND_HTTP_WORKERS", default_value_t = 0)]
     http_workers: usize,
@@ -197,6 +221,12 @@ enum Command {
     },
     /// Ask the node at --address/--server-port to leave the cluster and exit.
     Leave,
+    /// Remove a dead member for good, through the node at
+    /// --address/--server-port; the others re-replicate its keys.
+    Remove {
+        /// The member's id, as `/cluster/members` lists it.
+        node_id: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -228,7 +258,7 @@ impl Cli {
 
     fn into_config(self) -> anyhow::Result<Config> {
         let seed = match &self.command {
-            Command::Start | Command::Leave => None,
+            Command::Start | Command::Leave | Command::Remove { .. } => None,
             Command::Join { peer } => Some(resolve(peer)?),
         };
         // The indirect probe must be sent, and answered, within the period.
@@ -289,6 +319,10 @@ impl Cli {
             vnodes: self.vnodes,
             replica_timeout: Duration::from_millis(self.replica_timeout_ms),
             hint_interval: Duration::from_millis(self.hint_interval_ms),
+            hinted_handoff: self.hinted_handoff,
+            anti_entropy_interval: Duration::from_millis(self.anti_entropy_interval_ms),
+            tombstone_grace: Duration::from_millis(self.tombstone_grace_ms),
+            leave_handoff_timeout: Duration::from_millis(self.leave_handoff_timeout_ms),
             http_workers: self.http_workers,
         })
     }
@@ -370,9 +404,15 @@ fn run(run: Run) -> anyhow::Result<()> {
     })
 }
 
-/// `dnd leave`: a one-request HTTP client, so that the binary needs no
-/// client library.
-fn request_leave(address: IpAddr, port: u16) -> anyhow::Result<()> {
+/// `dnd leave` and `dnd remove`: one admin request over HTTP, so that the
+/// binary needs no client library. Prints the node's answer.
+fn admin_request(
+    address: IpAddr,
+    port: u16,
+    path: &str,
+    expected: &str,
+    success: Option<&str>,
+) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let target = SocketAddr::new(address, port);
     let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
@@ -380,18 +420,19 @@ fn request_leave(address: IpAddr, port: u16) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "POST /cluster/leave HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     let status = reply.lines().next().unwrap_or_default();
-    if !status.contains(" 202 ") {
-        return Err(anyhow!("the node at {target} answered {status:?}"));
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    if !status.contains(&format!(" {expected} ")) {
+        return Err(anyhow!("the node at {target} answered {status:?}: {body}"));
     }
-    writeln!(
-        std::io::stdout(),
-        "the node at {target} is leaving the cluster"
-    )?;
+    match success {
+        Some(message) => writeln!(std::io::stdout(), "the node at {target} {message}")?,
+        None => writeln!(std::io::stdout(), "{body}")?,
+    }
     Ok(())
 }
 
@@ -399,7 +440,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let outcome = match cli.command {
-        Command::Leave => request_leave(cli.address, cli.server_port),
+        Command::Leave => admin_request(
+            cli.address,
+            cli.server_port,
+            "/cluster/leave",
+            "202",
+            Some("is leaving the cluster"),
+        ),
+        Command::Remove { ref node_id } => admin_request(
+            cli.address,
+            cli.server_port,
+            &format!("/cluster/remove/{node_id}"),
+            "202",
+            None,
+        ),
         _ => cli.into_run().and_then(run),
     };
     match outcome {

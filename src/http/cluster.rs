@@ -6,11 +6,17 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
+use crate::actors::gossip::Remove;
 use crate::actors::membership::{GetRing, ListMembers, MemberStatus};
+use crate::actors::store::HandoffStatus;
+use crate::node_id::NodeId;
+use crate::swim::RemoveError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/cluster/members", web::get().to(members))
         .route("/cluster/ring", web::get().to(ring))
+        .route("/cluster/handoff", web::get().to(handoff))
+        .route("/cluster/remove/{id}", web::post().to(remove))
         .route("/cluster/leave", web::post().to(leave));
 }
 
@@ -113,4 +119,28 @@ async fn ring(
         tokens_per_node: ring.vnodes(),
         nodes,
     }))
+}
+
+/// How this node is handing data over after ring changes.
+async fn handoff(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let view = state.ask(&state.store, HandoffStatus).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Removes a dead member for good; the others then re-replicate its keys.
+async fn remove(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id: NodeId = path
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{:?} is not a node id", path.as_str())))?;
+    match state.ask(&state.gossip, Remove(id)).await? {
+        Ok(member) => Ok(HttpResponse::Accepted().json(serde_json::json!({
+            "status": "removed",
+            "id": member.id.to_string(),
+        }))),
+        Err(RemoveError::Unknown) => Err(ApiError::NotFound),
+        Err(e) => Err(ApiError::Conflict(e.to_string())),
+    }
 }

@@ -39,6 +39,8 @@ pub enum ApiError {
         shortfall: QuorumShortfall,
     },
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -71,6 +73,7 @@ impl ResponseError for ApiError {
             ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) | ApiError::Quorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -163,6 +163,7 @@ where
         // Encoded before anything else, so a request that can never be sent
         // fails without touching the network.
         let frame = frame::encode_request(id, request, self.inner.config.max_frame_bytes)?;
+        self.inner.metrics.peer_bytes_sent.add(frame.len() as u64);
         let deadline = Instant::now() + timeout;
         tokio::time::timeout_at(deadline, self.exchange(&peer, id, frame))
             .await
@@ -394,6 +395,9 @@ async fn read_answers<Resp: DeserializeOwned>(
             }
             Err(e) => return e.to_string(),
         };
+        metrics
+            .peer_bytes_received
+            .add((body.len() + frame::LENGTH_PREFIX_BYTES) as u64);
         let (id, result) = match frame::decode_response::<Resp>(&body) {
             Ok((id, Reply::Ok(answer))) => (id, Ok(answer)),
             Ok((id, Reply::RemoteError(reason))) => (id, Err(PeerError::Remote(reason))),

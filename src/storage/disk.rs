@@ -149,6 +149,28 @@ impl StorageEngine for DiskEngine {
             .collect()
     }
 
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut found = Vec::new();
+        for guard in self.keyspace.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = guard.into_inner().map_err(engine_error)?;
+            if !key.starts_with(prefix) || found.len() >= limit {
+                break;
+            }
+            found.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(found)
+    }
+
     fn approximate_len(&self) -> u64 {
         self.keyspace.approximate_len() as u64
     }

@@ -42,6 +42,34 @@ impl StorageEngine for MemoryEngine {
         Ok(found)
     }
 
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        // A hash map has no order: find the `limit` smallest keys past
+        // `after` in one pass, without sorting the whole map.
+        let mut keys: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .map(|e| e.key().clone())
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
+            .collect();
+        if keys.len() > limit {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                let value = self.entries.get(&k)?.value().clone();
+                Some((k, value))
+            })
+            .collect())
+    }
+
     fn approximate_len(&self) -> u64 {
         self.entries.len() as u64
     }

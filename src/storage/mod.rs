@@ -60,6 +60,15 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// Meant for small sets a node keeps beside its data (such as hints),
     /// not for walking the data itself.
     fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` entries whose keys start with `prefix` and sort after
+    /// `after` (from the first, if `None`), in key order: a walk over a
+    /// large set in bounded steps.
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The number of keys; may be approximate for engines that cannot count
     /// cheaply.
     fn approximate_len(&self) -> u64;
@@ -109,6 +118,23 @@ pub(crate) fn check_engine_contract(engine: &dyn StorageEngine) {
         ]
     );
     assert!(engine.scan_prefix(b"none/").unwrap().is_empty());
+    for i in 3..10 {
+        engine.put(format!("p/{i}").as_bytes(), b"more").unwrap();
+    }
+    let mut walked = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let step = engine.scan_after(b"p/", after.as_deref(), 4).unwrap();
+        assert!(step.len() <= 4);
+        let Some(last) = step.last() else { break };
+        after = Some(last.0.clone());
+        walked.extend(step.into_iter().map(|(k, _)| k));
+    }
+    let expected: Vec<Vec<u8>> = (1..10).map(|i| format!("p/{i}").into_bytes()).collect();
+    assert_eq!(
+        walked, expected,
+        "every key once, in order, none outside the prefix"
+    );
     let big = vec![7u8; 1 << 20];
     engine.put(b"big", &big).unwrap();
     assert_eq!(engine.get(b"big").unwrap(), Some(big));

@@ -84,6 +84,17 @@ impl Default for SwimConfig {
     }
 }
 
+/// Why a member cannot be removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    #[error("no such member")]
+    Unknown,
+    #[error("the member is {} (only a dead member can be removed; stop it first, or ask it to leave)", .0.as_str())]
+    NotDead(MemberState),
+    #[error("a node cannot remove itself; ask it to leave")]
+    IsSelf,
+}
+
 /// How many of its latest sequence numbers a node still accepts late acks
 /// for: a few minutes of probes and relays.
 const RECENT_SEQS: u64 = 4096;
@@ -900,6 +911,41 @@ impl Swim {
     /// Announces that this node leaves: its own rumor, `left`, goes straight
     /// to a few members and then rides on every message it still sends. It
     /// stops probing and accusing.
+    /// Removes a member that is dead for good (an operator's decision):
+    /// it is marked `left` at its incarnation and the news spreads like a
+    /// leave. A member that is alive or suspect would refute it, so it is
+    /// refused; so is this node itself, which leaves instead.
+    pub fn remove(&mut self, id: NodeId, now: Instant) -> Result<Member, RemoveError> {
+        if id == self.table.local_id() {
+            return Err(RemoveError::IsSelf);
+        }
+        let member = match self.table.get(id) {
+            None => return Err(RemoveError::Unknown),
+            Some(entry) => entry.member.clone(),
+        };
+        match member.state {
+            MemberState::Alive | MemberState::Suspect => {
+                return Err(RemoveError::NotDead(member.state))
+            }
+            MemberState::Left => return Ok(member),
+            MemberState::Dead => {}
+        }
+        let removed = Member {
+            state: MemberState::Left,
+            ..member
+        };
+        let local = self.table.local_id();
+        self.apply_rumor(
+            Rumor {
+                member: removed.clone(),
+                accuser: Some(local),
+            },
+            local,
+            now,
+        );
+        Ok(removed)
+    }
+
     pub fn leave(&mut self, now: Instant) {
         if self.leaving {
             return;
