@@ -382,6 +382,13 @@ impl Store {
         })
     }
 
+    /// Whether this node is a home replica of `key` on the ring it is
+    /// moving to, or on its current one.
+    fn is_home_now(&self, key: &str) -> bool {
+        let ring = self.job.as_ref().map_or(&self.ring, |job| &job.to);
+        home_of(ring, &self.config.replication, key).contains(&self.config.local_id)
+    }
+
     fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
         self.members.get(&node).map(|m| m.gossip_addr)
     }
@@ -529,6 +536,9 @@ impl Store {
     // ---- hints --------------------------------------------------------
 
     fn keep_hints(&mut self, key: &str, owners: &[NodeId]) {
+        if !self.config.hinted_handoff {
+            return;
+        }
         for &owner in owners {
             if owner == self.config.local_id || self.hints.contains(owner, key) {
                 continue;
@@ -666,6 +676,16 @@ impl Store {
                     Some(Err(e)) => ReplicaReply::Refused(e.to_string()),
                     None => ReplicaReply::Refused(StoreError::Restarting.to_string()),
                 }
+            }
+            // A plain write is for a home replica (a stand-in gets a hint):
+            // one from a coordinator whose ring is a moment behind must
+            // not leave a copy where the key no longer lives.
+            ReplicaRequest::Write {
+                key,
+                hint_for: None,
+                ..
+            } if valid(&key) && !self.is_home_now(&key) => {
+                ReplicaReply::Refused("not a home replica of this key".into())
             }
             ReplicaRequest::Write {
                 key,

@@ -2,6 +2,8 @@
 //! an HTTP client, and waiting for a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -256,7 +256,6 @@ impl Store {
 
     fn exchanged(&mut self, msg: Exchanged, ctx: &mut Context<Self>) {
         let (merged, _) = self.merge_objects(msg.objects);
-        self.metrics.anti_entropy_keys_repaired.add(merged as u64);
         let mut push = Vec::new();
         for key in msg.wanted.into_iter().take(MAX_OBJECTS_PER_REQUEST) {
             if Key::new(key.as_str(), self.config.max_key_bytes).is_err() {
@@ -300,14 +299,10 @@ impl Store {
     /// Merges objects another node sent, for keys this node is a home
     /// replica of; returns how many changed here and how many were refused.
     fn merge_objects(&mut self, objects: Vec<(String, Object)>) -> (usize, usize) {
-        let ring = match &self.job {
-            Some(job) => job.to.clone(),
-            None => self.ring.clone(),
-        };
         let (mut merged, mut refused) = (0, 0);
         for (key, object) in objects {
-            let home = Key::new(key.as_str(), self.config.max_key_bytes).is_ok()
-                && home_of(&ring, &self.config.replication, &key).contains(&self.config.local_id);
+            let home =
+                Key::new(key.as_str(), self.config.max_key_bytes).is_ok() && self.is_home_now(&key);
             if !home {
                 refused += 1;
                 continue;
@@ -315,6 +310,7 @@ impl Store {
             match self.merge_local(&key, &object) {
                 Ok((_, Some(change))) => {
                     merged += 1;
+                    self.metrics.anti_entropy_keys_repaired.inc();
                     self.note_change(change);
                 }
                 Ok(_) => {}
