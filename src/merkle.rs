@@ -77,7 +77,7 @@ impl HashTree {
     pub fn branches(&self) -> Vec<u64> {
         self.leaves
             .chunks(LEAVES_PER_BRANCH)
-            .map(|leaves| combine(leaves))
+            .map(combine)
             .collect()
     }
 
