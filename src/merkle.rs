@@ -75,10 +75,7 @@ impl HashTree {
     }
 
     pub fn branches(&self) -> Vec<u64> {
-        self.leaves
-            .chunks(LEAVES_PER_BRANCH)
-            .map(combine)
-            .collect()
+        self.leaves.chunks(LEAVES_PER_BRANCH).map(combine).collect()
     }
 
     pub fn root(&self) -> u64 {
