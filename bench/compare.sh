@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# dnd side by side with the HTTP ceiling of this machine, etcd and Redis, in
+# one run, with one load tool (benches/load.rs) and the same settings:
+#
+#   1. the ceiling: examples/ceiling.rs, an actix-web server that stores nothing
+#   2. dnd, one node, --storage memory
+#   3. dnd, one node, the default disk engine (--sync periodic); the reference,
+#      also measured open-loop at half its peak
+#   4. dnd, three nodes, N=3 R=2 W=2, load spread over all three
+#   5. etcd 3.4, one member, through its v3 JSON gateway
+#   6. etcd 3.4, three members, load spread over all three
+#   7. Redis through redis-benchmark, for reference (another protocol)
+#   8. memory: 1,000,000 keys of 100 B loaded into one dnd node (disk):
+#      resident memory and bytes on disk per key
+#
+# Each HTTP system gets the workloads load, C, A and B in that order. Then it
+# writes docs/figures/compare.md and the short table between the
+# `compare:begin` and `compare:end` markers of README.md.
+#
+# usage: bench/compare.sh [--seconds N] [--concurrency C] [--threads T] [--records R]
+#          [--value-size B] [--memory-keys K] [--skip-memory] [--out FILE]
+#          [--readme FILE | --no-readme] [--no-install] [--systems LIST]
+#
+# Defaults: 10 s per phase, 32 clients on 2 threads, 10,000 records, 100 B values,
+# 1,000,000 keys for the memory figures, docs/figures/compare.md, every
+# system: --systems ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory
+# (a subset leaves the others' columns empty). Takes about 8 minutes.
+#
+# It installs what it lacks (etcd-server, redis-server, redis-tools, curl)
+# with apt-get, as root. Everything it starts listens on loopback ports that
+# were free, keeps its data in one temp dir, and is stopped, and the dir
+# removed, on every way out (end, error, Ctrl-C, SIGTERM).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BEGAN=$(date +%s)
+
+SECS=10
+CONC=32
+# Two client threads: with one, the client's own loop caps the ceiling server
+# (about 85k requests/s here against 110k with two), while dnd's figures
+# hardly change; with more, client threads only compete for the two cores.
+THREADS=2
+RECORDS=10000
+VALUE=100
+MEMORY_KEYS=1000000
+SKIP_MEMORY=0
+OUT=docs/figures/compare.md
+README=README.md
+INSTALL=1
+ALL_SYSTEMS=ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory
+SYSTEMS=$ALL_SYSTEMS
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+log() { printf 'compare: %s\n' "$*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+
+while (($#)); do
+  case $1 in
+    --seconds) SECS=$2; shift 2 ;;
+    --concurrency) CONC=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --records) RECORDS=$2; shift 2 ;;
+    --value-size) VALUE=$2; shift 2 ;;
+    --memory-keys) MEMORY_KEYS=$2; shift 2 ;;
+    --skip-memory) SKIP_MEMORY=1; shift ;;
+    --systems) SYSTEMS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --no-readme) README=; shift ;;
+    --readme) README=$2; shift 2 ;;
+    --no-install) INSTALL=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+# ---------------------------------------------------------------------------
+# Cleanup on every exit path
+
+# dnd's own settings come from the flags below, not from the caller's shell.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^DND_' || true)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dnd-compare.XXXXXX")
+PIDS=()
+POLICY_CREATED=0
+
+# Stops the processes in PIDS: SIGTERM, then SIGKILL after 10 s.
+stop_all() {
+  local pid i
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_all
+  if ((POLICY_CREATED)); then rm -f /usr/sbin/policy-rc.d; fi
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# What it needs
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  ((INSTALL)) || die "missing ${need[*]} and --no-install given"
+  [[ $(id -u) == 0 ]] || die "installing ${need[*]} needs root (or install them first)"
+  log "installing ${need[*]}"
+  # Keep the packages' own services from starting: this script starts its own.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    POLICY_CREATED=1
+  fi
+  apt-get update -qq >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log" >&2; die "apt-get update failed"; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
+    >>"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get install ${need[*]} failed"; }
+  if ((POLICY_CREATED)); then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
+fi
+ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
+REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+
+log "building dnd, the ceiling and the load tool (release)"
+cargo build --release --bin dnd --example ceiling >"$WORK/build.log" 2>&1 ||
+  { tail -30 "$WORK/build.log" >&2; die "cargo build failed"; }
+LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.log" |
+  grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4) || true
+[[ -x $LOAD ]] || { tail -30 "$WORK/build.log" >&2; die "building the load tool failed"; }
+DND=$ROOT/target/release/dnd
+CEILING=$ROOT/target/release/examples/ceiling
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+# A loopback port with nothing listening on TCP, not handed out before in
+# this run (dnd also binds the same number on UDP).
+USED_PORTS=" "
+NEXT_PORT=$((20000 + RANDOM % 30000))
+port() {
+  while :; do
+    NEXT_PORT=$((NEXT_PORT + 1))
+    [[ $USED_PORTS == *" $NEXT_PORT "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$NEXT_PORT") 2>/dev/null; then
+      USED_PORTS+="$NEXT_PORT "
+      PORT=$NEXT_PORT
+      return
+    fi
+  done
+}
+
+# start NAME COMMAND...: runs it in the background, output to WORK/NAME.log.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  LAST_PID=$!
+}
+
+# wait_until NAME PID SECONDS COMMAND...: until COMMAND succeeds.
+wait_until() {
+  local name=$1 pid=$2 secs=$3 i
+  shift 3
+  for ((i = 0; i < secs * 10; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -15 "$WORK/$name.log" >&2 || true
+      die "$name exited before it was ready"
+    fi
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  tail -15 "$WORK/$name.log" >&2 || true
+  die "$name was not ready within $secs s"
+}
+
+http_ok() { curl -sf --max-time 1 -o /dev/null "$1"; }
+etcd_healthy() { curl -sf --max-time 2 "$1/health" | grep -q '"health":"true"'; }
+# Each of the dnd nodes at the given HTTP ports lists all of them alive.
+dnd_converged() {
+  local p n
+  for p in "$@"; do
+    n=$(curl -sf --max-time 1 "http://127.0.0.1:$p/cluster/members" | grep -o '"state":"alive"' | wc -l)
+    ((n == $#)) || return 1
+  done
+}
+
+mkdir -p "$WORK/results"
+RUN=0
+# measure ID LABEL ROLE DURABILITY PROTOCOL TARGETS [EXTRA LOAD FLAGS...]
+measure() {
+  local id=$1 label=$2 role=$3 durability=$4 protocol=$5 targets=$6
+  shift 6
+  RUN=$((RUN + 1))
+  local pids
+  pids=$(
+    IFS=,
+    echo "${PIDS[*]}"
+  )
+  log "measuring $label"
+  "$LOAD" --protocol "$protocol" --target "$targets" --workload load,c,a,b \
+    --duration "$SECS" --concurrency "$CONC" --threads "$THREADS" --records "$RECORDS" --value-size "$VALUE" \
+    --server-pids "$pids" --id "$id" --label "$label" --role "$role" --durability "$durability" \
+    --json "$WORK/results/$(printf %02d $RUN)-$id.json" "$@" | tee -a "$WORK/reports.md" ||
+    die "the load tool failed on $label"
+  echo >>"$WORK/reports.md"
+  stop_all
+  sleep 1
+}
+
+# dnd_node NAME [FLAGS...]: one dnd process on fresh ports and data dir.
+dnd_node() {
+  local name=$1
+  shift
+  port
+  local gossip=$PORT
+  port
+  DND_HTTP=$PORT
+  start "$name" "$DND" --port "$gossip" --server-port "$DND_HTTP" \
+    --data-dir "$WORK/$name" -q "$@"
+  DND_GOSSIP=$gossip
+  wait_until "$name" "$LAST_PID" 40 http_ok "http://127.0.0.1:$DND_HTTP/health"
+}
+
+# etcd_cluster NAME MEMBERS: that many members on fresh ports; sets ETCD_URLS.
+etcd_cluster() {
+  local name=$1 members=$2 i cluster="" client=() peer=()
+  for ((i = 1; i <= members; i++)); do
+    port
+    client+=("$PORT")
+    port
+    peer+=("$PORT")
+    cluster+="${cluster:+,}$name-$i=http://127.0.0.1:${peer[i - 1]}"
+  done
+  ETCD_URLS=""
+  for ((i = 1; i <= members; i++)); do
+    start "$name-$i" etcd --name "$name-$i" --data-dir "$WORK/$name-$i" \
+      --listen-client-urls "http://127.0.0.1:${client[i - 1]}" \
+      --advertise-client-urls "http://127.0.0.1:${client[i - 1]}" \
+      --listen-peer-urls "http://127.0.0.1:${peer[i - 1]}" \
+      --initial-advertise-peer-urls "http://127.0.0.1:${peer[i - 1]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new \
+      --initial-cluster-token "$name" --logger zap --log-level error
+    ETCD_URLS+="${ETCD_URLS:+,}127.0.0.1:${client[i - 1]}"
+  done
+  for ((i = 1; i <= members; i++)); do
+    wait_until "$name-$i" "${PIDS[i - 1]}" 60 etcd_healthy "http://127.0.0.1:${client[i - 1]}"
+  done
+}
+
+# ---------------------------------------------------------------------------
+# The systems
+
+DND_PERIODIC="\`--sync periodic\` (default): acknowledged once in the OS's buffers, fsync every 100 ms"
+ETCD_FSYNC="fsync of the raft log before a commit is acknowledged (default; concurrent requests share an fsync)"
+
+system_ceiling() {
+  port
+  start ceiling "$CEILING" --port "$PORT" --body-bytes "$VALUE"
+  wait_until ceiling "$LAST_PID" 20 http_ok "http://127.0.0.1:$PORT/kv/ready"
+  measure ceiling "ceiling (actix-web, stores nothing)" ceiling "none: nothing is stored" \
+    ceiling "127.0.0.1:$PORT"
+}
+
+system_dnd_memory() {
+  dnd_node dnd-memory --storage memory start
+  measure dnd-memory "dnd, 1 node, memory" other "none: \`--storage memory\`" \
+    dnd "127.0.0.1:$DND_HTTP"
+}
+
+system_dnd_disk() {
+  dnd_node dnd-disk start
+  measure dnd-disk "dnd, 1 node, disk" reference "$DND_PERIODIC" dnd "127.0.0.1:$DND_HTTP" \
+    --half-peak
+}
+
+system_dnd_3() {
+  local quorum=(--replicas 3 --read-quorum 2 --write-quorum 2) seed http=()
+  dnd_node dnd-3a "${quorum[@]}" start
+  seed=$DND_GOSSIP
+  http+=("$DND_HTTP")
+  dnd_node dnd-3b "${quorum[@]}" join "127.0.0.1:$seed"
+  http+=("$DND_HTTP")
+  dnd_node dnd-3c "${quorum[@]}" join "127.0.0.1:$seed"
+  http+=("$DND_HTTP")
+  wait_until dnd-3a "${PIDS[0]}" 60 dnd_converged "${http[@]}"
+  measure dnd-3 "dnd, 3 nodes (N=3, R=2, W=2)" other \
+    "W=2 of 3 replicas hold the write, each $DND_PERIODIC" \
+    dnd "127.0.0.1:${http[0]},127.0.0.1:${http[1]},127.0.0.1:${http[2]}"
+}
+
+system_etcd_1() {
+  etcd_cluster etcd-1 1
+  measure etcd-1 "etcd $ETCD_VERSION, 1 member" other "$ETCD_FSYNC" etcd "$ETCD_URLS"
+}
+
+system_etcd_3() {
+  etcd_cluster etcd-3 3
+  measure etcd-3 "etcd $ETCD_VERSION, 3 members" other \
+    "a majority (2 of 3) fsynced its raft log before the commit is acknowledged (default)" \
+    etcd "$ETCD_URLS"
+}
+
+REDIS_ARGS=()
+system_redis() {
+  log "measuring Redis $REDIS_VERSION with redis-benchmark"
+  port
+  local redis_port=$PORT requests=$((SECS * 20000))
+  mkdir -p "$WORK/redis"
+  start redis redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$WORK/redis" \
+    --appendonly yes --appendfsync everysec --save "" --daemonize no --loglevel warning
+  wait_until redis "$LAST_PID" 20 redis-cli -p "$redis_port" ping
+  redis-benchmark -h 127.0.0.1 -p "$redis_port" -c "$CONC" -n "$requests" -d "$VALUE" \
+    -r "$RECORDS" -t set,get --csv >"$WORK/redis.csv" 2>"$WORK/redis-benchmark.log" ||
+    { cat "$WORK/redis-benchmark.log" >&2; die "redis-benchmark failed"; }
+  cat "$WORK/redis.csv" >&2
+  stop_all
+  REDIS_ARGS=(--redis "$WORK/redis.csv" --redis-note "Redis $REDIS_VERSION (\`appendonly yes\`, \`appendfsync everysec\`: fsync about once a second) measured by \`redis-benchmark -c $CONC -n $requests -d $VALUE -r $RECORDS -t set,get\`: its own client and the RESP protocol, not HTTP, so these figures are a reference, not a row of the tables above.")
+}
+
+MEMORY_ARGS=()
+system_memory() {
+  local pid keys rss_empty rss_loaded rss_peak disk disk_closed apparent apparent_closed settle=5
+  dnd_node dnd-mem start
+  pid=$LAST_PID
+  sleep 1
+  rss() { awk -v f="$1:" '$1 == f { print $2 * 1024 }' "/proc/$pid/status"; }
+  rss_empty=$(rss VmRSS)
+  log "memory: loading $MEMORY_KEYS keys of $VALUE B into one dnd node (disk)"
+  "$LOAD" --target "127.0.0.1:$DND_HTTP" --workload load --records "$MEMORY_KEYS" \
+    --operations "$MEMORY_KEYS" --concurrency "$CONC" --threads "$THREADS" --value-size "$VALUE" \
+    --server-pids "$pid" --id dnd-memory-load --label "dnd, 1 node, disk" \
+    --durability "$DND_PERIODIC" --json "$WORK/memory-run.json" | tee -a "$WORK/reports.md" ||
+    die "the load tool failed loading $MEMORY_KEYS keys"
+  echo >>"$WORK/reports.md"
+  sleep "$settle"
+  keys=$(grep -m1 '"done":' "$WORK/memory-run.json" | tr -dc 0-9)
+  rss_loaded=$(rss VmRSS)
+  rss_peak=$(rss VmHWM)
+  # Blocks in use (fjall's journal is a sparse file of a fixed apparent size).
+  disk=$(du -s -B1 "$WORK/dnd-mem" | cut -f1)
+  apparent=$(du -sb "$WORK/dnd-mem" | cut -f1)
+  stop_all
+  disk_closed=$(du -s -B1 "$WORK/dnd-mem" | cut -f1)
+  apparent_closed=$(du -sb "$WORK/dnd-mem" | cut -f1)
+  printf '{"keys": %s, "rss_empty_bytes": %s, "rss_bytes": %s, "rss_peak_bytes": %s, "disk_bytes": %s, "disk_bytes_closed": %s, "disk_apparent_bytes": %s, "disk_apparent_bytes_closed": %s, "settle_seconds": %s}\n' \
+    "$keys" "$rss_empty" "$rss_loaded" "$rss_peak" "$disk" "$disk_closed" "$apparent" "$apparent_closed" "$settle" >"$WORK/memory.json"
+  cat "$WORK/memory.json" >&2
+  MEMORY_ARGS=(--memory "$WORK/memory.json" --memory-run "$WORK/memory-run.json")
+}
+
+for system in ${SYSTEMS//,/ }; do
+  case $system in
+    ceiling) system_ceiling ;;
+    dnd-memory) system_dnd_memory ;;
+    dnd-disk) system_dnd_disk ;;
+    dnd-3) system_dnd_3 ;;
+    etcd-1) system_etcd_1 ;;
+    etcd-3) system_etcd_3 ;;
+    redis) system_redis ;;
+    memory) ((SKIP_MEMORY)) || system_memory ;;
+    *) die "unknown system $system" ;;
+  esac
+done
+
+# ---------------------------------------------------------------------------
+# The report
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mem=$(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
+MACHINE="a shared $(nproc)-core, $mem GiB machine (${cpu:-unknown CPU}, Linux $(uname -r))"
+wall=$(($(date +%s) - BEGAN))
+WALL="$((wall / 60)) min $((wall % 60)) s"
+mkdir -p "$(dirname "$OUT")"
+"$LOAD" summarize --results "$WORK/results" --out "$OUT" --readme "$WORK/readme.md" \
+  "${REDIS_ARGS[@]}" "${MEMORY_ARGS[@]}" \
+  --machine "$MACHINE" --wall "$WALL" || die "summarizing failed"
+{
+  printf '\n## Every run in full\n\nWhat the load tool printed for each system, in the order measured.\n\n'
+  sed 's/^# load: /### /' "$WORK/reports.md"
+} >>"$OUT"
+log "wrote $OUT"
+
+if [[ -n $README ]]; then
+  if grep -q '<!-- compare:begin -->' "$README" && grep -q '<!-- compare:end -->' "$README"; then
+    awk -v table="$WORK/readme.md" '
+      /<!-- compare:end -->/ { skip = 0 }
+      !skip { print }
+      /<!-- compare:begin -->/ { while ((getline line < table) > 0) print line; skip = 1 }
+    ' "$README" >"$WORK/README.new"
+    cat "$WORK/README.new" >"$README"
+    log "updated the table in $README"
+  else
+    log "no <!-- compare:begin --> / <!-- compare:end --> markers in $README: left as is"
+  fi
+fi
+log "done in $WALL"

@@ -1,0 +1,2280 @@
+//! A YCSB-style load tool for HTTP key-value servers: `dnd`, the ceiling
+//! server (`examples/ceiling.rs`) and etcd's v3 JSON gateway, driven with the
+//! same workloads and settings so that their figures compare. It starts no
+//! server: point it at running ones (`bench/compare.sh` starts them all).
+//!
+//! ```sh
+//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,c,a,b
+//! cargo bench --bench load -- --target 127.0.0.1:6000,127.0.0.1:6001,127.0.0.1:6002 \
+//!     --workload a --distribution uniform --value-size 1k --duration 30 --json a.json
+//! cargo bench --bench load -- --protocol etcd --target 127.0.0.1:2379 --workload load,c
+//! cargo bench --bench load -- summarize --results DIR --out docs/figures/compare.md
+//! ```
+//!
+//! # Workloads
+//!
+//! `--workload` takes a comma-separated list, run in order (a 1 s pause
+//! between phases):
+//!
+//! | workload | operations |
+//! | --- | --- |
+//! | `load` | write-only: request `i` writes record `i mod R`, so the first `R` requests insert every record once, in order |
+//! | `a` | 50% reads, 50% updates (YCSB A, update heavy) |
+//! | `b` | 95% reads, 5% updates (YCSB B, read mostly) |
+//! | `c` | 100% reads (YCSB C, read only) |
+//!
+//! Workloads `a`, `b` and `c` pick each request's record with
+//! `--distribution`: `zipfian` (the default, as in YCSB: constant θ = 0.99,
+//! `--zipf-theta`) or `uniform`. The zipfian generator is YCSB's (Gray et
+//! al., "Quickly generating billion-record synthetic databases"), and as in
+//! YCSB's scrambled variant each drawn rank is hashed (FNV-1a) onto the
+//! record space, so the popular records are spread out rather than being the
+//! first ones loaded. Every client has its own generator seeded from
+//! `--seed`, so a run's sequence of requests is reproducible.
+//!
+//! Records are `R = --records` keys `user` + 16 hex digits of the FNV-1a hash
+//! of the record number (20 bytes, as YCSB's hashed insert order), each with
+//! one value of `--value-size` bytes (`100`, `1k` = 1 KiB, `10k` = 10 KiB or
+//! any number of bytes).
+//!
+//! The read workloads expect every record to exist. When this run's `load`
+//! phase ended (by `--duration`) before writing them all, the rest are
+//! written untimed before the next phase, and a note says so; a run without a
+//! `load` phase relies on an earlier one. A read that finds no value is a
+//! failed request (`missing key`), unless `--missing-ok` is given: then it
+//! counts as done and is reported as a miss. A `dnd` read answered `300`
+//! (concurrent writes through different nodes left siblings, and the answer
+//! holds them all) is a successful read: it counts as done, and the report
+//! says how many there were.
+//!
+//! # Protocols
+//!
+//! | `--protocol` | write | read | done when |
+//! | --- | --- | --- | --- |
+//! | `dnd` (default) | `PUT /kv/{key}` | `GET /kv/{key}` | write: 2xx; read: 200 with a value of the size written, or 300 with siblings (404: missing key) |
+//! | `ceiling` | `PUT /kv/{key}` | `GET /kv/{key}` | write: 2xx; read: 200 |
+//! | `etcd` | `POST /v3/kv/put` `{"key","value"}` (base64) | `POST /v3/kv/range` `{"key"}` | write: 200; read: 200 with one value of the size written (no `kvs`: missing key) |
+//!
+//! # Load
+//!
+//! `--concurrency C` clients (default 32) each hold one keep-alive
+//! connection to every `--target` (comma-separated or repeated) and send
+//! request `i` to target `i mod n`, so load spreads evenly over the nodes of
+//! a cluster. By default the loop is closed: a client sends its next request
+//! when the last one answered, for `--duration` seconds (default 10) or
+//! `--operations N` requests per phase. `--rate R` opens the loop instead: a
+//! pacer releases request `i` at `start + i / R` (at each tick of tokio's
+//! 1 ms timer) and latency counts from that release, so a request waiting
+//! for a free client behind slow answers counts its wait (no coordinated
+//! omission); *from send* leaves the wait out. `--half-peak` follows each
+//! closed-loop phase with the same workload open-loop at half the
+//! throughput it reached. The clients run on `--threads` single-threaded
+//! tokio runtimes (default 1, to leave the servers as much of a shared
+//! machine as possible); the report gives the CPU the client used, and that
+//! of `--server-pids` if given, so a client-bound figure shows as such.
+//!
+//! # What it reports
+//!
+//! Per phase: throughput of done requests, latency p50, p99, p99.9 and max
+//! (from a log-linear histogram, within 0.2%), per operation as well, and the
+//! failed requests by kind: `HTTP <status>`, `connect error`, `timeout`
+//! (`--timeout-ms`, default 10000), `connection broken`, `unreadable
+//! response`, `wrong value size`, `missing key`. A failed request is never
+//! counted as done. A markdown report goes to stdout, `--json FILE` writes
+//! the same as JSON, and while stderr is a terminal a progress line shows
+//! the running phase. A target that cannot be reached (or does not answer
+//! like the `--protocol` given) at the start stops the tool with one
+//! message and exit status 1; so does a phase in which every request has
+//! failed to connect for 3 s.
+//!
+//! # The comparison report
+//!
+//! `summarize` turns the JSON reports of several runs into the markdown of
+//! `bench/compare.sh`: `--results DIR` (every `*.json` in it, in name
+//! order, one table row each), `--out FILE`, and optionally `--readme FILE`
+//! (a short table for the README), `--memory FILE` and `--memory-run FILE`
+//! (memory figures and the run that loaded them), `--redis FILE` and
+//! `--redis-note TEXT` (`redis-benchmark --csv` output), `--machine TEXT`,
+//! `--wall TEXT`. Ratios are to the run whose `--id` is `--ceiling`
+//! (default `ceiling`) and `--reference` (default `dnd-disk`); the goal of
+//! the issue on cluster writes compares `--cluster` (default `dnd-3`) with
+//! `--peer-cluster` (default `etcd-3`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+mod support;
+use support::{cpu_seconds, release, value_of, Conn, Fail, Histogram, Released};
+
+const USAGE: &str = "\
+usage: cargo bench --bench load -- --target HOST:PORT[,HOST:PORT...] [options]
+       cargo bench --bench load -- summarize --results DIR --out FILE [options]
+
+  --protocol dnd|ceiling|etcd   what the targets speak (default dnd)
+  --workload LIST               of load, a, b, c, run in order (default load,a)
+  --distribution zipfian|uniform  record choice of a, b, c (default zipfian)
+  --zipf-theta T                zipfian constant (default 0.99)
+  --records R                   records (default 10000)
+  --value-size B                100, 1k, 10k or bytes (default 100)
+  --concurrency C               clients (default 32)
+  --threads T                   client threads (default 1)
+  --duration S                  seconds per phase (default 10)
+  --operations N                requests per phase instead of a duration
+  --rate R                      open loop at R requests/s
+  --half-peak                   repeat each phase open-loop at half its throughput
+  --missing-ok                  a read of a missing key counts as done (a miss)
+  --seed S                      of the record choice (default 1)
+  --timeout-ms MS               per request (default 10000)
+  --server-pids P,P             also report the CPU of these processes
+  --label TEXT, --id NAME, --role ceiling|reference|other, --durability TEXT
+                                how the run is named in reports
+  --json FILE                   also write the report as JSON
+  --quiet                       no progress on stderr";
+
+/// Bytes of every key: `user` and 16 hex digits.
+const KEY_BYTES: usize = 20;
+const PAUSE: Duration = Duration::from_secs(1);
+/// A phase stops when every request has failed to connect for this long.
+const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------
+// Arguments
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    Dnd,
+    Ceiling,
+    Etcd,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Dnd => "dnd",
+            Protocol::Ceiling => "ceiling",
+            Protocol::Etcd => "etcd",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    Load,
+    A,
+    B,
+    C,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Load => "load",
+            Workload::A => "A",
+            Workload::B => "B",
+            Workload::C => "C",
+        }
+    }
+
+    fn read_fraction(self) -> f64 {
+        match self {
+            Workload::Load => 0.0,
+            Workload::A => 0.5,
+            Workload::B => 0.95,
+            Workload::C => 1.0,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Workload::Load => "100% insert",
+            Workload::A => "50% read, 50% update",
+            Workload::B => "95% read, 5% update",
+            Workload::C => "100% read",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Distribution {
+    Uniform,
+    Zipfian,
+}
+
+struct Args {
+    targets: Vec<SocketAddr>,
+    protocol: Protocol,
+    workloads: Vec<Workload>,
+    distribution: Distribution,
+    theta: f64,
+    records: u64,
+    value_bytes: usize,
+    concurrency: usize,
+    threads: usize,
+    duration: Duration,
+    operations: Option<u64>,
+    rate: Option<f64>,
+    half_peak: bool,
+    missing_ok: bool,
+    seed: u64,
+    timeout: Duration,
+    server_pids: Vec<String>,
+    label: Option<String>,
+    id: Option<String>,
+    role: String,
+    durability: Option<String>,
+    json: Option<PathBuf>,
+    quiet: bool,
+}
+
+struct SummaryArgs {
+    results: PathBuf,
+    out: PathBuf,
+    readme: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    memory_run: Option<PathBuf>,
+    redis: Option<PathBuf>,
+    redis_note: Option<String>,
+    machine: Option<String>,
+    wall: Option<String>,
+    ceiling: String,
+    reference: String,
+    cluster: String,
+    peer_cluster: String,
+}
+
+enum Command {
+    Run(Box<Args>),
+    Summarize(Box<SummaryArgs>),
+    Help,
+}
+
+fn number<T: std::str::FromStr>(name: &str, text: &str) -> std::result::Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{name}: `{text}` is not a valid number"))
+}
+
+fn size(name: &str, text: &str) -> std::result::Result<usize, String> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, unit) = match lower.trim_end_matches('b').trim_end_matches('i') {
+        t if t.ends_with('k') => (&t[..t.len() - 1], 1024),
+        t if t.ends_with('m') => (&t[..t.len() - 1], 1024 * 1024),
+        t => (t, 1),
+    };
+    let n: usize = number(name, digits)?;
+    Ok(n * unit)
+}
+
+fn parse_target(text: &str) -> std::result::Result<SocketAddr, String> {
+    let bare = text
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    bare.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("--target: `{text}` is not HOST:PORT"))
+}
+
+/// Splits `--name=value` and `--name value`.
+struct ArgIter {
+    args: std::iter::Skip<std::env::Args>,
+}
+
+impl ArgIter {
+    fn next(&mut self) -> Option<(String, Option<String>)> {
+        let arg = self.args.next()?;
+        Some(match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        })
+    }
+
+    fn value(&mut self, name: &str, inline: Option<String>) -> std::result::Result<String, String> {
+        inline
+            .or_else(|| self.args.next())
+            .ok_or_else(|| format!("{name} needs a value"))
+    }
+}
+
+fn parse_args() -> std::result::Result<Command, String> {
+    let mut it = ArgIter {
+        args: std::env::args().skip(1),
+    };
+    let mut first = true;
+    let mut args = Args {
+        targets: Vec::new(),
+        protocol: Protocol::Dnd,
+        workloads: Vec::new(),
+        distribution: Distribution::Zipfian,
+        theta: 0.99,
+        records: 10_000,
+        value_bytes: 100,
+        concurrency: 32,
+        threads: 1,
+        duration: Duration::from_secs(10),
+        operations: None,
+        rate: None,
+        half_peak: false,
+        missing_ok: false,
+        seed: 1,
+        timeout: Duration::from_secs(10),
+        server_pids: Vec::new(),
+        label: None,
+        id: None,
+        role: "other".into(),
+        durability: None,
+        json: None,
+        quiet: false,
+    };
+    while let Some((name, inline)) = it.next() {
+        if name == "--bench" {
+            // `cargo bench` passes `--bench` to every bench binary.
+            continue;
+        }
+        if first && name == "summarize" {
+            return parse_summary(it).map(|s| Command::Summarize(Box::new(s)));
+        }
+        first = false;
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--target" => {
+                for target in it.value(&name, inline)?.split(',') {
+                    if !target.trim().is_empty() {
+                        args.targets.push(parse_target(target)?);
+                    }
+                }
+            }
+            "--protocol" => {
+                args.protocol = match it.value(&name, inline)?.as_str() {
+                    "dnd" => Protocol::Dnd,
+                    "ceiling" => Protocol::Ceiling,
+                    "etcd" => Protocol::Etcd,
+                    other => {
+                        return Err(format!("--protocol: `{other}` is not dnd, ceiling or etcd"))
+                    }
+                }
+            }
+            "--workload" => {
+                for w in it.value(&name, inline)?.split(',') {
+                    args.workloads
+                        .push(match w.trim().to_ascii_lowercase().as_str() {
+                            "load" => Workload::Load,
+                            "a" => Workload::A,
+                            "b" => Workload::B,
+                            "c" => Workload::C,
+                            other => {
+                                return Err(format!("--workload: `{other}` is not load, a, b or c"))
+                            }
+                        });
+                }
+            }
+            "--distribution" => {
+                args.distribution = match it.value(&name, inline)?.as_str() {
+                    "zipfian" => Distribution::Zipfian,
+                    "uniform" => Distribution::Uniform,
+                    other => {
+                        return Err(format!(
+                            "--distribution: `{other}` is not zipfian or uniform"
+                        ))
+                    }
+                }
+            }
+            "--zipf-theta" => args.theta = number(&name, &it.value(&name, inline)?)?,
+            "--records" => args.records = number(&name, &it.value(&name, inline)?)?,
+            "--value-size" => args.value_bytes = size(&name, &it.value(&name, inline)?)?,
+            "--concurrency" => args.concurrency = number(&name, &it.value(&name, inline)?)?,
+            "--threads" => args.threads = number(&name, &it.value(&name, inline)?)?,
+            "--duration" => {
+                let secs: f64 = number(&name, &it.value(&name, inline)?)?;
+                if !(secs > 0.0 && secs < 1e6) {
+                    return Err("--duration must be a positive number of seconds".into());
+                }
+                args.duration = Duration::from_secs_f64(secs);
+            }
+            "--operations" => args.operations = Some(number(&name, &it.value(&name, inline)?)?),
+            "--rate" => {
+                let rate: f64 = number(&name, &it.value(&name, inline)?)?;
+                if !(rate > 0.0 && rate.is_finite()) {
+                    return Err("--rate must be a positive number of requests per second".into());
+                }
+                args.rate = Some(rate);
+            }
+            "--half-peak" => args.half_peak = true,
+            "--missing-ok" => args.missing_ok = true,
+            "--seed" => args.seed = number(&name, &it.value(&name, inline)?)?,
+            "--timeout-ms" => {
+                args.timeout = Duration::from_millis(number(&name, &it.value(&name, inline)?)?);
+            }
+            "--server-pids" => args.server_pids.extend(
+                it.value(&name, inline)?
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| p.trim().to_string()),
+            ),
+            "--label" => args.label = Some(it.value(&name, inline)?),
+            "--id" => args.id = Some(it.value(&name, inline)?),
+            "--role" => {
+                args.role = it.value(&name, inline)?;
+                if !["ceiling", "reference", "other"].contains(&args.role.as_str()) {
+                    return Err("--role: use ceiling, reference or other".into());
+                }
+            }
+            "--durability" => args.durability = Some(it.value(&name, inline)?),
+            "--json" => args.json = Some(PathBuf::from(it.value(&name, inline)?)),
+            "--quiet" => args.quiet = true,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if args.targets.is_empty() {
+        return Err("give at least one --target HOST:PORT".into());
+    }
+    if args.records == 0 || args.concurrency == 0 || args.threads == 0 {
+        return Err("--records, --concurrency and --threads must be at least 1".into());
+    }
+    if args.operations == Some(0) {
+        return Err("--operations must be at least 1".into());
+    }
+    if args.value_bytes == 0 {
+        return Err("--value-size must be at least 1 byte".into());
+    }
+    if !(args.theta > 0.0 && args.theta < 1.0) {
+        return Err("--zipf-theta must be between 0 and 1".into());
+    }
+    if args.workloads.is_empty() {
+        args.workloads = vec![Workload::Load, Workload::A];
+    }
+    if args.rate.is_some() && args.half_peak {
+        return Err("--rate and --half-peak do not go together".into());
+    }
+    Ok(Command::Run(Box::new(args)))
+}
+
+fn parse_summary(mut it: ArgIter) -> std::result::Result<SummaryArgs, String> {
+    let mut args = SummaryArgs {
+        results: PathBuf::new(),
+        out: PathBuf::new(),
+        readme: None,
+        memory: None,
+        memory_run: None,
+        redis: None,
+        redis_note: None,
+        machine: None,
+        wall: None,
+        ceiling: "ceiling".into(),
+        reference: "dnd-disk".into(),
+        cluster: "dnd-3".into(),
+        peer_cluster: "etcd-3".into(),
+    };
+    while let Some((name, inline)) = it.next() {
+        if name == "--bench" {
+            continue;
+        }
+        let value = it.value(&name, inline)?;
+        match name.as_str() {
+            "--results" => args.results = value.into(),
+            "--out" => args.out = value.into(),
+            "--readme" => args.readme = Some(value.into()),
+            "--memory" => args.memory = Some(value.into()),
+            "--memory-run" => args.memory_run = Some(value.into()),
+            "--redis" => args.redis = Some(value.into()),
+            "--redis-note" => args.redis_note = Some(value),
+            "--machine" => args.machine = Some(value),
+            "--wall" => args.wall = Some(value),
+            "--ceiling" => args.ceiling = value,
+            "--reference" => args.reference = value,
+            "--cluster" => args.cluster = value,
+            "--peer-cluster" => args.peer_cluster = value,
+            other => return Err(format!("summarize: unknown argument `{other}`")),
+        }
+    }
+    if args.results.as_os_str().is_empty() || args.out.as_os_str().is_empty() {
+        return Err("summarize needs --results DIR and --out FILE".into());
+    }
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------
+// Records and their choice
+
+/// FNV-1a, 64 bits, of the eight little-endian bytes of `n`.
+fn fnv1a(n: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in n.to_le_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The key of record `n`: `user` and 16 hex digits.
+fn key_of(n: u64) -> [u8; KEY_BYTES] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = *b"user0000000000000000";
+    let hash = fnv1a(n);
+    for (i, slot) in key[4..].iter_mut().enumerate() {
+        *slot = HEX[((hash >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    key
+}
+
+/// SplitMix64: small, fast, and good enough to pick records.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, stream: u64) -> Rng {
+        let mut rng = Rng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        rng.next_u64();
+        rng
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Zipfian ranks in `0..items`, rank 0 the most popular: YCSB's generator
+/// after Gray et al., with the constants computed once for the item count.
+struct Zipfian {
+    items: u64,
+    theta: f64,
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+}
+
+fn zeta(n: u64, theta: f64) -> f64 {
+    (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum()
+}
+
+impl Zipfian {
+    fn new(items: u64, theta: f64) -> Zipfian {
+        let zetan = zeta(items, theta);
+        let zeta2 = zeta(2, theta);
+        Zipfian {
+            items,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zetan,
+            eta: (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan),
+        }
+    }
+
+    fn rank(&self, u: f64) -> u64 {
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1.min(self.items - 1);
+        }
+        let rank = (self.items as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        rank.min(self.items - 1)
+    }
+}
+
+enum Chooser {
+    Uniform(u64),
+    /// Zipfian ranks, scrambled onto the records by hashing.
+    Zipfian(Zipfian),
+}
+
+impl Chooser {
+    fn record(&self, rng: &mut Rng) -> u64 {
+        match self {
+            Chooser::Uniform(records) => rng.next_u64() % records,
+            Chooser::Zipfian(z) => fnv1a(z.rank(rng.next_f64())) % z.items,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests per protocol
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Op {
+    Read,
+    /// A write; `insert` in the load phase, `update` in the others.
+    Write,
+}
+
+enum Outcome {
+    Done,
+    /// A read of a missing key, with `--missing-ok`.
+    Miss,
+    /// A `dnd` read answered `300 Multiple Choices`: concurrent writes left
+    /// siblings, and the answer holds every one of them.
+    Siblings,
+}
+
+/// What every request needs, built once per run.
+struct Requests {
+    protocol: Protocol,
+    value: Vec<u8>,
+    /// The value as base64, for etcd.
+    value_b64: String,
+    /// The `Host` header of each target.
+    hosts: Vec<String>,
+    missing_ok: bool,
+}
+
+impl Requests {
+    fn new(args: &Args) -> Requests {
+        let value = value_of(args.value_bytes);
+        Requests {
+            protocol: args.protocol,
+            value_b64: base64::engine::general_purpose::STANDARD.encode(&value),
+            value,
+            hosts: args.targets.iter().map(|t| t.to_string()).collect(),
+            missing_ok: args.missing_ok,
+        }
+    }
+
+    /// Writes the whole HTTP request for `op` on `key` to `target` into `buf`.
+    fn build(&self, buf: &mut Vec<u8>, op: Op, key: &[u8], target: usize) {
+        buf.clear();
+        let host = &self.hosts[target];
+        let key_text = std::str::from_utf8(key).expect("keys are ASCII");
+        match (self.protocol, op) {
+            (Protocol::Dnd | Protocol::Ceiling, Op::Write) => {
+                let _ = write!(
+                    buf,
+                    "PUT /kv/{key_text} HTTP/1.1\r\nHost: {host}\r\n\
+                     Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    self.value.len()
+                );
+                buf.extend_from_slice(&self.value);
+            }
+            (Protocol::Dnd | Protocol::Ceiling, Op::Read) => {
+                let _ = write!(buf, "GET /kv/{key_text} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            }
+            (Protocol::Etcd, op) => {
+                let key_b64 = base64::engine::general_purpose::STANDARD.encode(key);
+                let (path, body_len) = match op {
+                    Op::Write => (
+                        "put",
+                        r#"{"key":"","value":""}"#.len() + key_b64.len() + self.value_b64.len(),
+                    ),
+                    Op::Read => ("range", r#"{"key":""}"#.len() + key_b64.len()),
+                };
+                let _ = write!(
+                    buf,
+                    "POST /v3/kv/{path} HTTP/1.1\r\nHost: {host}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n\
+                     {{\"key\":\"{key_b64}\""
+                );
+                if op == Op::Write {
+                    let _ = write!(buf, ",\"value\":\"{}\"", self.value_b64);
+                }
+                buf.push(b'}');
+            }
+        }
+    }
+
+    /// Whether a response means the request was done.
+    fn check(&self, op: Op, status: u16, body: &[u8]) -> Result<Outcome, Fail> {
+        let missing = || {
+            if self.missing_ok {
+                Ok(Outcome::Miss)
+            } else {
+                Err(Fail::Missing)
+            }
+        };
+        match (self.protocol, op) {
+            (Protocol::Dnd | Protocol::Ceiling, Op::Write) if (200..300).contains(&status) => {
+                Ok(Outcome::Done)
+            }
+            (Protocol::Ceiling, Op::Read) if status == 200 => Ok(Outcome::Done),
+            (Protocol::Dnd, Op::Read) => match status {
+                200 if body.len() == self.value.len() => Ok(Outcome::Done),
+                200 => Err(Fail::WrongValue),
+                300 => Ok(Outcome::Siblings),
+                404 => missing(),
+                _ => Err(Fail::Status(status)),
+            },
+            (Protocol::Etcd, Op::Write) if status == 200 => Ok(Outcome::Done),
+            (Protocol::Etcd, Op::Read) if status == 200 => {
+                if find(body, b"\"kvs\":[").is_none() {
+                    return missing();
+                }
+                let Some(at) = find(body, b"\"value\":\"") else {
+                    return Err(Fail::WrongValue);
+                };
+                let rest = &body[at + 9..];
+                match rest.iter().position(|&b| b == b'"') {
+                    Some(len) if len == self.value_b64.len() => Ok(Outcome::Done),
+                    _ => Err(Fail::WrongValue),
+                }
+            }
+            _ => Err(Fail::Status(status)),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Checks that `target` answers like a server of `protocol`, so that a
+/// wrong address or protocol stops the run with one clear message.
+async fn preflight(protocol: Protocol, target: SocketAddr, timeout: Duration) -> Result<()> {
+    let mut conn = Conn::open(target).await.map_err(|e| {
+        anyhow!(
+            "cannot reach the {} target {target}: {e}; is it running?",
+            protocol.name()
+        )
+    })?;
+    let (request, what) = match protocol {
+        Protocol::Dnd => (
+            format!("GET /health HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+            "GET /health",
+        ),
+        Protocol::Ceiling => (
+            format!("GET /kv/preflight HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+            "GET /kv/preflight",
+        ),
+        Protocol::Etcd => {
+            let body = r#"{"key":"cHJlZmxpZ2h0"}"#;
+            (
+                format!(
+                    "POST /v3/kv/range HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+                "POST /v3/kv/range",
+            )
+        }
+    };
+    let response = conn
+        .request(request.as_bytes(), timeout)
+        .await
+        .map_err(|fail| {
+            anyhow!(
+                "the {} target {target} did not answer {what}: {}",
+                protocol.name(),
+                fail.label()
+            )
+        })?;
+    let body = String::from_utf8_lossy(conn.body(&response)).into_owned();
+    let expected = match protocol {
+        Protocol::Dnd => "node_id",
+        Protocol::Ceiling => "",
+        Protocol::Etcd => "header",
+    };
+    if response.status != 200 || !body.contains(expected) {
+        let shown: String = body.chars().take(120).collect();
+        let shown = if shown.is_empty() {
+            "an empty body".to_string()
+        } else {
+            format!("`{shown}`")
+        };
+        bail!(
+            "{target} does not speak the {} protocol: {what} gave HTTP {} with {shown}; check --protocol",
+            protocol.name(),
+            response.status
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Running a phase
+
+/// Which record request `i` uses.
+enum Records {
+    /// `i mod R`, as the load phase writes.
+    Sequence(u64),
+    /// The `i`-th of a list; the phase ends at its end.
+    List(Vec<u64>),
+    /// Chosen at random; reads with probability `read_fraction`.
+    Random {
+        chooser: Arc<Chooser>,
+        read_fraction: f64,
+    },
+}
+
+/// What one phase sends, shared by its clients.
+struct Plan {
+    requests: Arc<Requests>,
+    targets: Vec<SocketAddr>,
+    records: Records,
+    timeout: Duration,
+    /// Requests to send at most.
+    limit: Option<u64>,
+    /// Which records some write wrote.
+    written: Arc<Vec<AtomicBool>>,
+    next: AtomicU64,
+    stop: AtomicBool,
+    /// For the progress line and the unreachable check.
+    done: AtomicU64,
+    failed: AtomicU64,
+    connect_failed: AtomicU64,
+}
+
+impl Plan {
+    /// The operation and record of request `i`, or `None` past the end.
+    fn choose(&self, i: u64, rng: &mut Rng) -> Option<(Op, u64)> {
+        if self.limit.is_some_and(|limit| i >= limit) {
+            return None;
+        }
+        match &self.records {
+            Records::Sequence(records) => Some((Op::Write, i % records)),
+            Records::List(list) => list.get(i as usize).map(|&r| (Op::Write, r)),
+            Records::Random {
+                chooser,
+                read_fraction,
+            } => {
+                let op = if rng.next_f64() < *read_fraction {
+                    Op::Read
+                } else {
+                    Op::Write
+                };
+                Some((op, chooser.record(rng)))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    done: u64,
+    reads: u64,
+    writes: u64,
+    misses: u64,
+    siblings: u64,
+    /// From the request's scheduled start (open loop) or send (closed loop)
+    /// until its answer, for done requests.
+    latency: Histogram,
+    read_latency: Histogram,
+    write_latency: Histogram,
+    /// From the request being sent until its answer (open loop).
+    from_send: Histogram,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.done += other.done;
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.misses += other.misses;
+        self.siblings += other.siblings;
+        self.latency.merge(&other.latency);
+        self.read_latency.merge(&other.read_latency);
+        self.write_latency.merge(&other.write_latency);
+        self.from_send.merge(&other.from_send);
+        for (kind, count) in other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// One client: a keep-alive connection to every target.
+struct Client {
+    conns: Vec<Conn>,
+    request: Vec<u8>,
+    rng: Rng,
+}
+
+/// Sends request `i` and records its outcome; latency counts from
+/// `scheduled` in an open loop, from the send in a closed one (`None`).
+async fn send(
+    plan: &Plan,
+    client: &mut Client,
+    stats: &mut Stats,
+    i: u64,
+    op: Op,
+    record: u64,
+    scheduled: Option<Instant>,
+) -> Option<Fail> {
+    let target = (i % plan.targets.len() as u64) as usize;
+    let key = key_of(record);
+    plan.requests.build(&mut client.request, op, &key, target);
+    let sent = Instant::now();
+    let conn = &mut client.conns[target];
+    let result = match conn.request(&client.request, plan.timeout).await {
+        Ok(response) => plan
+            .requests
+            .check(op, response.status, conn.body(&response)),
+        Err(fail) => Err(fail),
+    };
+    let answered = Instant::now();
+    match result {
+        Ok(outcome) => {
+            stats.done += 1;
+            plan.done.fetch_add(1, Ordering::Relaxed);
+            let latency = answered - scheduled.unwrap_or(sent);
+            stats.latency.record(latency);
+            if scheduled.is_some() {
+                stats.from_send.record(answered - sent);
+            }
+            match op {
+                Op::Read => {
+                    stats.reads += 1;
+                    stats.read_latency.record(latency);
+                    match outcome {
+                        Outcome::Miss => stats.misses += 1,
+                        Outcome::Siblings => stats.siblings += 1,
+                        Outcome::Done => {}
+                    }
+                }
+                Op::Write => {
+                    stats.writes += 1;
+                    stats.write_latency.record(latency);
+                    plan.written[record as usize].store(true, Ordering::Relaxed);
+                }
+            }
+            None
+        }
+        Err(fail) => {
+            let kind = match (op, &plan.records) {
+                (Op::Read, _) => "read",
+                (Op::Write, Records::Random { .. }) => "update",
+                (Op::Write, _) => "insert",
+            };
+            *stats
+                .errors
+                .entry(format!("{kind}: {}", fail.label()))
+                .or_default() += 1;
+            plan.failed.fetch_add(1, Ordering::Relaxed);
+            if fail == Fail::Connect {
+                plan.connect_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(fail)
+        }
+    }
+}
+
+/// Closed loop: the next request as soon as the last one answered.
+async fn closed_worker(plan: Arc<Plan>, mut client: Client, end: Instant) -> Stats {
+    let mut stats = Stats::default();
+    while Instant::now() < end && !plan.stop.load(Ordering::Relaxed) {
+        let i = plan.next.fetch_add(1, Ordering::Relaxed);
+        let Some((op, record)) = plan.choose(i, &mut client.rng) else {
+            break;
+        };
+        let fail = send(&plan, &mut client, &mut stats, i, op, record, None).await;
+        if fail == Some(Fail::Connect) {
+            // Do not spin on a refused connection.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    stats
+}
+
+/// Open loop: whatever request the pacer released next.
+async fn open_worker(plan: Arc<Plan>, mut client: Client, released: Arc<Released>) -> Stats {
+    let mut stats = Stats::default();
+    while let Some((i, scheduled)) = released.pop().await {
+        if plan.stop.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some((op, record)) = plan.choose(i, &mut client.rng) {
+            send(
+                &plan,
+                &mut client,
+                &mut stats,
+                i,
+                op,
+                record,
+                Some(scheduled),
+            )
+            .await;
+        }
+    }
+    stats
+}
+
+struct PhaseResult {
+    elapsed: Duration,
+    rate: Option<f64>,
+    stats: Stats,
+    client_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    /// Why the phase stopped early, if it did.
+    aborted: Option<String>,
+}
+
+impl PhaseResult {
+    fn throughput(&self) -> f64 {
+        self.stats.done as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `[=====>    ]  50%`.
+fn bar(fraction: f64) -> String {
+    const WIDTH: usize = 20;
+    let fraction = fraction.clamp(0.0, 1.0);
+    let filled = (fraction * WIDTH as f64) as usize;
+    let mut bar = String::from("[");
+    for i in 0..WIDTH {
+        bar.push(match i.cmp(&filled) {
+            std::cmp::Ordering::Less => '=',
+            std::cmp::Ordering::Equal => '>',
+            std::cmp::Ordering::Greater => ' ',
+        });
+    }
+    format!("{bar}] {:3.0}%", fraction * 100.0)
+}
+
+/// The progress line on stderr, redrawn in place.
+struct Progress {
+    enabled: bool,
+}
+
+impl Progress {
+    fn show(&self, text: &str) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{text}\x1b[K");
+            let _ = err.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+        }
+    }
+}
+
+/// Runs one phase: `concurrency` clients over `threads` single-threaded
+/// runtimes, closed loop for `length` or open loop at `rate`.
+#[allow(clippy::too_many_arguments)]
+fn run_phase(
+    plan: Plan,
+    title: &str,
+    concurrency: usize,
+    threads: usize,
+    rate: Option<f64>,
+    length: Duration,
+    seed: u64,
+    server_pids: &[String],
+    progress: &Progress,
+) -> Result<PhaseResult> {
+    let plan = Arc::new(plan);
+    let threads = threads.min(concurrency).max(1);
+    let opened = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let start_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let open_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let released = Arc::new(Released::default());
+    let mut handles = Vec::new();
+    for thread in 0..threads {
+        let plan = plan.clone();
+        let (opened, go, start_at, open_error, released) = (
+            opened.clone(),
+            go.clone(),
+            start_at.clone(),
+            open_error.clone(),
+            released.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{thread}"))
+            .spawn(move || -> Result<Stats> {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        open_error
+                            .lock()
+                            .expect("lock")
+                            .get_or_insert(format!("cannot build a client runtime: {e}"));
+                        opened.wait();
+                        go.wait();
+                        return Ok(Stats::default());
+                    }
+                };
+                rt.block_on(async move {
+                    // Clients `thread`, `thread + threads`, ...
+                    let mine: Vec<usize> = (thread..concurrency).step_by(threads).collect();
+                    let mut clients = Vec::with_capacity(mine.len());
+                    'open: for &c in &mine {
+                        let mut conns = Vec::with_capacity(plan.targets.len());
+                        for &addr in &plan.targets {
+                            match Conn::open(addr).await {
+                                Ok(conn) => conns.push(conn),
+                                Err(e) => {
+                                    open_error
+                                        .lock()
+                                        .expect("lock")
+                                        .get_or_insert(format!("cannot connect to {addr}: {e}"));
+                                    break 'open;
+                                }
+                            }
+                        }
+                        clients.push(Client {
+                            conns,
+                            request: Vec::with_capacity(1024),
+                            rng: Rng::new(seed, c as u64),
+                        });
+                    }
+                    opened.wait();
+                    go.wait();
+                    let mut stats = Stats::default();
+                    if open_error.lock().expect("lock").is_some() {
+                        return Ok(stats);
+                    }
+                    let start = *start_at.get().expect("set before go");
+                    let end = start + length;
+                    let tasks: Vec<_> = clients
+                        .into_iter()
+                        .map(|client| match rate {
+                            None => tokio::spawn(closed_worker(plan.clone(), client, end)),
+                            Some(_) => {
+                                tokio::spawn(open_worker(plan.clone(), client, released.clone()))
+                            }
+                        })
+                        .collect();
+                    if let (Some(rate), 0) = (rate, thread) {
+                        let stop = |i: u64| {
+                            plan.stop.load(Ordering::Relaxed)
+                                || plan.limit.is_some_and(|limit| i >= limit)
+                        };
+                        release(&released, rate, start, end, &stop).await;
+                        for _ in 0..concurrency {
+                            released.push(None);
+                        }
+                    }
+                    for task in tasks {
+                        stats.merge(task.await.context("a client task panicked")?);
+                    }
+                    Ok(stats)
+                })
+            })
+            .context("starting a client thread")?;
+        handles.push(handle);
+    }
+    opened.wait();
+    let cpu_before = (
+        cpu_seconds(&["self".into()]),
+        cpu_seconds(server_pids).filter(|_| !server_pids.is_empty()),
+    );
+    let start = Instant::now();
+    start_at.set(start).expect("set once");
+    go.wait();
+    if let Some(e) = open_error.lock().expect("lock").clone() {
+        for handle in handles {
+            let _ = handle.join();
+        }
+        bail!("{e}");
+    }
+
+    // Watch: progress, and stop when the targets became unreachable.
+    let mut aborted = None;
+    let mut last = (start, 0u64, 0u64, 0u64);
+    let mut stuck_since: Option<Instant> = None;
+    let mut last_draw = start;
+    while handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        let done = plan.done.load(Ordering::Relaxed);
+        let failed = plan.failed.load(Ordering::Relaxed);
+        let connect = plan.connect_failed.load(Ordering::Relaxed);
+        if done == last.1 && connect > last.3 && failed - last.2 == connect - last.3 {
+            let since = *stuck_since.get_or_insert(last.0);
+            if now - since >= UNREACHABLE_AFTER && aborted.is_none() {
+                aborted = Some(format!(
+                    "every request failed to connect for {} s: the target is unreachable",
+                    UNREACHABLE_AFTER.as_secs()
+                ));
+                plan.stop.store(true, Ordering::Relaxed);
+            }
+        } else if done > last.1 {
+            stuck_since = None;
+        }
+        last = (now, done, failed, connect);
+        if now - last_draw >= Duration::from_millis(250) {
+            last_draw = now;
+            let secs = (now - start).as_secs_f64();
+            let (fraction, so_far) = match (plan.limit, &plan.records) {
+                (Some(limit), _) => (done as f64 / limit as f64, format!("{done}/{limit}")),
+                (None, Records::List(list)) => (
+                    done as f64 / list.len().max(1) as f64,
+                    format!("{done}/{}", list.len()),
+                ),
+                (None, _) => (
+                    secs / length.as_secs_f64(),
+                    format!("{secs:.0}/{:.0} s", length.as_secs_f64()),
+                ),
+            };
+            progress.show(&format!(
+                "{title} {} {so_far} · {} ops/s · {failed} failed",
+                bar(fraction),
+                thousands(done as f64 / secs.max(1e-3))
+            ));
+        }
+    }
+    progress.clear();
+    let mut stats = Stats::default();
+    for handle in handles {
+        let result = handle
+            .join()
+            .map_err(|_| anyhow!("a client thread panicked"))?;
+        stats.merge(result?);
+    }
+    let elapsed = start.elapsed();
+    let cpu_after = (
+        cpu_seconds(&["self".into()]),
+        cpu_seconds(server_pids).filter(|_| !server_pids.is_empty()),
+    );
+    let secs = elapsed.as_secs_f64();
+    Ok(PhaseResult {
+        elapsed,
+        rate,
+        stats,
+        client_cpu: cpu_before.0.zip(cpu_after.0).map(|(a, b)| (b - a) / secs),
+        server_cpu: cpu_before.1.zip(cpu_after.1).map(|(a, b)| (b - a) / secs),
+        aborted,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Reports
+
+/// Latency figures in microseconds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    mean: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram) -> Option<Latency> {
+        let us = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_nanos() as f64 / 1000.0);
+        (h.count() > 0).then(|| Latency {
+            p50: us(h.percentile(0.50)),
+            p99: us(h.percentile(0.99)),
+            p999: us(h.percentile(0.999)),
+            max: us(h.max()),
+            mean: us(h.mean()),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct PhaseReport {
+    /// `load`, `A`, `B` or `C`.
+    workload: String,
+    /// Open loop at half the throughput of the closed-loop phase before.
+    half_peak: bool,
+    /// Untimed writes of the records the load phase did not reach.
+    fill: bool,
+    read_percent: f64,
+    /// Target requests per second of an open loop.
+    rate: Option<f64>,
+    seconds: f64,
+    done: u64,
+    reads: u64,
+    writes: u64,
+    misses: u64,
+    /// Reads answered with siblings (`dnd`'s 300), counted as done.
+    #[serde(default)]
+    siblings: u64,
+    failed: u64,
+    ops_per_sec: f64,
+    latency_us: Option<Latency>,
+    read_latency_us: Option<Latency>,
+    write_latency_us: Option<Latency>,
+    from_send_us: Option<Latency>,
+    errors: BTreeMap<String, u64>,
+    client_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    aborted: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct RunReport {
+    id: String,
+    label: String,
+    role: String,
+    durability: Option<String>,
+    protocol: String,
+    targets: Vec<String>,
+    distribution: String,
+    zipf_theta: Option<f64>,
+    records: u64,
+    key_bytes: usize,
+    value_bytes: usize,
+    concurrency: usize,
+    threads: usize,
+    seconds_per_phase: Option<f64>,
+    operations_per_phase: Option<u64>,
+    seed: u64,
+    timeout_ms: u64,
+    /// Seconds since the Unix epoch at the start.
+    started: u64,
+    phases: Vec<PhaseReport>,
+    notes: Vec<String>,
+}
+
+fn phase_report(
+    workload: Workload,
+    half_peak: bool,
+    fill: bool,
+    result: &PhaseResult,
+) -> PhaseReport {
+    let s = &result.stats;
+    PhaseReport {
+        workload: workload.name().into(),
+        half_peak,
+        fill,
+        read_percent: workload.read_fraction() * 100.0,
+        rate: result.rate,
+        seconds: result.elapsed.as_secs_f64(),
+        done: s.done,
+        reads: s.reads,
+        writes: s.writes,
+        misses: s.misses,
+        siblings: s.siblings,
+        failed: s.failed(),
+        ops_per_sec: result.throughput(),
+        latency_us: Latency::of(&s.latency),
+        read_latency_us: Latency::of(&s.read_latency),
+        write_latency_us: Latency::of(&s.write_latency),
+        from_send_us: Latency::of(&s.from_send),
+        errors: s.errors.clone(),
+        client_cpu: result.client_cpu,
+        server_cpu: result.server_cpu,
+        aborted: result.aborted.clone(),
+    }
+}
+
+fn ms(us: Option<f64>) -> String {
+    match us {
+        Some(us) if us.is_finite() => {
+            if us < 10_000.0 {
+                format!("{:.2} ms", us / 1000.0)
+            } else {
+                format!("{:.0} ms", us / 1000.0)
+            }
+        }
+        _ => "–".into(),
+    }
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let n = x.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn errors_text(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".into();
+    }
+    errors
+        .iter()
+        .map(|(kind, count)| format!("{kind}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cores(cpu: Option<f64>) -> String {
+    cpu.map_or("–".into(), |c| format!("{c:.2}"))
+}
+
+fn phase_title(p: &PhaseReport) -> String {
+    let workload = &p.workload;
+    let what = match p.workload.as_str() {
+        "load" => Workload::Load.describe(),
+        "A" => Workload::A.describe(),
+        "B" => Workload::B.describe(),
+        _ => Workload::C.describe(),
+    };
+    if p.fill {
+        return "load, untimed rest".into();
+    }
+    match p.rate {
+        Some(rate) if p.half_peak => {
+            format!("{workload} ({what}), open loop at half peak, {rate:.0}/s")
+        }
+        Some(rate) => format!("{workload} ({what}), open loop at {rate:.0}/s"),
+        None => format!("{workload} ({what})"),
+    }
+}
+
+fn text_report(run: &RunReport) -> String {
+    let mut out = format!("# load: {}\n\n", run.label);
+    let per_phase = match (run.operations_per_phase, run.seconds_per_phase) {
+        (Some(n), _) => format!("{n} requests per phase"),
+        (None, Some(s)) => format!("{s} s per phase"),
+        _ => String::new(),
+    };
+    let distribution = match run.zipf_theta {
+        Some(theta) => format!("{} (θ {theta})", run.distribution),
+        None => run.distribution.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "{} protocol · {} target(s): {} · {distribution} over {} records · {} B keys, {} B values · \
+{} clients · {} client thread(s) · {per_phase} · request timeout {} ms · seed {}\n",
+        run.protocol,
+        run.targets.len(),
+        run.targets.join(", "),
+        run.records,
+        run.key_bytes,
+        run.value_bytes,
+        run.concurrency,
+        run.threads,
+        run.timeout_ms,
+        run.seed,
+    );
+    if let Some(d) = &run.durability {
+        let _ = writeln!(out, "Durability: {d}\n");
+    }
+    out.push_str(
+        "| phase | ops/s | p50 | p99 | p99.9 | max | done | failed | client CPU | server CPU |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for p in &run.phases {
+        let lat = |l: &Option<Latency>, f: fn(&Latency) -> f64| ms(l.as_ref().map(f));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            phase_title(p),
+            thousands(p.ops_per_sec),
+            lat(&p.latency_us, |l| l.p50),
+            lat(&p.latency_us, |l| l.p99),
+            lat(&p.latency_us, |l| l.p999),
+            lat(&p.latency_us, |l| l.max),
+            p.done,
+            p.failed,
+            cores(p.client_cpu),
+            cores(p.server_cpu),
+        );
+        let mixed = p.reads > 0 && p.writes > 0;
+        for (name, count, latency) in [
+            ("read", p.reads, &p.read_latency_us),
+            ("update", p.writes, &p.write_latency_us),
+        ] {
+            if mixed {
+                let _ = writeln!(
+                    out,
+                    "| &nbsp;&nbsp;{name} | {} | {} | {} | {} | {} | {count} | | | |",
+                    thousands(count as f64 / p.seconds),
+                    lat(latency, |l| l.p50),
+                    lat(latency, |l| l.p99),
+                    lat(latency, |l| l.p999),
+                    lat(latency, |l| l.max),
+                );
+            }
+        }
+        if p.from_send_us.is_some() {
+            let _ = writeln!(
+                out,
+                "| &nbsp;&nbsp;from send | | {} | {} | {} | {} | | | | |",
+                lat(&p.from_send_us, |l| l.p50),
+                lat(&p.from_send_us, |l| l.p99),
+                lat(&p.from_send_us, |l| l.p999),
+                lat(&p.from_send_us, |l| l.max),
+            );
+        }
+    }
+    out.push('\n');
+    let failures: Vec<String> = run
+        .phases
+        .iter()
+        .filter(|p| !p.errors.is_empty() || p.misses > 0 || p.siblings > 0 || p.aborted.is_some())
+        .map(|p| {
+            let mut line = format!("- {}: failed: {}", phase_title(p), errors_text(&p.errors));
+            if p.misses > 0 {
+                let _ = write!(line, "; reads of missing keys (done): {}", p.misses);
+            }
+            if p.siblings > 0 {
+                let _ = write!(
+                    line,
+                    "; reads answered 300 with siblings (done): {}",
+                    p.siblings
+                );
+            }
+            if let Some(why) = &p.aborted {
+                let _ = write!(line, "; stopped early: {why}");
+            }
+            line
+        })
+        .collect();
+    if !failures.is_empty() || !run.notes.is_empty() {
+        out.push_str("Notes:\n\n");
+        for line in failures {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        for note in &run.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A run
+
+fn run(args: &Args) -> Result<RunReport> {
+    let progress = Progress {
+        enabled: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("{} at {}", args.protocol.name(), args.targets[0]));
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the client's runtime")?;
+        for &target in &args.targets {
+            rt.block_on(preflight(args.protocol, target, args.timeout))?;
+        }
+    }
+    let requests = Arc::new(Requests::new(args));
+    let written: Arc<Vec<AtomicBool>> =
+        Arc::new((0..args.records).map(|_| AtomicBool::new(false)).collect());
+    let chooser = Arc::new(match args.distribution {
+        Distribution::Uniform => Chooser::Uniform(args.records),
+        Distribution::Zipfian => Chooser::Zipfian(Zipfian::new(args.records, args.theta)),
+    });
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut report = RunReport {
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| args.protocol.name().into()),
+        label: label.clone(),
+        role: args.role.clone(),
+        durability: args.durability.clone(),
+        protocol: args.protocol.name().into(),
+        targets: args.targets.iter().map(|t| t.to_string()).collect(),
+        distribution: match args.distribution {
+            Distribution::Uniform => "uniform".into(),
+            Distribution::Zipfian => "zipfian".into(),
+        },
+        zipf_theta: (args.distribution == Distribution::Zipfian).then_some(args.theta),
+        records: args.records,
+        key_bytes: KEY_BYTES,
+        value_bytes: args.value_bytes,
+        concurrency: args.concurrency,
+        threads: args.threads,
+        seconds_per_phase: args
+            .operations
+            .is_none()
+            .then_some(args.duration.as_secs_f64()),
+        operations_per_phase: args.operations,
+        seed: args.seed,
+        timeout_ms: args.timeout.as_millis() as u64,
+        started,
+        phases: Vec::new(),
+        notes: Vec::new(),
+    };
+    let plan = |records: Records, limit: Option<u64>| Plan {
+        requests: requests.clone(),
+        targets: args.targets.clone(),
+        records,
+        timeout: args.timeout,
+        limit,
+        written: written.clone(),
+        next: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        connect_failed: AtomicU64::new(0),
+    };
+    let records_of = |workload: Workload| match workload {
+        Workload::Load => Records::Sequence(args.records),
+        w => Records::Random {
+            chooser: chooser.clone(),
+            read_fraction: w.read_fraction(),
+        },
+    };
+    // A long limit for an operation-count phase.
+    let unbounded = Duration::from_secs(365 * 24 * 3600);
+    let length = if args.operations.is_some() {
+        unbounded
+    } else {
+        args.duration
+    };
+    let mut first = true;
+    for (n, &workload) in args.workloads.iter().enumerate() {
+        if !first {
+            std::thread::sleep(PAUSE);
+        }
+        first = false;
+        let title = format!("{label}: {}", workload.name());
+        if !progress.enabled && !args.quiet {
+            eprintln!("load: {title} ({})", workload.describe());
+        }
+        let result = run_phase(
+            plan(records_of(workload), args.operations),
+            &title,
+            args.concurrency,
+            args.threads,
+            args.rate,
+            length,
+            args.seed.wrapping_add(n as u64 * 1_000_003),
+            &args.server_pids,
+            &progress,
+        )
+        .with_context(|| format!("{label}: workload {}", workload.name()))?;
+        let aborted = result.aborted.clone();
+        report
+            .phases
+            .push(phase_report(workload, false, false, &result));
+        if let Some(why) = aborted {
+            print!("{}", text_report(&report));
+            bail!("{label}: workload {}: {why}", workload.name());
+        }
+        if args.half_peak && result.stats.done > 0 {
+            std::thread::sleep(PAUSE);
+            let rate = result.throughput() / 2.0;
+            let title = format!("{label}: {} at half peak", workload.name());
+            if !progress.enabled && !args.quiet {
+                eprintln!("load: {title} ({rate:.0}/s)");
+            }
+            let result = run_phase(
+                plan(records_of(workload), args.operations.map(|n| n / 2)),
+                &title,
+                args.concurrency,
+                args.threads,
+                Some(rate),
+                length,
+                args.seed.wrapping_add(n as u64 * 1_000_003 + 1),
+                &args.server_pids,
+                &progress,
+            )
+            .with_context(|| format!("{label}: workload {} at half peak", workload.name()))?;
+            report
+                .phases
+                .push(phase_report(workload, true, false, &result));
+        }
+        // The read workloads need every record: write what the load phase
+        // did not reach.
+        let reads_follow = args.workloads[n + 1..].iter().any(|w| *w != Workload::Load);
+        if workload == Workload::Load && reads_follow {
+            let missing: Vec<u64> = (0..args.records)
+                .filter(|&r| !written[r as usize].load(Ordering::Relaxed))
+                .collect();
+            if !missing.is_empty() {
+                let count = missing.len();
+                let title =
+                    format!("{label}: writing {count} records the load phase did not reach");
+                if !progress.enabled && !args.quiet {
+                    eprintln!("load: {title}");
+                }
+                let result = run_phase(
+                    plan(Records::List(missing), None),
+                    &title,
+                    args.concurrency,
+                    args.threads,
+                    None,
+                    unbounded,
+                    args.seed,
+                    &args.server_pids,
+                    &progress,
+                )?;
+                let unwritten = written
+                    .iter()
+                    .filter(|w| !w.load(Ordering::Relaxed))
+                    .count();
+                report.notes.push(format!(
+                    "the load phase wrote {} of {} records; the other {count} were written untimed before the next phase{}",
+                    args.records as usize - count,
+                    args.records,
+                    if unwritten > 0 {
+                        format!(", {unwritten} of them could not be")
+                    } else {
+                        String::new()
+                    }
+                ));
+                report
+                    .phases
+                    .push(phase_report(Workload::Load, false, true, &result));
+            }
+        }
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------
+// The comparison report of bench/compare.sh
+
+/// Memory figures `bench/compare.sh` measures.
+#[derive(Deserialize, Debug)]
+struct Memory {
+    keys: u64,
+    rss_empty_bytes: u64,
+    rss_bytes: u64,
+    rss_peak_bytes: Option<u64>,
+    disk_bytes: u64,
+    disk_bytes_closed: Option<u64>,
+    /// Sizes as `ls` shows them, sparse files counted whole.
+    disk_apparent_bytes: Option<u64>,
+    disk_apparent_bytes_closed: Option<u64>,
+    settle_seconds: Option<f64>,
+}
+
+/// One line of `redis-benchmark --csv`.
+struct RedisRow {
+    test: String,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn read_redis(path: &Path) -> Result<Vec<RedisRow>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|f| f.trim_matches('"').to_string())
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (Some(test), Some(rps)) = (col("test"), col("rps")) else {
+        bail!("{}: not redis-benchmark --csv output", path.display());
+    };
+    let (p50, p99) = (col("p50_latency_ms"), col("p99_latency_ms"));
+    Ok(lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+            let num = |i: Option<usize>| {
+                i.and_then(|i| fields.get(i))
+                    .and_then(|f| f.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            RedisRow {
+                test: fields.get(test).unwrap_or(&"").to_string(),
+                rps: num(Some(rps)),
+                p50_ms: num(p50),
+                p99_ms: num(p99),
+            }
+        })
+        .collect())
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn date_of(unix: u64) -> String {
+    // Days since the epoch to a civil date (proleptic Gregorian).
+    let days = (unix / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn summarize(args: &SummaryArgs) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.results)
+        .with_context(|| format!("reading {}", args.results.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut runs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let run: RunReport = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a load report", file.display()))?;
+        runs.push(run);
+    }
+    if runs.is_empty() {
+        bail!("no load reports (*.json) in {}", args.results.display());
+    }
+    let find_run = |id: &str| runs.iter().find(|r| r.id == id);
+    let closed = |run: &RunReport, workload: &str| {
+        run.phases
+            .iter()
+            .find(|p| p.workload == workload && !p.half_peak && !p.fill && p.rate.is_none())
+            .cloned()
+    };
+    let ops = |id: &str, workload: &str| {
+        find_run(id)
+            .and_then(|r| closed(r, workload))
+            .map_or(f64::NAN, |p| p.ops_per_sec)
+    };
+    let first = &runs[0];
+    let started = runs.iter().map(|r| r.started).min().unwrap_or(0);
+    let mut out = String::from("# dnd beside the HTTP ceiling, etcd and Redis\n\n");
+    let _ = writeln!(
+        out,
+        "Measured {} on {} with `bench/compare.sh`{}: every system one after the other in the same \
+run, on the same shared machine, driven by the same load tool (`cargo bench --bench load`) with the \
+same settings. Only ratios within this page mean much.\n",
+        date_of(started),
+        args.machine.as_deref().unwrap_or("this machine"),
+        args.wall
+            .as_ref()
+            .map_or(String::new(), |w| format!(" (the whole run took {w})")),
+    );
+    let per_phase = match (first.operations_per_phase, first.seconds_per_phase) {
+        (Some(n), _) => format!("{n} requests"),
+        (None, Some(s)) => format!("{s} s"),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        out,
+        "Settings: {} record choice{} over {} records, {} B keys, {} B values, {} clients (one \
+keep-alive connection each to every node of the system, requests round-robin over the nodes), \
+{} client thread(s), closed loop, {per_phase} per phase in the order load, C, A, B, a 1 s pause \
+between phases. *× ceiling* is the system's throughput over the ceiling's in the same workload; \
+*× dnd* over dnd's on one node with the disk engine. Latency: from send to answer, done requests \
+only; failed requests are listed, never counted.\n",
+        first.distribution,
+        first
+            .zipf_theta
+            .map_or(String::new(), |t| format!(" (θ {t})")),
+        first.records,
+        first.key_bytes,
+        first.value_bytes,
+        first.concurrency,
+        first.threads,
+    );
+    out.push_str("| system | durability |\n|---|---|\n");
+    for run in &runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} |",
+            run.label,
+            run.durability.as_deref().unwrap_or("–")
+        );
+    }
+    out.push('\n');
+    for (workload, title) in [
+        ("load", "Write-only load phase (100% insert/overwrite)"),
+        ("C", "Workload C (100% read)"),
+        ("A", "Workload A (50% read, 50% update)"),
+        ("B", "Workload B (95% read, 5% update)"),
+    ] {
+        let ceiling = ops(&args.ceiling, workload);
+        let reference = ops(&args.reference, workload);
+        if runs.iter().all(|r| closed(r, workload).is_none()) {
+            continue;
+        }
+        let _ = writeln!(out, "## {title}\n");
+        out.push_str(
+            "| system | ops/s | p50 | p99 | p99.9 | × ceiling | × dnd | failed | client CPU | server CPU |\n",
+        );
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
+        for run in &runs {
+            let Some(p) = closed(run, workload) else {
+                continue;
+            };
+            let l = p.latency_us.unwrap_or_default();
+            let mut failed = if p.errors.is_empty() {
+                "0".to_string()
+            } else {
+                errors_text(&p.errors)
+            };
+            if p.siblings > 0 {
+                let _ = write!(
+                    failed,
+                    " (and {} reads answered 300 with siblings, done)",
+                    p.siblings
+                );
+            }
+            let bold = if run.id == args.reference { "**" } else { "" };
+            let _ = writeln!(
+                out,
+                "| {bold}{}{bold} | {bold}{}{bold} | {} | {} | {} | {} | {} | {failed} | {} | {} |",
+                run.label,
+                thousands(p.ops_per_sec),
+                ms(p.latency_us.map(|_| l.p50)),
+                ms(p.latency_us.map(|_| l.p99)),
+                ms(p.latency_us.map(|_| l.p999)),
+                ratio(p.ops_per_sec, ceiling),
+                ratio(p.ops_per_sec, reference),
+                cores(p.client_cpu),
+                cores(p.server_cpu),
+            );
+        }
+        out.push('\n');
+    }
+    // Open loop at half the peak.
+    let half: Vec<(&RunReport, &PhaseReport)> = runs
+        .iter()
+        .flat_map(|r| r.phases.iter().filter(|p| p.half_peak).map(move |p| (r, p)))
+        .collect();
+    if !half.is_empty() {
+        out.push_str("## Open loop at half the peak\n\n");
+        out.push_str(
+            "Each phase again, paced at half the throughput its closed loop reached. Latency counts \
+from the moment a request was due, so waiting behind slow answers counts (no coordinated omission).\n\n",
+        );
+        out.push_str("| system | workload | paced ops/s | done ops/s | p50 | p99 | p99.9 | p99 from send | failed |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+        for (run, p) in &half {
+            let l = p.latency_us.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.label,
+                p.workload,
+                thousands(p.rate.unwrap_or(f64::NAN)),
+                thousands(p.ops_per_sec),
+                ms(p.latency_us.map(|_| l.p50)),
+                ms(p.latency_us.map(|_| l.p99)),
+                ms(p.latency_us.map(|_| l.p999)),
+                ms(p.from_send_us.map(|l| l.p99)),
+                if p.errors.is_empty() {
+                    "0".into()
+                } else {
+                    errors_text(&p.errors)
+                },
+            );
+        }
+        out.push('\n');
+    }
+    // Memory.
+    let memory = match &args.memory {
+        Some(path) => Some(
+            serde_json::from_str::<Memory>(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not memory figures", path.display()))?,
+        ),
+        None => None,
+    };
+    let memory_run: Option<RunReport> = match &args.memory_run {
+        Some(path) => Some(serde_json::from_str(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )?),
+        None => None,
+    };
+    let mut memory_per_key = None;
+    if let Some(m) = &memory {
+        let keys = m.keys.max(1) as f64;
+        let (key_bytes, value_bytes) = memory_run
+            .as_ref()
+            .map_or((KEY_BYTES, 100), |r| (r.key_bytes, r.value_bytes));
+        let raw = (key_bytes + value_bytes) as f64;
+        let rss_per_key = (m.rss_bytes.saturating_sub(m.rss_empty_bytes)) as f64 / keys;
+        let disk_per_key = m.disk_bytes as f64 / keys;
+        memory_per_key = Some((rss_per_key, disk_per_key, raw));
+        let _ = writeln!(
+            out,
+            "## Memory: {} keys on one node\n",
+            thousands(m.keys as f64)
+        );
+        if let Some(run) = &memory_run {
+            if let Some(p) = run.phases.first() {
+                let _ = writeln!(
+                    out,
+                    "{}: {} keys of {} B with {} B values written once each by the load tool ({} \
+clients), {} ops/s, {} failed. Then, after {} s: resident memory (`VmRSS` in `/proc/PID/status`) \
+and the blocks in use by the data directory (`du`).\n",
+                    run.label,
+                    thousands(p.done as f64),
+                    run.key_bytes,
+                    run.value_bytes,
+                    run.concurrency,
+                    thousands(p.ops_per_sec),
+                    p.failed,
+                    m.settle_seconds.unwrap_or(0.0),
+                );
+            }
+        }
+        out.push_str("| | total | per key | per key ÷ raw key+value |\n|---|---:|---:|---:|\n");
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+        let _ = writeln!(
+            out,
+            "| raw keys + values | {} | {raw:.0} B | 1.00 |",
+            mib((raw * keys) as u64)
+        );
+        let _ = writeln!(
+            out,
+            "| resident memory, empty node | {} | | |",
+            mib(m.rss_empty_bytes)
+        );
+        let _ = writeln!(
+            out,
+            "| resident memory, loaded | {} | {rss_per_key:.0} B (above the empty node) | {:.2} |",
+            mib(m.rss_bytes),
+            rss_per_key / raw
+        );
+        if let Some(peak) = m.rss_peak_bytes {
+            let _ = writeln!(
+                out,
+                "| peak resident memory (`VmHWM`) | {} | {:.0} B | {:.2} |",
+                mib(peak),
+                peak.saturating_sub(m.rss_empty_bytes) as f64 / keys,
+                peak.saturating_sub(m.rss_empty_bytes) as f64 / keys / raw
+            );
+        }
+        let apparent =
+            |bytes: Option<u64>| bytes.map_or(String::new(), |b| format!(" ({} apparent)", mib(b)));
+        let _ = writeln!(
+            out,
+            "| on disk, node running | {}{} | {disk_per_key:.0} B | {:.2} |",
+            mib(m.disk_bytes),
+            apparent(m.disk_apparent_bytes),
+            disk_per_key / raw
+        );
+        if let Some(closed) = m.disk_bytes_closed {
+            let _ = writeln!(
+                out,
+                "| on disk, node stopped | {}{} | {:.0} B | {:.2} |",
+                mib(closed),
+                apparent(m.disk_apparent_bytes_closed),
+                closed as f64 / keys,
+                closed as f64 / keys / raw
+            );
+        }
+        out.push_str(
+            "\n*Apparent* sizes count sparse files whole: fjall's journal file has a fixed \
+apparent size whatever it holds.\n\n",
+        );
+    }
+    // Redis.
+    if let Some(path) = &args.redis {
+        let rows = read_redis(path)?;
+        out.push_str("## Redis, for reference\n\n");
+        if let Some(note) = &args.redis_note {
+            let _ = writeln!(out, "{note}\n");
+        }
+        let ceiling_put = ops(&args.ceiling, "load");
+        let ceiling_get = ops(&args.ceiling, "C");
+        out.push_str("| redis-benchmark test | ops/s | p50 | p99 | × HTTP ceiling (PUT, GET) |\n|---|---:|---:|---:|---:|\n");
+        for row in &rows {
+            let ceiling = if row.test.starts_with("SET") {
+                ceiling_put
+            } else {
+                ceiling_get
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                row.test,
+                thousands(row.rps),
+                ms(Some(row.p50_ms * 1000.0)),
+                ms(Some(row.p99_ms * 1000.0)),
+                ratio(row.rps, ceiling),
+            );
+        }
+        out.push('\n');
+    }
+    // Goals.
+    out.push_str("## Goals\n\n| goal | measured | met |\n|---|---|---|\n");
+    let goal =
+        |out: &mut String, what: &str, measured: f64, target: f64, higher: bool, unit: &str| {
+            let met = if !measured.is_finite() {
+                "not measured".to_string()
+            } else if (higher && measured >= target) || (!higher && measured <= target) {
+                "yes".to_string()
+            } else {
+                format!(
+                    "no ({:.0}% of the goal)",
+                    100.0
+                        * if higher {
+                            measured / target
+                        } else {
+                            target / measured
+                        }
+                )
+            };
+            let shown = if measured.is_finite() {
+                format!("{measured:.2}{unit}")
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(out, "| {what} | {shown} | {met} |");
+        };
+    goal(
+        &mut out,
+        "dnd one node (disk) GET ≥ 0.8 × ceiling (workload C)",
+        ops(&args.reference, "C") / ops(&args.ceiling, "C"),
+        0.8,
+        true,
+        "",
+    );
+    goal(
+        &mut out,
+        "dnd one node (disk) PUT ≥ 0.6 × ceiling (load phase)",
+        ops(&args.reference, "load") / ops(&args.ceiling, "load"),
+        0.6,
+        true,
+        "",
+    );
+    goal(
+        &mut out,
+        "dnd 3 nodes PUT ≥ 2 × etcd 3 members PUT (load phase)",
+        ops(&args.cluster, "load") / ops(&args.peer_cluster, "load"),
+        2.0,
+        true,
+        "",
+    );
+    let half_p99 = find_run(&args.reference)
+        .map(|r| {
+            r.phases
+                .iter()
+                .filter(|p| p.half_peak)
+                .filter_map(|p| p.latency_us.map(|l| l.p99))
+                .fold(f64::NAN, f64::max)
+        })
+        .unwrap_or(f64::NAN);
+    goal(
+        &mut out,
+        "dnd one node p99 < 5 ms at half of peak (worst phase)",
+        half_p99 / 1000.0,
+        5.0,
+        false,
+        " ms",
+    );
+    if let Some((rss, _, raw)) = memory_per_key {
+        goal(
+            &mut out,
+            &format!(
+                "memory per key ≤ 2 × raw + 64 B = {:.0} B",
+                2.0 * raw + 64.0
+            ),
+            rss,
+            2.0 * raw + 64.0,
+            false,
+            " B",
+        );
+    }
+    out.push_str("\nWhy the goals that are missed are missed, and what would close them: `docs/figures/profile.md`.\n");
+    std::fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
+
+    // The README's short table.
+    if let Some(path) = &args.readme {
+        let mut short = format!(
+            "Latest figures ({}, {}; from `bench/compare.sh`, details in \
+[docs/figures/compare.md](docs/figures/compare.md)): {} B values, {} clients, closed loop; PUT is \
+the write-only load phase, GET is workload C.\n\n",
+            date_of(started),
+            args.machine.as_deref().unwrap_or("this machine"),
+            first.value_bytes,
+            first.concurrency,
+        );
+        short.push_str("| system | PUT ops/s | PUT p99 | GET ops/s | GET p99 | A ops/s | PUT, GET × ceiling | PUT, GET × dnd |\n");
+        short.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        for run in &runs {
+            let (put, get, a) = (closed(run, "load"), closed(run, "C"), closed(run, "A"));
+            let v = |p: &Option<PhaseReport>| p.as_ref().map_or(f64::NAN, |p| p.ops_per_sec);
+            let p99 =
+                |p: &Option<PhaseReport>| ms(p.as_ref().and_then(|p| p.latency_us).map(|l| l.p99));
+            let _ = writeln!(
+                short,
+                "| {} | {} | {} | {} | {} | {} | {}, {} | {}, {} |",
+                run.label,
+                thousands(v(&put)),
+                p99(&put),
+                thousands(v(&get)),
+                p99(&get),
+                thousands(v(&a)),
+                ratio(v(&put), ops(&args.ceiling, "load")),
+                ratio(v(&get), ops(&args.ceiling, "C")),
+                ratio(v(&put), ops(&args.reference, "load")),
+                ratio(v(&get), ops(&args.reference, "C")),
+            );
+        }
+        if let (Some((rss, disk, raw)), Some(m)) = (memory_per_key, &memory) {
+            let _ = writeln!(
+                short,
+                "\nOne node (disk) holding {} keys of {raw:.0} B (key and value): {rss:.0} B of \
+resident memory and {disk:.0} B on disk per key.",
+                thousands(m.keys as f64)
+            );
+        }
+        std::fs::write(path, short).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let command = match parse_args() {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("load: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Summarize(args) => match summarize(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("load: summarize: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => match run(&args) {
+            Ok(report) => {
+                print!("{}", text_report(&report));
+                if let Some(path) = &args.json {
+                    let json = serde_json::to_string_pretty(&report).expect("serializable");
+                    if let Err(e) = std::fs::write(path, json + "\n") {
+                        eprintln!("load: cannot write {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("load: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,546 @@
+//! What the load-generating benches (`kv.rs`, `load.rs`) share: a minimal
+//! HTTP/1.1 keep-alive client, a log-linear latency histogram, the open-loop
+//! pacer, and small helpers for `/proc` and test values.
+//!
+//! Each bench includes this file with `mod support;`, and each uses only part
+//! of it.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+/// How long opening one connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Largest response body accepted.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Failures
+
+/// Why a request did not count as done.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fail {
+    Status(u16),
+    Connect,
+    Timeout,
+    /// The connection broke or closed mid-request.
+    Io,
+    /// A response this client cannot read.
+    Protocol,
+    /// A read answered with a value of another size.
+    WrongValue,
+    /// A read found no value for the key.
+    Missing,
+}
+
+impl Fail {
+    pub fn label(self) -> String {
+        match self {
+            Fail::Status(code) => format!("HTTP {code}"),
+            Fail::Connect => "connect error".into(),
+            Fail::Timeout => "timeout".into(),
+            Fail::Io => "connection broken".into(),
+            Fail::Protocol => "unreadable response".into(),
+            Fail::WrongValue => "wrong value size".into(),
+            Fail::Missing => "missing key".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A minimal HTTP/1.1 keep-alive client
+
+/// A response read by [`Conn::request`]; its body stays in the connection's
+/// buffer ([`Conn::body`]).
+pub struct Response {
+    pub status: u16,
+    body: Range<usize>,
+}
+
+impl Response {
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// One keep-alive connection to one server, opened again after an error, a
+/// timeout or a `Connection: close`. Requests go one at a time (no
+/// pipelining).
+pub struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// Opens a TCP connection with `TCP_NODELAY`, giving up after
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+impl Conn {
+    /// Connects now, so that a caller can open its connections before its
+    /// clock starts and stop at once on an unreachable server.
+    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = connect(addr).await?;
+        Ok(Conn {
+            addr,
+            stream: Some(stream),
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `request` (a whole HTTP/1.1 request) and reads its response,
+    /// connecting first if the last request left no usable connection.
+    pub async fn request(&mut self, request: &[u8], timeout: Duration) -> Result<Response, Fail> {
+        if self.stream.is_none() {
+            self.stream = Some(connect(self.addr).await.map_err(|_| Fail::Connect)?);
+        }
+        let stream = self.stream.as_ref().expect("connected above");
+        let outcome = tokio::time::timeout(timeout, exchange(stream, request, &mut self.buf)).await;
+        match outcome {
+            Ok(Ok((response, close))) => {
+                if close {
+                    self.stream = None;
+                }
+                Ok(response)
+            }
+            Ok(Err(fail)) => {
+                self.stream = None;
+                Err(fail)
+            }
+            Err(_) => {
+                // The answer may still come; it must not be read as the next one's.
+                self.stream = None;
+                Err(Fail::Timeout)
+            }
+        }
+    }
+
+    /// The body of the last response.
+    pub fn body(&self, response: &Response) -> &[u8] {
+        self.buf.get(response.body.clone()).unwrap_or_default()
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what is available onto the end of `buf`; 0 means the peer closed.
+async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + 16 * 1024, 0);
+    let result = loop {
+        match stream.try_read(&mut buf[len..]) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if let Err(e) = stream.readable().await {
+                    break Err(e);
+                }
+            }
+            other => break other,
+        }
+    };
+    buf.truncate(len + *result.as_ref().unwrap_or(&0));
+    result
+}
+
+/// Reads until `buf` holds at least `len` bytes.
+async fn fill(stream: &TcpStream, buf: &mut Vec<u8>, len: usize) -> Result<(), Fail> {
+    while buf.len() < len {
+        if read_some(stream, buf).await.map_err(|_| Fail::Io)? == 0 {
+            return Err(Fail::Io);
+        }
+    }
+    Ok(())
+}
+
+/// The position just past the first `\r\n` at or after `from`, reading more
+/// as needed.
+async fn line_end(stream: &TcpStream, buf: &mut Vec<u8>, from: usize) -> Result<usize, Fail> {
+    loop {
+        if let Some(at) = buf[from..].windows(2).position(|w| w == b"\r\n") {
+            return Ok(from + at + 2);
+        }
+        if buf.len() - from > MAX_HEAD {
+            return Err(Fail::Protocol);
+        }
+        if read_some(stream, buf).await.map_err(|_| Fail::Io)? == 0 {
+            return Err(Fail::Io);
+        }
+    }
+}
+
+/// Writes one request and reads its response: status line, headers, and a
+/// body of `Content-Length` bytes, in chunks, or up to the close. Returns the
+/// response and whether the server closes the connection after it.
+async fn exchange(
+    stream: &TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(Response, bool), Fail> {
+    write_all(stream, request).await.map_err(|_| Fail::Io)?;
+    buf.clear();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(Fail::Protocol);
+        }
+        if read_some(stream, buf).await.map_err(|_| Fail::Io)? == 0 {
+            return Err(Fail::Io);
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| Fail::Protocol)?;
+    let mut lines = head.split("\r\n");
+    let mut status_line = lines.next().unwrap_or_default().split(' ');
+    let version = status_line.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(Fail::Protocol);
+    }
+    let status: u16 = status_line
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Fail::Protocol)?;
+    let mut close = version == "HTTP/1.0";
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or(Fail::Protocol)?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<usize>().map_err(|_| Fail::Protocol)?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+            if !chunked && !value.eq_ignore_ascii_case("identity") {
+                return Err(Fail::Protocol);
+            }
+        }
+    }
+    let body = if status < 200 || status == 204 || status == 304 {
+        head_end..head_end
+    } else if chunked {
+        read_chunked(stream, buf, head_end).await?
+    } else if let Some(length) = length {
+        if length > MAX_BODY {
+            return Err(Fail::Protocol);
+        }
+        fill(stream, buf, head_end + length).await?;
+        head_end..head_end + length
+    } else {
+        close = true;
+        while read_some(stream, buf).await.map_err(|_| Fail::Io)? > 0 {
+            if buf.len() - head_end > MAX_BODY {
+                return Err(Fail::Protocol);
+            }
+        }
+        head_end..buf.len()
+    };
+    Ok((Response { status, body }, close))
+}
+
+/// Reads a chunked body that starts at `start` and leaves it decoded at
+/// `start..` in `buf`.
+async fn read_chunked(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    start: usize,
+) -> Result<Range<usize>, Fail> {
+    let mut decoded = Vec::new();
+    let mut at = start;
+    loop {
+        let end = line_end(stream, buf, at).await?;
+        let line = std::str::from_utf8(&buf[at..end - 2]).map_err(|_| Fail::Protocol)?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16).map_err(|_| Fail::Protocol)?;
+        if decoded.len() + size > MAX_BODY {
+            return Err(Fail::Protocol);
+        }
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            let mut from = end;
+            loop {
+                let next = line_end(stream, buf, from).await?;
+                if next == from + 2 {
+                    break;
+                }
+                from = next;
+            }
+            break;
+        }
+        fill(stream, buf, end + size + 2).await?;
+        decoded.extend_from_slice(&buf[end..end + size]);
+        at = end + size + 2;
+    }
+    buf.truncate(start);
+    buf.extend_from_slice(&decoded);
+    Ok(start..buf.len())
+}
+
+/// A blocking GET with `Connection: close`, for setup and checks: the status
+/// and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A port free for both UDP and TCP on loopback at the time of asking.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
+        let port = udp.local_addr().expect("local address").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Latency histogram
+
+/// Bits of the linear part: each power of two is split into 2^SUB_BITS
+/// buckets, so a bucket is at most 1/256 of its values wide.
+const SUB_BITS: u32 = 8;
+const SUB: u64 = 1 << SUB_BITS;
+/// Values are clamped below 2^MAX_BITS ns (about 18 minutes).
+const MAX_BITS: u32 = 40;
+const BUCKETS: usize = (SUB as usize) * (MAX_BITS - SUB_BITS + 1) as usize;
+
+/// Latencies in nanoseconds, counted in log-linear buckets as an HDR
+/// histogram does: values below 512 ns exactly, larger ones in buckets at
+/// most 0.4% wide (256 per power of two). Percentiles read from it are the
+/// middle of their bucket, so within 0.2% of the exact value; the minimum,
+/// maximum and mean are exact. Its 68 KiB of counts are allocated on the
+/// first value, so an unused histogram costs nothing; histograms merge by
+/// adding counts.
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    min: u64,
+    max: u64,
+    sum: u128,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: Vec::new(),
+            total: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+        }
+    }
+}
+
+fn bucket_of(value: u64) -> usize {
+    if value < 2 * SUB {
+        return value as usize;
+    }
+    let top = 63 - value.leading_zeros();
+    let shift = top - SUB_BITS;
+    let mantissa = value >> shift;
+    (SUB * u64::from(shift + 1) + (mantissa - SUB)) as usize
+}
+
+/// The lowest value of bucket `index` and the bucket's width.
+fn bucket_range(index: usize) -> (u64, u64) {
+    let index = index as u64;
+    if index < 2 * SUB {
+        return (index, 1);
+    }
+    let shift = index / SUB - 1;
+    let mantissa = SUB + index % SUB;
+    (mantissa << shift, 1 << shift)
+}
+
+impl Histogram {
+    pub fn record(&mut self, latency: Duration) {
+        let ns = (latency.as_nanos().min(u128::from(u64::MAX)) as u64).min((1 << MAX_BITS) - 1);
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        self.counts[bucket_of(ns)] += 1;
+        self.total += 1;
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+        self.sum += u128::from(ns);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.total == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The nearest-rank percentile `q` (0.5 for the median), or `None` when
+    /// nothing was recorded.
+    pub fn percentile(&self, q: f64) -> Option<Duration> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (index, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let (low, width) = bucket_range(index);
+                let value = (low + width / 2).clamp(self.min, self.max);
+                return Some(Duration::from_nanos(value));
+            }
+        }
+        Some(Duration::from_nanos(self.max))
+    }
+
+    pub fn max(&self) -> Option<Duration> {
+        (self.total > 0).then(|| Duration::from_nanos(self.max))
+    }
+
+    pub fn min(&self) -> Option<Duration> {
+        (self.total > 0).then(|| Duration::from_nanos(self.min))
+    }
+
+    pub fn mean(&self) -> Option<Duration> {
+        (self.total > 0).then(|| Duration::from_nanos((self.sum / u128::from(self.total)) as u64))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Open loop
+
+/// Requests released by the open loop's pacer: `(number, scheduled start)`,
+/// or `None` to stop a worker. Workers on any runtime may take from it.
+pub struct Released {
+    queue: Mutex<VecDeque<Option<(u64, Instant)>>>,
+    ready: tokio::sync::Semaphore,
+}
+
+impl Default for Released {
+    fn default() -> Self {
+        Released {
+            queue: Default::default(),
+            ready: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Released {
+    pub fn push(&self, job: Option<(u64, Instant)>) {
+        self.queue.lock().expect("queue lock").push_back(job);
+        self.ready.add_permits(1);
+    }
+
+    pub async fn pop(&self) -> Option<(u64, Instant)> {
+        self.ready.acquire().await.expect("never closed").forget();
+        self.queue
+            .lock()
+            .expect("queue lock")
+            .pop_front()
+            .expect("a permit per job")
+    }
+}
+
+/// Releases request `i` at `start + i / rate` until `end` (or until `stop`
+/// says so), in batches at each tick of tokio's 1 ms timer: a request's
+/// scheduled start is the tick that released it, whether or not a worker is
+/// free to send it then.
+pub async fn release(
+    released: &Released,
+    rate: f64,
+    start: Instant,
+    end: Instant,
+    stop: &dyn Fn(u64) -> bool,
+) {
+    let due = |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
+    let mut i = 0;
+    while due(i) < end && !stop(i) {
+        tokio::time::sleep_until(due(i).into()).await;
+        let now = Instant::now();
+        while due(i) <= now && due(i) < end && !stop(i) {
+            released.push(Some((i, now)));
+            i += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// User and system CPU time of the processes `pids` (`self` for this one)
+/// so far, in seconds, from `/proc` (Linux; clock ticks of 10 ms).
+pub fn cpu_seconds(pids: &[String]) -> Option<f64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name: state is the first, utime the 12th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// A value of `bytes` printable bytes; not one repeated byte, in case the
+/// engine compresses.
+pub fn value_of(bytes: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect()
+}
