@@ -37,10 +37,14 @@
 //! answers 204 with the new version's context; replicas that were down get
 //! it later from hints.
 //!
+//! [`dev`] runs a local cluster of real processes (`dnd dev`, and the fault
+//! tests).
+//!
 //! [`node::Node::start`] wires all of this together for one node.
 
 pub mod actors;
 pub mod config;
+pub mod dev;
 pub mod http;
 pub mod key;
 pub mod member;

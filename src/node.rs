@@ -140,6 +140,7 @@ impl Node {
             request_timeout: config.replica_timeout * 3,
             max_frame_bytes: peer::DEFAULT_MAX_FRAME_BYTES
                 .max(config.max_value_bytes.saturating_mul(8) + (1 << 20)),
+            bind_ip: Some(config.address),
             ..PeerConfig::new(config.cluster_name.clone())
         };
         let replica_client: ReplicaClient = PeerClient::new(peer_config.clone(), metrics.clone());

@@ -34,6 +34,7 @@ fn config() -> PeerConfig {
         connect_timeout: Duration::from_secs(2),
         max_in_flight_per_peer: 256,
         max_frame_bytes: 1024 * 1024,
+        bind_ip: None,
     }
 }
 

@@ -227,6 +227,23 @@ enum Command {
         /// The member's id, as `/cluster/members` lists it.
         node_id: String,
     },
+    /// Run a local cluster of NODES processes on loopback until Ctrl-C.
+    ///
+    /// Node i uses --port and --server-port plus i-1 on --address (or, with
+    /// --distinct-addresses, the same ports on --address plus i-1), and keeps
+    /// its data and log under --data-dir [default: ./dnd-dev]. Arguments
+    /// after `--` go to every node: `dnd dev --nodes 5 -- --replicas 3`.
+    Dev {
+        /// How many nodes to run.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+        nodes: u16,
+        /// Give each node its own loopback address instead of its own ports.
+        #[arg(long)]
+        distinct_addresses: bool,
+        /// Flags for every node.
+        #[arg(last = true)]
+        node_args: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -258,7 +275,7 @@ impl Cli {
 
     fn into_config(self) -> anyhow::Result<Config> {
         let seed = match &self.command {
-            Command::Start | Command::Leave | Command::Remove { .. } => None,
+            Command::Start | Command::Leave | Command::Remove { .. } | Command::Dev { .. } => None,
             Command::Join { peer } => Some(resolve(peer)?),
         };
         // The indirect probe must be sent, and answered, within the period.
@@ -436,6 +453,87 @@ fn admin_request(
     Ok(())
 }
 
+/// `dnd dev`: starts the cluster, prints where its nodes are, and stops
+/// them all on SIGINT or SIGTERM (or when one of them exits).
+fn run_dev(
+    cli: &Cli,
+    nodes: usize,
+    distinct_addresses: bool,
+    node_args: Vec<String>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let IpAddr::V4(address) = cli.address else {
+        return Err(anyhow!("dnd dev needs an IPv4 loopback --address"));
+    };
+    if !address.is_loopback() {
+        return Err(anyhow!(
+            "dnd dev runs on loopback only; --address {address} is not"
+        ));
+    }
+    let mut args = vec![
+        "--cluster-name".to_string(),
+        cli.cluster_name.clone(),
+        "--storage".to_string(),
+        format!("{:?}", cli.storage).to_lowercase(),
+    ];
+    args.extend(node_args);
+    let options = dnd::dev::DevOptions {
+        binary: std::env::current_exe().context("cannot find the dnd binary")?,
+        nodes,
+        address,
+        distinct_addresses,
+        gossip_port: cli.port,
+        http_port: cli.server_port,
+        data_dir: cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("dnd-dev")),
+        node_args: args,
+    };
+    let mut cluster = dnd::dev::DevCluster::start(options, Duration::from_secs(60))?;
+    let mut out = std::io::stdout();
+    writeln!(out, "{nodes} dnd nodes running (Ctrl-C stops them all):")?;
+    for node in &cluster.nodes {
+        writeln!(
+            out,
+            "  {}  http://{}  gossip {}  data {}  log {}",
+            node.name,
+            node.http_addr(),
+            node.gossip_addr(),
+            node.data_dir.display(),
+            node.log.display()
+        )?;
+    }
+    writeln!(
+        out,
+        "try: curl -X PUT http://{}/kv/hello -d world",
+        cluster.nodes[0].http_addr()
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exited = runtime.block_on(async {
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => return None,
+                _ = check.tick() => {
+                    for node in &mut cluster.nodes {
+                        if !node.is_running() {
+                            return Some(node.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+    });
+    cluster.stop(Duration::from_secs(15));
+    match exited {
+        Some(name) => Err(anyhow!("{name} exited; stopped the others")),
+        None => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
@@ -454,6 +552,11 @@ fn main() -> ExitCode {
             "202",
             None,
         ),
+        Command::Dev {
+            nodes,
+            distinct_addresses,
+            ref node_args,
+        } => run_dev(&cli, nodes.into(), distinct_addresses, node_args.clone()),
         _ => cli.into_run().and_then(run),
     };
     match outcome {

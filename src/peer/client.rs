@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
@@ -228,7 +228,18 @@ where
     async fn open(&self, addr: SocketAddr) -> Result<Connection<Resp>, PeerError> {
         let config = &self.inner.config;
         let connect_error = |source| PeerError::Connect { addr, source };
-        let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+        let stream = match config.bind_ip.filter(|ip| !ip.is_unspecified()) {
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => TcpSocket::new_v4(),
+                    IpAddr::V6(_) => TcpSocket::new_v6(),
+                }
+                .map_err(connect_error)?;
+                socket.bind(SocketAddr::new(ip, 0)).map_err(connect_error)?;
+                socket.connect(addr).await.map_err(connect_error)?
+            }
+            None => TcpStream::connect(addr).await.map_err(connect_error)?,
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%addr, %error, "cannot disable Nagle on a peer connection");
         }

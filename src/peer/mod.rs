@@ -22,7 +22,7 @@ pub mod frame;
 pub mod server;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +59,10 @@ pub struct PeerConfig {
     /// The largest frame body sent or read. Larger requests fail before they
     /// are sent; a larger incoming frame closes its connection unread.
     pub max_frame_bytes: usize,
+    /// The local address connections start from: the node's own, so that
+    /// peers (and firewall rules) see requests come from the address it
+    /// advertises. `None` lets the OS choose.
+    pub bind_ip: Option<IpAddr>,
 }
 
 impl PeerConfig {
@@ -69,6 +73,7 @@ impl PeerConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            bind_ip: None,
         }
     }
 

@@ -1,0 +1,425 @@
+//! A local cluster of real `dnd` processes on loopback: what `dnd dev
+//! --nodes 5` runs, and what the fault tests (`tests/faults.rs`) drive.
+//!
+//! Owns the child processes it starts, their data directories and their log
+//! files. It must never signal a process it did not start, and it stops every
+//! node it started when dropped, so a failing test leaves nothing behind.
+//! Blocking on purpose: it is used from a plain `main` and from test threads,
+//! and talks to the nodes with one-shot HTTP/1.1 requests over std sockets.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a local cluster is laid out and started.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// The `dnd` binary to run.
+    pub binary: PathBuf,
+    pub nodes: usize,
+    /// Node 1's address. With `distinct_addresses`, node `i` listens on
+    /// this address plus `i - 1` (127.0.0.1, 127.0.0.2, ...) on the same
+    /// ports; otherwise every node listens here and node `i` adds `i - 1`
+    /// to both ports.
+    pub address: Ipv4Addr,
+    pub distinct_addresses: bool,
+    pub gossip_port: u16,
+    pub http_port: u16,
+    /// Node `i` keeps its data in `data_dir/node-i` and logs to
+    /// `data_dir/node-i.log`.
+    pub data_dir: PathBuf,
+    /// Passed to every node before the subcommand (`--replicas 3`, ...).
+    pub node_args: Vec<String>,
+}
+
+/// One node of a [`DevCluster`]; its addresses and data stay the same
+/// across restarts, so a restarted node keeps its identity.
+#[derive(Debug)]
+pub struct DevNode {
+    pub name: String,
+    pub address: IpAddr,
+    pub gossip_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// Extra environment for this node's process (a faked clock, say).
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl DevNode {
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.http_port)
+    }
+
+    pub fn gossip_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.gossip_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether this node's process is running (or paused).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Errors of the launcher, each naming the node it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("cannot start {node}: {source}")]
+    Spawn {
+        node: String,
+        source: std::io::Error,
+    },
+    #[error("{node} exited before it was ready; its log is {log}")]
+    Exited { node: String, log: PathBuf },
+    #[error("{what} within {seconds:.0} s")]
+    NotReady { what: String, seconds: f64 },
+    #[error("a cluster needs at least one node")]
+    NoNodes,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Real `dnd` processes on loopback, one data directory each.
+pub struct DevCluster {
+    options: DevOptions,
+    pub nodes: Vec<DevNode>,
+}
+
+impl DevCluster {
+    /// Lays the cluster out without starting anything.
+    pub fn new(options: DevOptions) -> Result<DevCluster, DevError> {
+        if options.nodes == 0 {
+            return Err(DevError::NoNodes);
+        }
+        std::fs::create_dir_all(&options.data_dir)?;
+        let nodes = (0..options.nodes)
+            .map(|i| {
+                let offset = u16::try_from(i).unwrap_or(u16::MAX);
+                let (address, gossip_port, http_port) = if options.distinct_addresses {
+                    let base = u32::from(options.address);
+                    let address = Ipv4Addr::from(base.saturating_add(u32::from(offset)));
+                    (address, options.gossip_port, options.http_port)
+                } else {
+                    (
+                        options.address,
+                        options.gossip_port.saturating_add(offset),
+                        options.http_port.saturating_add(offset),
+                    )
+                };
+                let name = format!("node-{}", i + 1);
+                DevNode {
+                    data_dir: options.data_dir.join(&name),
+                    log: options.data_dir.join(format!("{name}.log")),
+                    name,
+                    address: IpAddr::V4(address),
+                    gossip_port,
+                    http_port,
+                    env: Vec::new(),
+                    child: None,
+                }
+            })
+            .collect();
+        Ok(DevCluster { options, nodes })
+    }
+
+    /// Starts every node (the first with `start`, the others joining it)
+    /// and waits until each lists all of them alive.
+    pub fn start(options: DevOptions, timeout: Duration) -> Result<DevCluster, DevError> {
+        let mut cluster = DevCluster::new(options)?;
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_converged(timeout)?;
+        Ok(cluster)
+    }
+
+    /// Starts node `i` (again): the first node of a fresh cluster runs
+    /// `start`, every other start joins through a node that is running.
+    pub fn spawn(&mut self, i: usize) -> Result<(), DevError> {
+        let seed = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .find(|&j| self.nodes[j].is_running())
+            .map(|j| self.nodes[j].gossip_addr());
+        let node = &mut self.nodes[i];
+        if node.is_running() {
+            return Ok(());
+        }
+        let log = File::options().create(true).append(true).open(&node.log)?;
+        let mut command = Command::new(&self.options.binary);
+        command
+            .arg("--address")
+            .arg(node.address.to_string())
+            .arg("--port")
+            .arg(node.gossip_port.to_string())
+            .arg("--server-port")
+            .arg(node.http_port.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&self.options.node_args);
+        match seed {
+            Some(seed) => command.arg("join").arg(seed.to_string()),
+            None => command.arg("start"),
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env_remove("DND_LOG")
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
+            .spawn()
+            .map_err(|source| DevError::Spawn {
+                node: node.name.clone(),
+                source,
+            })?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until every running node answers `/health` and lists every
+    /// running node alive.
+    pub fn wait_converged(&mut self, timeout: Duration) -> Result<(), DevError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in &mut self.nodes {
+                if node.child.is_some() && !node.is_running() {
+                    return Err(DevError::Exited {
+                        node: node.name.clone(),
+                        log: node.log.clone(),
+                    });
+                }
+            }
+            if self.converged() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(DevError::NotReady {
+                    what: "the nodes did not all list each other alive".into(),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn converged(&mut self) -> bool {
+        let running: Vec<SocketAddr> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then(|| n.gossip_addr()))
+            .collect();
+        let https: Vec<SocketAddr> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then(|| n.http_addr()))
+            .collect();
+        https.iter().all(|&http| {
+            let Some((200, body)) = http_get(http, "/cluster/members") else {
+                return false;
+            };
+            let Ok(members) = serde_json::from_str::<serde_json::Value>(&body) else {
+                return false;
+            };
+            let alive: Vec<String> = members
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["state"] == "alive")
+                .filter_map(|m| m["gossip_addr"].as_str().map(str::to_string))
+                .collect();
+            running
+                .iter()
+                .all(|addr| alive.iter().any(|a| a == &addr.to_string()))
+        })
+    }
+
+    /// `kill -9`: the node gets no chance to leave or flush.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`) to node `i`, if it runs.
+    pub fn signal(&mut self, i: usize, signal: &str) -> Result<(), DevError> {
+        let Some(pid) = self.nodes[i].pid() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(DevError::Io(std::io::Error::other(format!(
+                "kill -{signal} {pid} failed"
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Stops every node: SIGTERM (a node leaves the cluster on it), then
+    /// SIGKILL for any still running after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        for i in 0..self.nodes.len() {
+            // A paused node must run again to handle SIGTERM.
+            let _ = self.signal(i, "CONT");
+            let _ = self.signal(i, "TERM");
+        }
+        let deadline = Instant::now() + grace;
+        for node in &mut self.nodes {
+            while node.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.options.data_dir
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.signal(i, "CONT");
+            self.kill(i);
+        }
+    }
+}
+
+/// An answer to [`request`].
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`),
+/// waiting at most `timeout` for each read and write. Errors are one line.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let io = |what: &str, e: std::io::Error| format!("{what} {addr}: {e}");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1).min(timeout))
+        .map_err(|e| io("connecting to", e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| io("setting timeouts on", e))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .map_err(|e| io("sending to", e))?;
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .map_err(|e| io("reading from", e))?;
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{addr} answered no complete head"))?;
+    let head = String::from_utf8_lossy(&reply[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{addr} answered no status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = reply[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| format!("{addr} sent a bad chunked body"))?;
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// One `GET`: the status and the body as text, or `None` if the node
+/// cannot be reached or answers something unreadable.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let reply = request(addr, "GET", path, &[], b"", Duration::from_secs(5)).ok()?;
+    Some((reply.status, reply.text()))
+}
+
+/// A counter or gauge from a node's `/metrics` (`dnd_hints_pending`, ...).
+pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let (_, text) = http_get(addr, "/metrics").filter(|(status, _)| *status == 200)?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
