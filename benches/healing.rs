@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dnd::dev::{metric, request, DevCluster, DevOptions};
+use dnd::dev::{metric, metrics, request, DevCluster, DevOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -178,11 +178,26 @@ fn send_all(nodes: &[SocketAddr], requests: &[(&str, String, Vec<u8>, u16)]) -> 
     failed.into_inner()
 }
 
+/// The sum over nodes and names, one `/metrics` fetch per node.
 fn sum(nodes: &[SocketAddr], names: &[&str]) -> u64 {
     nodes
         .iter()
-        .flat_map(|&n| names.iter().map(move |name| metric(n, name).unwrap_or(0)))
+        .filter_map(|&n| metrics(n, names))
+        .flatten()
+        .map(|value| value.unwrap_or(0))
         .sum()
+}
+
+/// Writes `keys` values of 1 KiB named `{prefix}-{i}` to every replica
+/// (`w=all`), spread over `nodes`.
+fn preload(nodes: &[SocketAddr], prefix: &str, keys: usize) -> Result<(), String> {
+    let writes: Vec<_> = (0..keys)
+        .map(|i| ("PUT", format!("/kv/{prefix}-{i}?w=all"), value(i), 204))
+        .collect();
+    match send_all(nodes, &writes) {
+        0 => Ok(()),
+        failed => Err(format!("{failed} of {keys} first writes failed")),
+    }
 }
 
 fn wait_for<T>(
@@ -224,13 +239,7 @@ fn anti_entropy(keys: usize) -> Result<String, String> {
     let mut cluster = cluster(3, dir.path(), &args, &mut rng)?;
     let nodes: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.http_addr()).collect();
     eprintln!("healing: anti-entropy: loading {keys} keys on three nodes");
-    let old: Vec<_> = (0..keys)
-        .map(|i| ("PUT", format!("/kv/old-{i}?w=all"), value(i), 204))
-        .collect();
-    let failed = send_all(&nodes, &old);
-    if failed > 0 {
-        return Err(format!("{failed} of the first {keys} writes failed"));
-    }
+    preload(&nodes, "old", keys)?;
 
     cluster.kill(2);
     let up = &nodes[..2];
@@ -384,32 +393,10 @@ fn phase(name: &str, samples: &[Sample], from: Instant, to: Instant) -> String {
 fn join_under_load(keys: usize) -> Result<String, String> {
     let mut rng = StdRng::seed_from_u64(2);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let options_for_six = ["-q"];
-    let mut cluster = cluster(5, dir.path(), &options_for_six, &mut rng)?;
-    // Laid out for five; the sixth gets the next ports.
-    let sixth = {
-        let mut six = DevCluster::new(DevOptions {
-            binary: env!("CARGO_BIN_EXE_dnd").into(),
-            nodes: 6,
-            address: Ipv4Addr::LOCALHOST,
-            distinct_addresses: false,
-            gossip_port: cluster.nodes[0].gossip_port,
-            http_port: cluster.nodes[0].http_port,
-            data_dir: dir.path().to_path_buf(),
-            node_args: options_for_six.iter().map(|s| s.to_string()).collect(),
-        })
-        .map_err(|e| e.to_string())?;
-        six.nodes.pop().ok_or("no sixth node")?
-    };
+    let mut cluster = cluster(5, dir.path(), &["-q"], &mut rng)?;
     let old: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.http_addr()).collect();
     eprintln!("healing: join: loading {keys} keys on five nodes");
-    let load: Vec<_> = (0..keys)
-        .map(|i| ("PUT", format!("/kv/key-{i}?w=all"), value(i), 204))
-        .collect();
-    let failed = send_all(&old, &load);
-    if failed > 0 {
-        return Err(format!("{failed} of {keys} writes failed"));
-    }
+    preload(&old, "key", keys)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -431,8 +418,8 @@ fn join_under_load(keys: usize) -> Result<String, String> {
         .collect();
     eprintln!("healing: join: the sixth node joins");
     let joined = Instant::now();
-    cluster.nodes.push(sixth);
-    cluster.spawn(5).map_err(|e| e.to_string())?;
+    let sixth = cluster.add_node();
+    cluster.spawn(sixth).map_err(|e| e.to_string())?;
     let all: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.http_addr()).collect();
     wait_for(
         "every node to finish handing data over",

@@ -107,34 +107,16 @@ impl DevCluster {
             return Err(DevError::NoNodes);
         }
         std::fs::create_dir_all(&options.data_dir)?;
-        let nodes = (0..options.nodes)
-            .map(|i| {
-                let offset = u16::try_from(i).unwrap_or(u16::MAX);
-                let (address, gossip_port, http_port) = if options.distinct_addresses {
-                    let base = u32::from(options.address);
-                    let address = Ipv4Addr::from(base.saturating_add(u32::from(offset)));
-                    (address, options.gossip_port, options.http_port)
-                } else {
-                    (
-                        options.address,
-                        options.gossip_port.saturating_add(offset),
-                        options.http_port.saturating_add(offset),
-                    )
-                };
-                let name = format!("node-{}", i + 1);
-                DevNode {
-                    data_dir: options.data_dir.join(&name),
-                    log: options.data_dir.join(format!("{name}.log")),
-                    name,
-                    address: IpAddr::V4(address),
-                    gossip_port,
-                    http_port,
-                    env: Vec::new(),
-                    child: None,
-                }
-            })
-            .collect();
+        let nodes = (0..options.nodes).map(|i| lay_out(&options, i)).collect();
         Ok(DevCluster { options, nodes })
+    }
+
+    /// Lays out one more node after the others (by the same rule), not yet
+    /// started; returns its index for [`DevCluster::spawn`].
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(lay_out(&self.options, i));
+        i
     }
 
     /// Starts every node (the first with `start`, the others joining it)
@@ -217,17 +199,12 @@ impl DevCluster {
     }
 
     fn converged(&mut self) -> bool {
-        let running: Vec<SocketAddr> = self
+        let running: Vec<(SocketAddr, SocketAddr)> = self
             .nodes
             .iter_mut()
-            .filter_map(|n| n.is_running().then(|| n.gossip_addr()))
+            .filter_map(|n| n.is_running().then(|| (n.gossip_addr(), n.http_addr())))
             .collect();
-        let https: Vec<SocketAddr> = self
-            .nodes
-            .iter_mut()
-            .filter_map(|n| n.is_running().then(|| n.http_addr()))
-            .collect();
-        https.iter().all(|&http| {
+        running.iter().all(|&(_, http)| {
             let Some((200, body)) = http_get(http, "/cluster/members") else {
                 return false;
             };
@@ -243,7 +220,7 @@ impl DevCluster {
                 .collect();
             running
                 .iter()
-                .all(|addr| alive.iter().any(|a| a == &addr.to_string()))
+                .all(|(gossip, _)| alive.iter().any(|a| a == &gossip.to_string()))
         })
     }
 
@@ -294,6 +271,34 @@ impl DevCluster {
 
     pub fn data_dir(&self) -> &Path {
         &self.options.data_dir
+    }
+}
+
+/// Node `i`'s place: its own ports on the shared address, or its own
+/// address on the shared ports.
+fn lay_out(options: &DevOptions, i: usize) -> DevNode {
+    let offset = u16::try_from(i).unwrap_or(u16::MAX);
+    let (address, gossip_port, http_port) = if options.distinct_addresses {
+        let base = u32::from(options.address);
+        let address = Ipv4Addr::from(base.saturating_add(u32::from(offset)));
+        (address, options.gossip_port, options.http_port)
+    } else {
+        (
+            options.address,
+            options.gossip_port.saturating_add(offset),
+            options.http_port.saturating_add(offset),
+        )
+    };
+    let name = format!("node-{}", i + 1);
+    DevNode {
+        data_dir: options.data_dir.join(&name),
+        log: options.data_dir.join(format!("{name}.log")),
+        name,
+        address: IpAddr::V4(address),
+        gossip_port,
+        http_port,
+        env: Vec::new(),
+        child: None,
     }
 }
 
@@ -414,12 +419,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// A counter or gauge from a node's `/metrics` (`dnd_hints_pending`, ...).
 pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    metrics(addr, &[name])?.pop()?
+}
+
+/// Several counters or gauges from one fetch of a node's `/metrics`, in
+/// the order asked; `None` if the node did not answer.
+pub fn metrics(addr: SocketAddr, names: &[&str]) -> Option<Vec<Option<u64>>> {
     let (_, text) = http_get(addr, "/metrics").filter(|(status, _)| *status == 200)?;
-    text.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    let value = |name: &str| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    Some(names.iter().map(|name| value(name)).collect())
 }

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dnd::dev::{metric, DevCluster, DevOptions};
+use dnd::dev::{metrics, DevCluster, DevOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -525,14 +525,26 @@ struct Counters {
     hints: u64,
 }
 
+/// One `/metrics` fetch per node; what a node does not report counts as
+/// not converged (and no round done).
 fn counters(nodes: &[SocketAddr]) -> Vec<Counters> {
+    const NAMES: [&str; 4] = [
+        "dnd_anti_entropy_rounds_total",
+        "dnd_anti_entropy_keys_repaired_total",
+        "dnd_kv_read_repairs_total",
+        "dnd_hints_pending",
+    ];
     nodes
         .iter()
-        .map(|&n| Counters {
-            rounds: metric(n, "dnd_anti_entropy_rounds_total").unwrap_or(0),
-            repaired: metric(n, "dnd_anti_entropy_keys_repaired_total").unwrap_or(u64::MAX),
-            read_repairs: metric(n, "dnd_kv_read_repairs_total").unwrap_or(u64::MAX),
-            hints: metric(n, "dnd_hints_pending").unwrap_or(u64::MAX),
+        .map(|&n| {
+            let values = metrics(n, &NAMES).unwrap_or_default();
+            let get = |i: usize| values.get(i).copied().flatten();
+            Counters {
+                rounds: get(0).unwrap_or(0),
+                repaired: get(1).unwrap_or(u64::MAX),
+                read_repairs: get(2).unwrap_or(u64::MAX),
+                hints: get(3).unwrap_or(u64::MAX),
+            }
         })
         .collect()
 }
