@@ -723,8 +723,6 @@ fn kill_9_of_one_node_every_few_seconds_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "finds a bug not fixed yet: after every node is killed and restarted, hints stay \
-            pending for minutes (dnd_hints_pending > 0 on three nodes 120 s after the heal)"]
 fn all_nodes_killed_and_restarted_lose_no_acknowledged_write() {
     scenario(
         "all nodes kill -9, then restarted",
@@ -769,8 +767,6 @@ fn a_node_paused_past_its_suspicion_timeout_loses_no_acknowledged_write() {
 }
 
 #[test]
-#[ignore = "finds the same bug as the isolated node: on the minority side, nodes that are not \
-            home replicas version writes themselves; superseded values come back (2 in a run)"]
 fn a_two_three_partition_with_writes_on_both_sides_loses_no_acknowledged_write() {
     if !nft_or_skip("partition 2|3") {
         return;
@@ -792,9 +788,6 @@ fn a_two_three_partition_with_writes_on_both_sides_loses_no_acknowledged_write()
 }
 
 #[test]
-#[ignore = "finds a bug not fixed yet: an isolated node that is not a home replica of a key \
-            versions writes for it itself (no home replica reachable), with dots counted from a \
-            copy it may not hold; values an acknowledged write superseded come back"]
 fn an_isolated_minority_node_loses_no_acknowledged_write() {
     if !nft_or_skip("one node isolated") {
         return;

@@ -129,6 +129,9 @@ pub enum StoreError {
     ReadQuorum(QuorumShortfall),
     #[error("{} of the {} replicas needed stored the write", .0.answered, .0.needed)]
     WriteQuorum(QuorumShortfall),
+    /// Only a home replica versions a write: see [`Store::coordinate_write`].
+    #[error("this node is not a home replica of the key")]
+    NotHome,
 }
 
 /// A client read: the merged object of at least R replicas.
@@ -180,12 +183,6 @@ pub struct LocalCopy {
 #[derive(Message, Debug)]
 #[rtype(result = "ReplicaReply")]
 pub struct FromPeer(pub ReplicaRequest);
-
-/// A write this node must coordinate itself: forwarded to it, or one no
-/// home replica could take.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Written, StoreError>")]
-struct CoordinateHere(ClientWrite);
 
 #[derive(Debug, Clone)]
 struct ClientWrite {
@@ -455,7 +452,21 @@ impl Store {
     ) -> ResponseFuture<Result<Written, StoreError>> {
         let placement = self.placement(&write.key);
         let local_id = self.config.local_id;
-        if !forwarded && !placement.is_home(local_id) {
+        let replicas = self.effective_replicas();
+        let needed = write
+            .quorum
+            .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
+            .resolve(replicas);
+        // Only a home replica versions a write. A new dot is counted from
+        // the coordinator's own copy, which must hold every dot it issued
+        // for the key; a stand-in's copy is a hint it hands over and drops,
+        // so a stand-in counting from it could issue a dot twice, and
+        // superseded values would come back. With no home replica in
+        // reach the write is refused, not versioned elsewhere.
+        if !placement.is_home(local_id) {
+            if forwarded {
+                return ready(Err(StoreError::NotHome));
+            }
             let homes = self.with_addrs(
                 placement
                     .targets
@@ -463,24 +474,17 @@ impl Store {
                     .filter(|t| t.hint_for.is_none())
                     .map(|t| t.node),
             );
-            if !homes.is_empty() {
-                self.metrics.kv_writes_forwarded.inc();
-                return Box::pin(forward(
-                    self.peers.clone(),
-                    homes,
-                    // Long enough for the home replica's own fan-out.
-                    self.config.replica_timeout * 3,
-                    write,
-                    ctx.address(),
-                ));
-            }
+            self.metrics.kv_writes_forwarded.inc();
+            return Box::pin(forward(
+                self.peers.clone(),
+                homes,
+                // Long enough for the home replica's own fan-out.
+                self.config.replica_timeout * 3,
+                write,
+                needed,
+            ));
         }
         self.metrics.kv_writes_coordinated.inc();
-        let replicas = self.effective_replicas();
-        let needed = write
-            .quorum
-            .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
-            .resolve(replicas);
         let written = {
             let this = &*self;
             contain_panic("store", ctx, || this.write_local(&write))
@@ -491,21 +495,6 @@ impl Store {
             None => return ready(Err(StoreError::Restarting)),
         };
         self.note_change(change);
-        // This node's own copy may stand in for a home replica that is down.
-        let mut kept_here: Vec<NodeId> = placement
-            .targets
-            .iter()
-            .filter(|t| t.node == local_id)
-            .filter_map(|t| t.hint_for)
-            .collect();
-        if !placement.is_home(local_id) && kept_here.is_empty() {
-            // A copy outside the key's home: hand it to the first home
-            // replica later, which also lets this node drop it.
-            kept_here.extend(placement.home.first().copied());
-        }
-        if !kept_here.is_empty() && self.config.hinted_handoff {
-            self.keep_hints(&write.key, &kept_here);
-        }
         let targets: Vec<(Target, SocketAddr)> = placement
             .targets
             .iter()
@@ -592,7 +581,16 @@ impl Store {
             };
             let mut batch = Vec::new();
             let mut stale = Vec::new();
+            let mut moved = Vec::new();
             for key in self.hints.keys_for(owner).take(HINT_BATCH) {
+                // The ring changed since the hint was kept (nodes joined or
+                // came back): the owner would refuse a key it no longer
+                // homes, so the copy goes to the key's home replicas now.
+                let home = self.placement(key).home;
+                if !home.contains(&owner) {
+                    moved.push((key.clone(), home));
+                    continue;
+                }
                 match self.read_local(key) {
                     Ok(object) if !object.is_empty() => batch.push((key.clone(), object)),
                     Ok(_) => stale.push(key.clone()),
@@ -600,6 +598,14 @@ impl Store {
                 }
             }
             for key in stale {
+                self.drop_hint(owner, &key);
+            }
+            for (key, home) in moved {
+                let owners: Vec<NodeId> = home
+                    .into_iter()
+                    .filter(|&n| n != self.config.local_id)
+                    .collect();
+                self.keep_hints(&key, &owners);
                 self.drop_hint(owner, &key);
             }
             if batch.is_empty() {
@@ -876,12 +882,14 @@ impl Hints {
 
 /// Tries the key's home replicas in turn to coordinate a write; if none
 /// can, this node coordinates it itself.
+/// Hands a client write to the first home replica that takes it; if none
+/// does, nothing was stored anywhere.
 async fn forward(
     peers: ReplicaClient,
     homes: Vec<(NodeId, SocketAddr)>,
     timeout: Duration,
     write: ClientWrite,
-    store: Addr<Store>,
+    needed: usize,
 ) -> Result<Written, StoreError> {
     let request = ReplicaRequest::Coordinate {
         key: write.key.clone(),
@@ -895,14 +903,25 @@ async fn forward(
             Ok(ReplicaReply::Written(Err(shortfall))) => {
                 return Err(StoreError::WriteQuorum(shortfall))
             }
+            // Refused, or never sent: the next home replica may take it.
             Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),
-            Err(e) => tracing::debug!(%node, error = %e, "home replica unreachable to coordinate"),
+            Err(e @ (PeerError::Connect { .. } | PeerError::Refused(_))) => {
+                tracing::debug!(%node, error = %e, "home replica unreachable to coordinate");
+            }
+            // It may have versioned and stored the write: asking another
+            // home replica would version it a second time, a duplicate
+            // that outlives the writes superseding the first.
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "home replica did not answer; the write's fate is unknown");
+                break;
+            }
         }
     }
-    store
-        .send(CoordinateHere(write))
-        .await
-        .unwrap_or(Err(StoreError::Restarting))
+    Err(StoreError::WriteQuorum(QuorumShortfall {
+        needed,
+        answered: 0,
+        stored_on: Vec::new(),
+    }))
 }
 
 /// One write's replication to the other replicas, after the coordinator
@@ -928,7 +947,12 @@ impl FanOut {
     ) {
         let mut reply = Some(reply);
         let mut stored_on = vec![self.local_id];
-        let mut spares = spares.into_iter();
+        // Each copy counts once: never this node again, nor a target.
+        let asked: HashSet<NodeId> = targets.iter().map(|(t, _)| t.node).collect();
+        let local_id = self.local_id;
+        let mut spares = spares
+            .into_iter()
+            .filter(move |(n, _)| *n != local_id && !asked.contains(n));
         let mut unplaced = Vec::new();
         let mut pending = FuturesUnordered::new();
         let send = |target: Target, addr: SocketAddr| {
@@ -951,11 +975,14 @@ impl FanOut {
             answer_write(&mut reply, Ok((&context, &stored_on)));
         }
         while let Some((target, ok)) = pending.next().await {
-            if ok {
+            if ok && !stored_on.contains(&target.node) {
                 stored_on.push(target.node);
                 if stored_on.len() >= needed {
                     answer_write(&mut reply, Ok((&context, &stored_on)));
                 }
+                continue;
+            }
+            if ok {
                 continue;
             }
             let owner = target.hint_for.unwrap_or(target.node);
@@ -1047,7 +1074,12 @@ impl Gather {
             answers.push((self.local_id, None, object.dots()));
             merged.merge(&object);
         }
-        let mut spares = spares.into_iter();
+        // Each replica counts once: never this node again, nor one asked.
+        let asked: HashSet<NodeId> = remote.iter().map(|(n, _)| *n).collect();
+        let local_id = self.local_id;
+        let mut spares = spares
+            .into_iter()
+            .filter(move |(n, _)| *n != local_id && !asked.contains(n));
         let mut pending = FuturesUnordered::new();
         let read = |node: NodeId, addr: SocketAddr| {
             let request = ReplicaRequest::Read {
@@ -1232,14 +1264,6 @@ impl Handler<Delete> for Store {
             quorum: msg.quorum,
         };
         self.coordinate_write(write, false, ctx)
-    }
-}
-
-impl Handler<CoordinateHere> for Store {
-    type Result = ResponseFuture<Result<Written, StoreError>>;
-
-    fn handle(&mut self, msg: CoordinateHere, ctx: &mut Self::Context) -> Self::Result {
-        self.coordinate_write(msg.0, true, ctx)
     }
 }
 

@@ -49,7 +49,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
             StoreError::Version(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Storage(_) | StoreError::Restarting => ApiError::Unavailable(e.to_string()),
+            StoreError::Storage(_) | StoreError::Restarting | StoreError::NotHome => {
+                ApiError::Unavailable(e.to_string())
+            }
             StoreError::ReadQuorum(ref shortfall) => ApiError::Quorum {
                 message: format!("read quorum not met: {e}"),
                 shortfall: shortfall.clone(),
