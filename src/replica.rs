@@ -51,6 +51,13 @@ pub enum ReplicaRequest {
     /// Drop this key if its copy is exactly these tombstones: every home
     /// replica holds them and their grace period has passed.
     Purge { key: String, dots: Vec<Dot> },
+    /// Keys handed over by `leaving` before it leaves the cluster: the
+    /// receiver also takes those it will be a home replica of once
+    /// `leaving` is gone, though its own ring may still hold `leaving`.
+    HandOver {
+        leaving: NodeId,
+        objects: Vec<(String, Object)>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -736,7 +736,10 @@ impl Store {
                     }
                 });
             }
-            ReplicaRequest::WriteBatch { objects } => self.merge_batch(objects),
+            ReplicaRequest::WriteBatch { objects } => self.merge_batch(objects, None),
+            ReplicaRequest::HandOver { leaving, objects } => {
+                self.merge_batch(objects, Some(leaving))
+            }
             ReplicaRequest::TreeBranches { pair } => self.tree_branches(pair),
             ReplicaRequest::TreeLeaves { pair, branches } => self.tree_leaves(pair, &branches),
             ReplicaRequest::ExchangeBuckets { pair, buckets } => {

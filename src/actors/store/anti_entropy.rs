@@ -35,6 +35,7 @@ use crate::merkle::{
 };
 use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};
+use crate::ring::Ring;
 use crate::version::{Dot, Object};
 
 /// Buckets whose entries one round exchanges.
@@ -255,7 +256,7 @@ impl Store {
     }
 
     fn exchanged(&mut self, msg: Exchanged, ctx: &mut Context<Self>) {
-        let (merged, _) = self.merge_objects(msg.objects);
+        let (merged, _) = self.merge_objects(msg.objects, None);
         let mut push = Vec::new();
         for key in msg.wanted.into_iter().take(MAX_OBJECTS_PER_REQUEST) {
             if Key::new(key.as_str(), self.config.max_key_bytes).is_err() {
@@ -297,12 +298,26 @@ impl Store {
     }
 
     /// Merges objects another node sent, for keys this node is a home
-    /// replica of; returns how many changed here and how many were refused.
-    fn merge_objects(&mut self, objects: Vec<(String, Object)>) -> (usize, usize) {
+    /// replica of (or will be once `leaving` is gone); returns how many
+    /// changed here and how many were refused.
+    fn merge_objects(
+        &mut self,
+        objects: Vec<(String, Object)>,
+        leaving: Option<NodeId>,
+    ) -> (usize, usize) {
         let (mut merged, mut refused) = (0, 0);
+        let without_leaving = leaving.map(|gone| {
+            Ring::new(
+                self.ring.nodes().iter().copied().filter(|&n| n != gone),
+                self.config.vnodes,
+            )
+        });
         for (key, object) in objects {
-            let home =
-                Key::new(key.as_str(), self.config.max_key_bytes).is_ok() && self.is_home_now(&key);
+            let home_after_leave = without_leaving.as_ref().is_some_and(|ring| {
+                home_of(ring, &self.config.replication, &key).contains(&self.config.local_id)
+            });
+            let home = Key::new(key.as_str(), self.config.max_key_bytes).is_ok()
+                && (self.is_home_now(&key) || home_after_leave);
             if !home {
                 refused += 1;
                 continue;
@@ -323,12 +338,16 @@ impl Store {
         (merged, refused)
     }
 
-    pub(super) fn merge_batch(&mut self, objects: Vec<(String, Object)>) -> ReplicaReply {
+    pub(super) fn merge_batch(
+        &mut self,
+        objects: Vec<(String, Object)>,
+        leaving: Option<NodeId>,
+    ) -> ReplicaReply {
         if objects.len() > MAX_OBJECTS_PER_REQUEST {
             return ReplicaReply::Refused("too many objects in one batch".into());
         }
         let count = objects.len();
-        let (_, refused) = self.merge_objects(objects);
+        let (_, refused) = self.merge_objects(objects, leaving);
         ReplicaReply::StoredBatch {
             stored: count - refused,
             refused,

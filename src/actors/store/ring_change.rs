@@ -334,6 +334,7 @@ impl Store {
         let peers = self.peers.clone();
         let timeout = self.config.replica_timeout * 3;
         let store = ctx.address();
+        let leaving = self.leaving.then_some(self.config.local_id);
         actix::spawn(async move {
             let mut pending: FuturesUnordered<_> = sends
                 .into_iter()
@@ -343,13 +344,23 @@ impl Store {
                         let (mut keys, mut bytes, mut ok) = (0u64, 0u64, true);
                         for chunk in objects.chunks(BATCH_OBJECTS) {
                             let size: usize = chunk.iter().map(|(k, o)| k.len() + o.approximate_size()).sum();
-                            let request = ReplicaRequest::WriteBatch {
-                                objects: chunk.to_vec(),
+                            let objects = chunk.to_vec();
+                            let request = match leaving {
+                                Some(leaving) => ReplicaRequest::HandOver { leaving, objects },
+                                None => ReplicaRequest::WriteBatch { objects },
                             };
                             match peers.request_within(addr, &request, timeout).await {
-                                Ok(ReplicaReply::StoredBatch { stored, .. }) => {
+                                Ok(ReplicaReply::StoredBatch { stored, refused }) => {
                                     keys += stored as u64;
                                     bytes += size as u64;
+                                    // A receiver whose ring lags refuses keys
+                                    // it does not home yet: this node keeps
+                                    // its copies and the job tries again.
+                                    if refused > 0 {
+                                        tracing::debug!(%node, refused, "handoff batch partly refused");
+                                        ok = false;
+                                        break;
+                                    }
                                 }
                                 other => {
                                     tracing::debug!(%node, outcome = ?other.err(), "handoff batch not stored");
