@@ -62,7 +62,7 @@ lines = [
 ]
 for r in rows:
     lines.append(
-        f"| {r['scenario']} | {r['tried']} | {r['acknowledged']} | {r['acknowledged_deletes']} | "
+        f"| {r['scenario'].replace('|', chr(92) + '|')} | {r['tried']} | {r['acknowledged']} | {r['acknowledged_deletes']} | "
         f"{r['unacknowledged']} | **{r['lost']}** | **{r['resurrected']}** | {r['keys_with_siblings']} | {r['converge_seconds']} |"
     )
 open(out, "w").write("\n".join(lines) + "\n")

@@ -312,3 +312,39 @@ async fn clocks_stay_bounded_by_the_keys_home_replicas() {
         context.len()
     );
 }
+
+#[actix_rt::test]
+async fn a_node_that_reaches_no_home_replica_of_a_key_refuses_the_write_and_versions_nothing() {
+    let cluster = Cluster::start(5, StorageKind::Memory).await;
+    let outsider = cluster.slots[0].node();
+    // A key node 0 is not a home replica of: written with w=all, it is
+    // not among the three copies.
+    let mut chosen = None;
+    for k in 0..50 {
+        let key = format!("elsewhere-{k}");
+        let written = put(cluster.slots[1].http(), &format!("{key}?w=all"), "before").await;
+        assert_eq!(written.status, 204, "{}", written.text());
+        if cluster.local_values(0, &key).await.is_empty() {
+            chosen = Some(key);
+            break;
+        }
+    }
+    let key = chosen.expect("some key lives away from node 0");
+    for slot in &cluster.slots[1..] {
+        outsider.replica_client.block(slot.node().gossip_addr);
+    }
+
+    let refused = put(outsider.http_addr, &key, "after").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let body = refused.json();
+    assert_eq!(body["replicas_answered"], 0, "{body}");
+    assert_eq!(body["stored_on"], serde_json::json!([]), "{body}");
+    assert!(
+        cluster.local_values(0, &key).await.is_empty(),
+        "node 0 versioned nothing and kept no copy"
+    );
+
+    outsider.replica_client.heal();
+    let read = get(cluster.slots[2].http(), &format!("{key}?r=all")).await;
+    assert_eq!((read.status, read.text()), (200, "before".to_string()));
+}

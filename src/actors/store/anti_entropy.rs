@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{AsyncContext, Context, Handler, Message};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -51,6 +51,11 @@ const PUSH_BATCH: usize = 64;
 pub(in crate::actors) struct State {
     next_peer: usize,
     in_round: bool,
+    /// The peer whose exchange this node answered by asking for keys, and
+    /// until when it expects them: while that push is under way, other
+    /// exchanges wait, so two replicas do not both send the same keys to a
+    /// node that was away.
+    serving: Option<(NodeId, Instant)>,
     gc_cursor: Option<Vec<u8>>,
     gc_running: bool,
 }
@@ -137,6 +142,9 @@ impl Store {
     }
 
     fn start_round(&mut self, peer: NodeId, ctx: &mut Context<Self>) {
+        if self.serving_another(peer) {
+            return;
+        }
         let Some(addr) = self.addr_of(peer) else {
             return;
         };
@@ -389,6 +397,9 @@ impl Store {
         if buckets.len() > MAX_BUCKETS_PER_REQUEST {
             return ReplicaReply::Refused("too many buckets in one exchange".into());
         }
+        if self.anti_entropy.in_round || self.serving_another(pair) {
+            return ReplicaReply::Refused("busy with another anti-entropy exchange".into());
+        }
         let mut objects = Vec::new();
         let mut wanted = Vec::new();
         for BucketEntries { bucket, entries } in buckets {
@@ -419,7 +430,19 @@ impl Store {
                 }
             }
         }
+        if !wanted.is_empty() {
+            let until = Instant::now() + self.config.replica_timeout * 3;
+            self.anti_entropy.serving = Some((pair, until));
+        }
         ReplicaReply::Exchange { objects, wanted }
+    }
+
+    /// Whether a peer other than `peer` is still pushing keys this node
+    /// asked it for.
+    fn serving_another(&self, peer: NodeId) -> bool {
+        self.anti_entropy
+            .serving
+            .is_some_and(|(serving, until)| serving != peer && Instant::now() < until)
     }
 
     // ---- tombstone collection -----------------------------------------
