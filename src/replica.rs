@@ -25,10 +25,11 @@ pub enum ReplicaRequest {
         hint_for: Option<NodeId>,
     },
     /// A client's write, forwarded to a home replica to coordinate: it
-    /// versions the write against its own copy, then replicates it.
+    /// versions the write against its own copy, superseding exactly the
+    /// versions `context` names, then replicates it.
     Coordinate {
         key: String,
-        context: Option<VersionVector>,
+        context: VersionVector,
         payload: Payload,
         write_quorum: Option<Quorum>,
     },

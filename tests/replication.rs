@@ -39,15 +39,204 @@ async fn a_write_through_any_node_reads_back_through_every_node_and_lives_on_thr
     }
 }
 
+/// The values of a 200 or 300, sorted.
+fn values_of(read: &common::cluster::Reply) -> Vec<String> {
+    let mut values = match read.status {
+        200 => vec![read.text()],
+        300 => read.json()["siblings"]
+            .as_array()
+            .expect("a list of siblings")
+            .iter()
+            .map(|s| s["value"].as_str().expect("a text value").to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    values.sort();
+    values
+}
+
 #[actix_rt::test]
-async fn sequential_writes_without_a_context_overwrite() {
+async fn writes_without_a_context_supersede_nothing_even_through_the_same_node() {
     let cluster = Cluster::start(3, StorageKind::Memory).await;
     let node = cluster.slots[1].http();
     for value in ["one", "two", "three"] {
         assert_eq!(put(node, "counter", value).await.status, 204);
     }
     let read = get(node, "counter?r=all").await;
-    assert_eq!((read.status, read.text()), (200, "three".to_string()));
+    assert_eq!(read.status, 300, "{}", read.text());
+    assert_eq!(values_of(&read), ["one", "three", "two"]);
+
+    // A client that sends back the context each answer gives replaces.
+    let context = read.context.expect("a 300 carries the context");
+    let mut written = request("PUT", node, "counter", Some(&context), "four").await;
+    for value in ["five", "six"] {
+        let context = written.context.expect("a 204 carries the new context");
+        written = request("PUT", node, "counter", Some(&context), value).await;
+        assert_eq!(written.status, 204, "{}", written.text());
+    }
+    let read = get(node, "counter?r=all").await;
+    assert_eq!((read.status, read.text()), (200, "six".to_string()));
+}
+
+#[actix_rt::test]
+async fn two_clients_creating_a_key_at_once_both_keep_their_write() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let (a, b) = (cluster.slots[0].http(), cluster.slots[2].http());
+    // Each reads first, as the README says, and writes back what it got.
+    let (read_a, read_b) = tokio::join!(get(a, "fresh"), get(b, "fresh"));
+    for read in [&read_a, &read_b] {
+        assert_eq!(read.status, 404, "{}", read.text());
+    }
+    let context_a = read_a.context.expect("a 404 carries a context");
+    let context_b = read_b.context.expect("a 404 carries a context");
+    let (put_a, put_b) = tokio::join!(
+        request("PUT", a, "fresh", Some(&context_a), "from a"),
+        request("PUT", b, "fresh", Some(&context_b), "from b"),
+    );
+    assert_eq!((put_a.status, put_b.status), (204, 204));
+    // Two more that send no context at all, through one node.
+    let (put_c, put_d) = tokio::join!(put(a, "blind", "c"), put(a, "blind", "d"));
+    assert_eq!((put_c.status, put_d.status), (204, 204));
+    for slot in &cluster.slots {
+        let read = get(slot.http(), "fresh?r=all").await;
+        assert_eq!(values_of(&read), ["from a", "from b"], "{}", read.text());
+        let read = get(slot.http(), "blind?r=all").await;
+        assert_eq!(values_of(&read), ["c", "d"], "{}", read.text());
+    }
+}
+
+#[actix_rt::test]
+async fn a_delete_without_a_context_removes_what_a_quorum_read_finds_and_overwrite_is_explicit() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let (a, b) = (cluster.slots[0].http(), cluster.slots[1].http());
+    assert_eq!(put(a, "pair", "x").await.status, 204);
+    assert_eq!(put(b, "pair", "y").await.status, 204);
+    assert_eq!(get(a, "pair?r=all").await.status, 300);
+    let deleted = request("DELETE", b, "pair", None, "").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    for slot in &cluster.slots {
+        let read = get(slot.http(), "pair?r=all").await;
+        assert_eq!(read.status, 404, "both values went: {}", read.text());
+    }
+
+    assert_eq!(put(a, "config", "old 1").await.status, 204);
+    assert_eq!(put(b, "config", "old 2").await.status, 204);
+    let overwritten = put(a, "config?overwrite=true", "new").await;
+    assert_eq!(overwritten.status, 204, "{}", overwritten.text());
+    let read = get(b, "config?r=all").await;
+    assert_eq!((read.status, read.text()), (200, "new".to_string()));
+
+    let context = read.context.expect("context");
+    let both = request("PUT", a, "config?overwrite=true", Some(&context), "z").await;
+    assert_eq!(
+        both.status,
+        400,
+        "a context and an overwrite: {}",
+        both.text()
+    );
+    let bad = put(a, "config?overwrite=yes", "z").await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.json()["error"].as_str().unwrap().contains("overwrite"));
+    let read = get(b, "config?r=all").await;
+    assert_eq!(read.text(), "new", "refused writes stored nothing");
+}
+
+#[actix_rt::test]
+async fn a_read_only_stand_ins_answered_is_unavailable_not_a_false_not_found() {
+    let cluster = Cluster::start(5, StorageKind::Memory).await;
+    let reader = cluster.slots[0].node();
+    // A key whose three copies are all away from node 0.
+    let mut chosen = None;
+    for k in 0..50 {
+        let key = format!("kept-{k}");
+        let written = put(cluster.slots[1].http(), &format!("{key}?w=all"), "precious").await;
+        assert_eq!(written.status, 204, "{}", written.text());
+        if cluster.local_values(0, &key).await.is_empty() {
+            chosen = Some(key);
+            break;
+        }
+    }
+    let key = chosen.expect("some key lives away from node 0");
+    let homes: Vec<usize> = {
+        let mut homes = Vec::new();
+        for i in 1..5 {
+            if !cluster.local_values(i, &key).await.is_empty() {
+                homes.push(i);
+            }
+        }
+        homes
+    };
+    assert_eq!(homes.len(), 3);
+    for &i in &homes {
+        reader
+            .replica_client
+            .block(cluster.slots[i].node().gossip_addr);
+    }
+    // Cut off from every home replica, node 0 can ask only stand-ins,
+    // which hold nothing: twice, so the second read goes straight to
+    // stand-ins as the homes are known unreachable.
+    for attempt in 0..2 {
+        let read = get(reader.http_addr, &format!("{key}?r=1")).await;
+        assert_eq!(read.status, 503, "attempt {attempt}: {}", read.text());
+        let body = read.json();
+        assert_eq!(body["home_replicas_answered"], 0, "{body}");
+        assert!(body["replicas_answered"].as_u64().unwrap() >= 1, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("home replica"));
+    }
+    assert!(reader.metrics.kv_reads_without_home.get() >= 2);
+
+    reader.replica_client.heal();
+    let read = eventually(SETTLE, "the key to read again once healed", || async {
+        let read = get(reader.http_addr, &format!("{key}?r=1")).await;
+        (read.status == 200).then_some(read)
+    })
+    .await;
+    assert_eq!(read.text(), "precious");
+}
+
+#[actix_rt::test]
+async fn a_request_the_reachable_members_cannot_serve_is_refused_at_once_storing_nothing() {
+    let mut cluster = Cluster::start(3, StorageKind::Memory).await;
+    let a = cluster.slots[0].http();
+    let ids = cluster.ids();
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    eventually(SETTLE, "node 0 to see the others dead", || async {
+        let members = common::members_of(a).await?;
+        let dead = members
+            .iter()
+            .filter(|m| {
+                m["state"] == "dead"
+                    && m["id"]
+                        .as_str()
+                        .is_some_and(|id| ids.iter().any(|i| i == id))
+            })
+            .count();
+        (dead == 2).then_some(())
+    })
+    .await;
+    let refused = put(a, "k", "x").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let body = refused.json();
+    assert_eq!(
+        (
+            body["replicas_needed"].clone(),
+            body["replicas_reachable"].clone()
+        ),
+        (2.into(), 1.into()),
+        "{body}"
+    );
+    assert!(
+        cluster.local_values(0, "k").await.is_empty(),
+        "nothing stored"
+    );
+    let read = get(a, "k").await;
+    assert_eq!(read.status, 503, "{}", read.text());
+    assert_eq!(read.json()["replicas_reachable"], 1);
+    assert!(cluster.slots[0].node().metrics.kv_refused_unreachable.get() >= 2);
+    // One replica is enough for a request that asks for one.
+    assert_eq!(put(a, "k?w=1", "x").await.status, 204);
+    assert_eq!(get(a, "k?r=1").await.text(), "x");
 }
 
 #[actix_rt::test]
@@ -256,9 +445,13 @@ async fn quorums_that_cannot_be_met_say_so_and_bad_requests_are_refused() {
 async fn a_lone_node_replicates_to_itself_and_serves_every_quorum() {
     let cluster = Cluster::start(1, StorageKind::Memory).await;
     let a = cluster.slots[0].http();
-    assert_eq!(put(a, "solo?w=all", "x").await.status, 204);
+    let first = put(a, "solo?w=all", "x").await;
+    assert_eq!(first.status, 204);
+    let context = first.context.expect("a write returns its context");
     assert_eq!(
-        put(a, "solo?w=3", "y").await.status,
+        request("PUT", a, "solo?w=3", Some(&context), "y")
+            .await
+            .status,
         204,
         "3 ≤ N, scaled to one member"
     );
@@ -296,12 +489,19 @@ async fn the_ring_endpoint_shows_every_node_and_its_share() {
 #[actix_rt::test]
 async fn clocks_stay_bounded_by_the_keys_home_replicas() {
     let cluster = Cluster::start(5, StorageKind::Memory).await;
+    let mut context: Option<String> = None;
     for round in 0..40 {
         let coordinator = cluster.slots[round % 5].http();
-        assert_eq!(
-            put(coordinator, "hot", &format!("v{round}")).await.status,
-            204
-        );
+        let written = request(
+            "PUT",
+            coordinator,
+            "hot",
+            context.as_deref(),
+            &format!("v{round}"),
+        )
+        .await;
+        assert_eq!(written.status, 204, "{}", written.text());
+        context = written.context;
     }
     let read = get(cluster.slots[0].http(), "hot?r=all").await;
     assert_eq!((read.status, read.text()), (200, "v39".to_string()));
@@ -337,8 +537,13 @@ async fn a_node_that_reaches_no_home_replica_of_a_key_refuses_the_write_and_vers
     let refused = put(outsider.http_addr, &key, "after").await;
     assert_eq!(refused.status, 503, "{}", refused.text());
     let body = refused.json();
-    assert_eq!(body["replicas_answered"], 0, "{body}");
-    assert_eq!(body["stored_on"], serde_json::json!([]), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored"),
+        "{body}"
+    );
     assert!(
         cluster.local_values(0, &key).await.is_empty(),
         "node 0 versioned nothing and kept no copy"

@@ -30,14 +30,17 @@
 //! for).
 
 mod anti_entropy;
+mod reachability;
 mod ring_change;
 
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
 
+use reachability::Reachability;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, Supervised};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -63,6 +66,11 @@ use crate::version::{CorruptObject, Dot, Object, Payload, VersionError, VersionV
 const MAILBOX_CAPACITY: usize = 1024;
 /// Hinted keys handed to one owner per delivery round.
 const HINT_BATCH: usize = 256;
+/// How long a peer that did not answer counts as down, in replica
+/// timeouts: short enough that a peer back from a blip is soon asked
+/// again, long enough that a cut link costs one slow request per hold
+/// rather than one per request.
+const UNREACHABLE_HOLD_TIMEOUTS: u32 = 3;
 
 const DATA_PREFIX: u8 = b'd';
 const HINT_PREFIX: u8 = b'h';
@@ -113,6 +121,9 @@ pub struct Store {
     /// Once leaving, ring changes no longer move data here.
     leaving: bool,
     anti_entropy: anti_entropy::State,
+    /// Peers this node's own requests found unreachable lately; shared with
+    /// the requests in flight, which report what they saw.
+    reachability: Arc<Reachability>,
 }
 
 #[derive(Debug, Error)]
@@ -132,6 +143,19 @@ pub enum StoreError {
     /// Only a home replica versions a write: see [`Store::coordinate_write`].
     #[error("this node is not a home replica of the key")]
     NotHome,
+    /// Only stand-ins answered a read and none held a value: a not-found
+    /// from them would say nothing about the key.
+    #[error("no home replica of the key answered ({answered} stand-ins did, holding no value), so whether it exists is unknown")]
+    NoHomeAnswered { answered: usize, needed: usize },
+    /// Too few of the nodes a request needs are reachable, as far as this
+    /// node knows: refused before anything was asked or stored.
+    #[error("only {reachable} of the {needed} replicas needed are reachable from this node; nothing was asked or stored")]
+    Unreachable { reachable: usize, needed: usize },
+    /// Only a home replica versions a write, and none took it.
+    #[error("no home replica of the key could version the write (none reachable, or none with enough replicas in reach); nothing was stored")]
+    NoHomeReachable,
+    #[error("the home replica coordinating the write did not answer in time; the write may or may not have been stored")]
+    WriteUnconfirmed,
 }
 
 /// A client read: the merged object of at least R replicas.
@@ -149,14 +173,29 @@ pub struct ReadOutcome {
     pub object: Object,
 }
 
+/// Which versions of a key a client write supersedes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Supersedes {
+    /// Exactly those a context names: what the client had read. The empty
+    /// context (a client that read nothing, or sent no context) supersedes
+    /// nothing, so the write joins the key's versions as one more sibling.
+    Seen(VersionVector),
+    /// Those a quorum read finds just before the write: a `DELETE` without
+    /// a context, or an explicit overwrite. A write that reached a replica
+    /// after that read and before this write is dropped; that is why it is
+    /// never the default for a value.
+    FoundByQuorumRead {
+        /// The read's quorum (`?r=`), if the client chose one.
+        read_quorum: Option<Quorum>,
+    },
+}
+
 /// A client write of a value.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Written, StoreError>")]
 pub struct Put {
     pub key: Key,
-    /// What the client had read; `None` supersedes what the coordinating
-    /// replica holds.
-    pub context: Option<VersionVector>,
+    pub supersedes: Supersedes,
     pub content_type: String,
     pub value: Vec<u8>,
     pub quorum: Option<Quorum>,
@@ -167,7 +206,7 @@ pub struct Put {
 #[rtype(result = "Result<Written, StoreError>")]
 pub struct Delete {
     pub key: Key,
-    pub context: Option<VersionVector>,
+    pub supersedes: Supersedes,
     pub quorum: Option<Quorum>,
 }
 
@@ -184,13 +223,20 @@ pub struct LocalCopy {
 #[rtype(result = "ReplicaReply")]
 pub struct FromPeer(pub ReplicaRequest);
 
+/// A client write on its way to the home replica that versions it: what
+/// it supersedes is settled by then.
 #[derive(Debug, Clone)]
 struct ClientWrite {
     key: String,
-    context: Option<VersionVector>,
+    context: VersionVector,
     payload: Payload,
     quorum: Option<Quorum>,
 }
+
+/// A client write whose superseded versions a quorum read has just settled.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Written, StoreError>")]
+struct Settled(ClientWrite);
 
 /// After a write's fan-out: home replicas that got the write neither
 /// directly nor through a stand-in, for which this node keeps a hint.
@@ -230,10 +276,13 @@ impl Store {
         metrics: SharedMetrics,
     ) -> Self {
         let ring = Arc::new(Ring::new([config.local_id], 1));
+        let reachability = Arc::new(Reachability::new(
+            config.replica_timeout * UNREACHABLE_HOLD_TIMEOUTS,
+            metrics.clone(),
+        ));
         Store {
             engine,
             metrics,
-            config,
             peers,
             members: HashMap::new(),
             ring,
@@ -245,6 +294,8 @@ impl Store {
             handoff: ring_change::HandoffLog::default(),
             leaving: false,
             anti_entropy: anti_entropy::State::default(),
+            reachability,
+            config,
         }
     }
 
@@ -301,7 +352,7 @@ impl Store {
     ) -> Result<(VersionVector, Object, Change), StoreError> {
         let mut object = self.read_local(&write.key)?;
         let before = Change::entry(&write.key, &object);
-        let context = write.context.clone().unwrap_or_else(|| object.clock());
+        let context = write.context.clone();
         let dot = object.write(self.config.local_id, &context, write.payload.clone())?;
         self.store_local(&write.key, &object)?;
         let mut written = context;
@@ -365,17 +416,38 @@ impl Store {
         self.config.replication.effective_replicas(self.ring.len())
     }
 
+    /// Whether `node` may be asked to hold or serve a copy now. A suspect
+    /// member is not: it is usually gone, and a false suspicion only sends
+    /// its writes to stand-ins with hints for a moment. Nor is a member this
+    /// node's own requests just failed to reach.
     fn is_up(&self, node: NodeId) -> bool {
+        self.is_alive(node) && !self.reachability.is_unreachable(node, Instant::now())
+    }
+
+    fn is_alive(&self, node: NodeId) -> bool {
         node == self.config.local_id
             || self
                 .members
                 .get(&node)
-                .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                .is_some_and(|m| m.state == MemberState::Alive)
     }
 
     fn placement(&self, key: &str) -> Placement {
         Placement::of(&self.ring, key.as_bytes(), self.effective_replicas(), |n| {
             self.is_up(n)
+        })
+    }
+
+    /// The placement of a request that needs `needed` replicas: members set
+    /// aside after a failed request are asked after all when the quorum
+    /// cannot be met without them (a hold is a guess; membership is not).
+    fn placement_for(&self, key: &str, needed: usize) -> Placement {
+        let placement = self.placement(key);
+        if placement.targets.len() + placement.spares.len() >= needed {
+            return placement;
+        }
+        Placement::of(&self.ring, key.as_bytes(), self.effective_replicas(), |n| {
+            self.is_alive(n)
         })
     }
 
@@ -411,7 +483,12 @@ impl Store {
             .unwrap_or(Quorum::Count(self.config.replication.read_quorum))
             .resolve(replicas);
         let key = key.as_str().to_string();
-        let placement = self.placement(&key);
+        let placement = self.placement_for(&key, needed);
+        let reachable = placement.targets.len() + placement.spares.len();
+        if reachable < needed {
+            self.metrics.kv_refused_unreachable.inc();
+            return ready(Err(StoreError::Unreachable { reachable, needed }));
+        }
         let local_id = self.config.local_id;
         let local = if placement.targets.iter().any(|t| t.node == local_id) {
             let engine = &*self;
@@ -433,8 +510,10 @@ impl Store {
         let spares = self.with_addrs(placement.spares.iter().copied());
         let gather = Gather {
             peers: self.peers.clone(),
+            reachability: self.reachability.clone(),
             timeout: self.config.replica_timeout,
             key,
+            home: placement.home,
             store: ctx.address(),
             metrics: self.metrics.clone(),
             local_id,
@@ -444,19 +523,53 @@ impl Store {
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Restarting)) })
     }
 
+    /// A write from a client: settles what it supersedes (for
+    /// [`Supersedes::FoundByQuorumRead`], by a quorum read first), then
+    /// coordinates it.
+    fn client_write(
+        &mut self,
+        key: Key,
+        supersedes: Supersedes,
+        payload: Payload,
+        quorum: Option<Quorum>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Written, StoreError>> {
+        let mut write = ClientWrite {
+            key: key.as_str().to_string(),
+            context: VersionVector::new(),
+            payload,
+            quorum,
+        };
+        match supersedes {
+            Supersedes::Seen(context) => {
+                write.context = context;
+                self.coordinate_write(write, false, ctx)
+            }
+            Supersedes::FoundByQuorumRead { read_quorum } => {
+                let read = self.coordinate_read(key, read_quorum, ctx);
+                let store = ctx.address();
+                Box::pin(async move {
+                    write.context = read.await?.object.clock();
+                    let written = store.send(Settled(write)).await;
+                    written.unwrap_or(Err(StoreError::Restarting))
+                })
+            }
+        }
+    }
+
     fn coordinate_write(
         &mut self,
         write: ClientWrite,
         forwarded: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Written, StoreError>> {
-        let placement = self.placement(&write.key);
         let local_id = self.config.local_id;
         let replicas = self.effective_replicas();
         let needed = write
             .quorum
             .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
             .resolve(replicas);
+        let placement = self.placement_for(&write.key, needed);
         // Only a home replica versions a write. A new dot is counted from
         // the coordinator's own copy, which must hold every dot it issued
         // for the key; a stand-in's copy is a hint it hands over and drops,
@@ -467,22 +580,32 @@ impl Store {
             if forwarded {
                 return ready(Err(StoreError::NotHome));
             }
-            let homes = self.with_addrs(
+            let mut homes = self.with_addrs(
                 placement
                     .targets
                     .iter()
                     .filter(|t| t.hint_for.is_none())
                     .map(|t| t.node),
             );
+            if homes.is_empty() {
+                // Every home replica alive was set aside: try them anyway.
+                homes =
+                    self.with_addrs(placement.home.iter().copied().filter(|&n| self.is_alive(n)));
+            }
             self.metrics.kv_writes_forwarded.inc();
             return Box::pin(forward(
                 self.peers.clone(),
+                self.reachability.clone(),
                 homes,
                 // Long enough for the home replica's own fan-out.
                 self.config.replica_timeout * 3,
                 write,
-                needed,
             ));
+        }
+        let reachable = placement.targets.len() + placement.spares.len();
+        if reachable < needed {
+            self.metrics.kv_refused_unreachable.inc();
+            return ready(Err(StoreError::Unreachable { reachable, needed }));
         }
         self.metrics.kv_writes_coordinated.inc();
         let written = {
@@ -495,6 +618,23 @@ impl Store {
             None => return ready(Err(StoreError::Restarting)),
         };
         self.note_change(change);
+        // A home replica that is down with no node left to stand in for it
+        // (a cluster of N nodes, or most of one gone) gets its hint here.
+        let uncovered: Vec<NodeId> = placement
+            .home
+            .iter()
+            .copied()
+            .filter(|&home| {
+                home != local_id
+                    && !placement
+                        .targets
+                        .iter()
+                        .any(|t| t.node == home || t.hint_for == Some(home))
+            })
+            .collect();
+        if !uncovered.is_empty() {
+            self.keep_hints(&write.key, &uncovered);
+        }
         let targets: Vec<(Target, SocketAddr)> = placement
             .targets
             .iter()
@@ -504,6 +644,7 @@ impl Store {
         let spares = self.with_addrs(placement.spares.iter().copied());
         let fan_out = FanOut {
             peers: self.peers.clone(),
+            reachability: self.reachability.clone(),
             timeout: self.config.replica_timeout,
             key: write.key,
             object,
@@ -883,16 +1024,14 @@ impl Hints {
     }
 }
 
-/// Tries the key's home replicas in turn to coordinate a write; if none
-/// can, this node coordinates it itself.
 /// Hands a client write to the first home replica that takes it; if none
 /// does, nothing was stored anywhere.
 async fn forward(
     peers: ReplicaClient,
+    reachability: Arc<Reachability>,
     homes: Vec<(NodeId, SocketAddr)>,
     timeout: Duration,
     write: ClientWrite,
-    needed: usize,
 ) -> Result<Written, StoreError> {
     let request = ReplicaRequest::Coordinate {
         key: write.key.clone(),
@@ -901,7 +1040,9 @@ async fn forward(
         write_quorum: write.quorum,
     };
     for (node, addr) in homes {
-        match peers.request_within(addr, &request, timeout).await {
+        let outcome = peers.request_within(addr, &request, timeout).await;
+        reachability.observe(node, &outcome, Instant::now());
+        match outcome {
             Ok(ReplicaReply::Written(Ok(written))) => return Ok(written),
             Ok(ReplicaReply::Written(Err(shortfall))) => {
                 return Err(StoreError::WriteQuorum(shortfall))
@@ -916,15 +1057,11 @@ async fn forward(
             // that outlives the writes superseding the first.
             Err(e) => {
                 tracing::debug!(%node, error = %e, "home replica did not answer; the write's fate is unknown");
-                break;
+                return Err(StoreError::WriteUnconfirmed);
             }
         }
     }
-    Err(StoreError::WriteQuorum(QuorumShortfall {
-        needed,
-        answered: 0,
-        stored_on: Vec::new(),
-    }))
+    Err(StoreError::NoHomeReachable)
 }
 
 /// One write's replication to the other replicas, after the coordinator
@@ -932,6 +1069,7 @@ async fn forward(
 /// counts), then lets the slower replicas finish.
 struct FanOut {
     peers: ReplicaClient,
+    reachability: Arc<Reachability>,
     timeout: Duration,
     key: String,
     object: Object,
@@ -965,9 +1103,11 @@ impl FanOut {
                 hint_for: target.hint_for,
             };
             let peers = self.peers.clone();
+            let reachability = self.reachability.clone();
             let timeout = self.timeout;
             async move {
                 let outcome = peers.request_within(addr, &request, timeout).await;
+                reachability.observe(target.node, &outcome, Instant::now());
                 (target, stored(outcome))
             }
         };
@@ -1053,8 +1193,12 @@ fn answer_write(
 /// replica whose copy lacked something.
 struct Gather {
     peers: ReplicaClient,
+    reachability: Arc<Reachability>,
     timeout: Duration,
     key: String,
+    /// The key's home replicas: only their answers can tell that a key
+    /// does not exist.
+    home: Vec<NodeId>,
     store: Addr<Store>,
     metrics: SharedMetrics,
     local_id: NodeId,
@@ -1073,6 +1217,9 @@ impl Gather {
         let mut merged = Object::new();
         // Who answered, where, and what it held.
         let mut answers: Vec<(NodeId, Option<SocketAddr>, BTreeSet<Dot>)> = Vec::new();
+        let homes_in = |answers: &[(NodeId, Option<SocketAddr>, BTreeSet<Dot>)]| {
+            answers.iter().filter(|a| self.home.contains(&a.0)).count()
+        };
         if let Some(object) = local {
             answers.push((self.local_id, None, object.dots()));
             merged.merge(&object);
@@ -1089,9 +1236,11 @@ impl Gather {
                 key: self.key.clone(),
             };
             let peers = self.peers.clone();
+            let reachability = self.reachability.clone();
             let timeout = self.timeout;
             async move {
                 let outcome = peers.request_within(addr, &request, timeout).await;
+                reachability.observe(node, &outcome, Instant::now());
                 (node, addr, outcome)
             }
         };
@@ -1102,7 +1251,9 @@ impl Gather {
         // node: while a ring change moves a key, the replica it moved away
         // from may be the only one that has it.
         let mut asked_beyond_home = false;
-        if answers.len() >= needed && !merged.is_empty() {
+        if read_verdict(answers.len(), homes_in(&answers), needed, &merged, false)
+            == ReadVerdict::Answer
+        {
             answer_read(&mut reply, Ok(&merged));
         }
         loop {
@@ -1120,7 +1271,9 @@ impl Gather {
                 Ok(ReplicaReply::Object(object)) => {
                     answers.push((node, Some(addr), object.dots()));
                     merged.merge(&object);
-                    if answers.len() >= needed && !merged.is_empty() {
+                    if read_verdict(answers.len(), homes_in(&answers), needed, &merged, false)
+                        == ReadVerdict::Answer
+                    {
                         answer_read(&mut reply, Ok(&merged));
                     }
                 }
@@ -1132,17 +1285,24 @@ impl Gather {
                 }
             }
         }
-        if answers.len() >= needed {
-            answer_read(&mut reply, Ok(&merged));
-        } else {
-            answer_read(
+        let answered = answers.len();
+        match read_verdict(answered, homes_in(&answers), needed, &merged, true) {
+            ReadVerdict::Answer | ReadVerdict::Wait => answer_read(&mut reply, Ok(&merged)),
+            ReadVerdict::NoHome => {
+                self.metrics.kv_reads_without_home.inc();
+                answer_read(
+                    &mut reply,
+                    Err(StoreError::NoHomeAnswered { answered, needed }),
+                )
+            }
+            ReadVerdict::Short => answer_read(
                 &mut reply,
-                Err(QuorumShortfall {
+                Err(StoreError::ReadQuorum(QuorumShortfall {
                     needed,
-                    answered: answers.len(),
+                    answered,
                     stored_on: Vec::new(),
-                }),
-            );
+                })),
+            ),
         }
         self.repair(merged, answers).await;
     }
@@ -1189,15 +1349,51 @@ impl Gather {
 
 fn answer_read(
     reply: &mut Option<oneshot::Sender<Result<ReadOutcome, StoreError>>>,
-    outcome: Result<&Object, QuorumShortfall>,
+    outcome: Result<&Object, StoreError>,
 ) {
     if let Some(reply) = reply.take() {
-        let _ = reply.send(match outcome {
-            Ok(object) => Ok(ReadOutcome {
-                object: object.clone(),
-            }),
-            Err(shortfall) => Err(StoreError::ReadQuorum(shortfall)),
-        });
+        let _ = reply.send(outcome.map(|object| ReadOutcome {
+            object: object.clone(),
+        }));
+    }
+}
+
+/// What a read may answer, from the replies so far.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadVerdict {
+    /// The merged object: a live value from any `needed` replicas, or
+    /// (tombstones, or nothing) once a home replica is among them.
+    Answer,
+    /// Not yet: more replicas may answer.
+    Wait,
+    /// Enough replicas answered, but only stand-ins, and none held a value:
+    /// a not-found from them would be a guess (Riak's `notfound_ok`).
+    NoHome,
+    /// Every replica asked has answered or failed, fewer than `needed`
+    /// answered.
+    Short,
+}
+
+/// `finished`: no replica is left to ask. An object with no live value
+/// is only answered early if it holds tombstones: an empty one waits for
+/// every replica, since a key being handed over may be on one alone.
+fn read_verdict(
+    answered: usize,
+    homes_answered: usize,
+    needed: usize,
+    merged: &Object,
+    finished: bool,
+) -> ReadVerdict {
+    let live = merged.values().next().is_some();
+    let enough = answered >= needed;
+    if enough && (live || (homes_answered > 0 && !merged.is_empty())) {
+        return ReadVerdict::Answer;
+    }
+    match (finished, enough, homes_answered > 0) {
+        (false, _, _) => ReadVerdict::Wait,
+        (true, false, _) => ReadVerdict::Short,
+        (true, true, true) => ReadVerdict::Answer,
+        (true, true, false) => ReadVerdict::NoHome,
     }
 }
 
@@ -1240,16 +1436,11 @@ impl Handler<Put> for Store {
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_puts.inc();
-        let write = ClientWrite {
-            key: msg.key.as_str().to_string(),
-            context: msg.context,
-            payload: Payload::Value {
-                content_type: msg.content_type,
-                bytes: msg.value,
-            },
-            quorum: msg.quorum,
+        let payload = Payload::Value {
+            content_type: msg.content_type,
+            bytes: msg.value,
         };
-        self.coordinate_write(write, false, ctx)
+        self.client_write(msg.key, msg.supersedes, payload, msg.quorum, ctx)
     }
 }
 
@@ -1258,15 +1449,18 @@ impl Handler<Delete> for Store {
 
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
-        let write = ClientWrite {
-            key: msg.key.as_str().to_string(),
-            context: msg.context,
-            payload: Payload::Tombstone {
-                at_ms: anti_entropy::now_ms(),
-            },
-            quorum: msg.quorum,
+        let payload = Payload::Tombstone {
+            at_ms: anti_entropy::now_ms(),
         };
-        self.coordinate_write(write, false, ctx)
+        self.client_write(msg.key, msg.supersedes, payload, msg.quorum, ctx)
+    }
+}
+
+impl Handler<Settled> for Store {
+    type Result = ResponseFuture<Result<Written, StoreError>>;
+
+    fn handle(&mut self, msg: Settled, ctx: &mut Self::Context) -> Self::Result {
+        self.coordinate_write(msg.0, false, ctx)
     }
 }
 
@@ -1350,6 +1544,40 @@ impl Handler<super::fault::InjectFault> for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn holding(payload: Payload) -> Object {
+        let mut object = Object::new();
+        object
+            .write(NodeId::from_u64(1), &VersionVector::new(), payload)
+            .unwrap();
+        object
+    }
+
+    #[test]
+    fn a_read_says_not_found_only_once_a_home_replica_has_answered() {
+        use ReadVerdict::*;
+        let nothing = Object::new();
+        let deleted = holding(Payload::Tombstone { at_ms: 1 });
+        let value = holding(Payload::Value {
+            content_type: "text/plain".into(),
+            bytes: b"v".to_vec(),
+        });
+        // A value is a value, whoever held it.
+        assert_eq!(read_verdict(2, 0, 2, &value, false), Answer);
+        assert_eq!(read_verdict(1, 1, 2, &value, false), Wait);
+        // A tombstone from a home replica answers at once; from stand-ins
+        // alone it waits, and then is not trusted.
+        assert_eq!(read_verdict(2, 1, 2, &deleted, false), Answer);
+        assert_eq!(read_verdict(2, 0, 2, &deleted, false), Wait);
+        assert_eq!(read_verdict(2, 0, 2, &deleted, true), NoHome);
+        // Nothing at all waits for every replica asked.
+        assert_eq!(read_verdict(2, 2, 2, &nothing, false), Wait);
+        assert_eq!(read_verdict(2, 1, 2, &nothing, true), Answer);
+        assert_eq!(read_verdict(3, 0, 2, &nothing, true), NoHome);
+        // Too few answers is a shortfall, whatever they held.
+        assert_eq!(read_verdict(1, 1, 2, &value, true), Short);
+        assert_eq!(read_verdict(0, 0, 1, &nothing, true), Short);
+    }
 
     #[test]
     fn hint_keys_round_trip_and_garbage_is_skipped() {

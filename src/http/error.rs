@@ -38,6 +38,13 @@ pub enum ApiError {
         message: String,
         shortfall: QuorumShortfall,
     },
+    /// 503 with figures: how many replicas were needed, and how many
+    /// answered, were reachable or were home replicas among those.
+    #[error("{message}")]
+    UnavailableCounted {
+        message: String,
+        counts: Vec<(&'static str, usize)>,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -49,9 +56,27 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
             StoreError::Version(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Storage(_) | StoreError::Restarting | StoreError::NotHome => {
-                ApiError::Unavailable(e.to_string())
-            }
+            StoreError::Storage(_)
+            | StoreError::Restarting
+            | StoreError::NotHome
+            | StoreError::NoHomeReachable
+            | StoreError::WriteUnconfirmed => ApiError::Unavailable(e.to_string()),
+            StoreError::NoHomeAnswered { answered, needed } => ApiError::UnavailableCounted {
+                message: e.to_string(),
+                counts: vec![
+                    ("replicas_needed", needed),
+                    ("replicas_answered", answered),
+                    ("home_replicas_answered", 0),
+                ],
+            },
+            StoreError::Unreachable { reachable, needed } => ApiError::UnavailableCounted {
+                message: e.to_string(),
+                counts: vec![
+                    ("replicas_needed", needed),
+                    ("replicas_reachable", reachable),
+                    ("replicas_answered", 0),
+                ],
+            },
             StoreError::ReadQuorum(ref shortfall) => ApiError::Quorum {
                 message: format!("read quorum not met: {e}"),
                 shortfall: shortfall.clone(),
@@ -74,7 +99,9 @@ impl ResponseError for ApiError {
             ApiError::BadKey(KeyError::TooLong { .. }) => StatusCode::URI_TOO_LONG,
             ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::Quorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::Quorum { .. }
+            | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -88,6 +115,14 @@ impl ResponseError for ApiError {
                 "replicas_answered": shortfall.answered,
                 "stored_on": shortfall.stored_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }));
+        }
+        if let ApiError::UnavailableCounted { counts, .. } = self {
+            let mut body = serde_json::Map::new();
+            body.insert("error".into(), self.to_string().into());
+            for (name, count) in counts {
+                body.insert((*name).into(), (*count).into());
+            }
+            return HttpResponse::build(self.status_code()).json(body);
         }
         HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
     }

@@ -1,9 +1,10 @@
 //! `/kv/{key}`: read, write and delete one key.
 //!
 //! Translates HTTP to Store messages and back: the key from the raw path,
-//! the causal context from `X-Dnd-Context`, quorums from `?r=` and `?w=`,
-//! and a read's versions into 200 (one value), 300 (siblings) or 404. It must
-//! never decide anything about versions or replicas itself.
+//! what a write supersedes from `X-Dnd-Context` (or `?overwrite=true`),
+//! quorums from `?r=` and `?w=`, and a read's versions into 200 (one
+//! value), 300 (siblings) or 404, each with the context of what was read.
+//! It must never decide anything about versions or replicas itself.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -14,7 +15,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::actors::store;
+use crate::actors::store::{self, Supersedes};
 use crate::key::{Key, KeyError};
 use crate::replication::Quorum;
 use crate::version::{Object, VersionVector};
@@ -74,6 +75,27 @@ fn quorum_of(req: &HttpRequest, name: &str, state: &AppState) -> Result<Option<Q
     Ok(found)
 }
 
+/// `?overwrite=true`: the client asks for a write that supersedes whatever
+/// a quorum read finds, seen or not.
+fn overwrite_of(req: &HttpRequest) -> Result<bool, ApiError> {
+    let mut overwrite = false;
+    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+        let (param, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if param == "overwrite" {
+            overwrite = match value {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "?overwrite= is `true` or `false`".into(),
+                    ))
+                }
+            };
+        }
+    }
+    Ok(overwrite)
+}
+
 fn context_of(req: &HttpRequest) -> Result<Option<VersionVector>, ApiError> {
     let Some(value) = req.headers().get(CONTEXT_HEADER) else {
         return Ok(None);
@@ -101,18 +123,20 @@ async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
 
 /// One value: 200 with it. Several: 300 with all of them. None (never
 /// written, or deleted): 404. Each with the context of everything read.
+///
+/// The 404's context is never left out, even for a key never written (it is
+/// then the empty context): a client that writes it back creates the key
+/// without superseding a concurrent creation it did not see.
 fn read_response(object: &Object) -> HttpResponse {
     let context = context_header(&object.clock());
     let values: Vec<_> = object.values().collect();
     match values.as_slice() {
         [] => {
             let mut response = ApiError::NotFound.error_response();
-            if !object.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&context.1) {
-                    response
-                        .headers_mut()
-                        .insert(header::HeaderName::from_static(CONTEXT_HEADER), value);
-                }
+            if let Ok(value) = HeaderValue::from_str(&context.1) {
+                response
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static(CONTEXT_HEADER), value);
             }
             response
         }
@@ -151,7 +175,20 @@ async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req, &state)?;
     let quorum = quorum_of(&req, "w", &state)?;
-    let context = context_of(&req)?;
+    let supersedes = match (context_of(&req)?, overwrite_of(&req)?) {
+        (Some(_), true) => {
+            return Err(ApiError::BadRequest(
+                "send either X-Dnd-Context or ?overwrite=true, not both".into(),
+            ))
+        }
+        (Some(context), false) => Supersedes::Seen(context),
+        // A write that names nothing it saw supersedes nothing: it joins
+        // the key's versions, so a concurrent write is never lost.
+        (None, false) => Supersedes::Seen(VersionVector::new()),
+        (None, true) => Supersedes::FoundByQuorumRead {
+            read_quorum: quorum_of(&req, "r", &state)?,
+        },
+    };
     let content_type = content_type_of(req.headers())?;
     let value = read_body(body, req.headers(), state.max_value_bytes).await?;
     let written = state
@@ -159,7 +196,7 @@ async fn put(
             &state.store,
             store::Put {
                 key,
-                context,
+                supersedes,
                 content_type,
                 value,
                 quorum,
@@ -174,13 +211,19 @@ async fn put(
 async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req, &state)?;
     let quorum = quorum_of(&req, "w", &state)?;
-    let context = context_of(&req)?;
+    // A plain DELETE removes the key: what a quorum read finds now.
+    let supersedes = match context_of(&req)? {
+        Some(context) => Supersedes::Seen(context),
+        None => Supersedes::FoundByQuorumRead {
+            read_quorum: quorum_of(&req, "r", &state)?,
+        },
+    };
     let written = state
         .ask(
             &state.store,
             store::Delete {
                 key,
-                context,
+                supersedes,
                 quorum,
             },
         )
