@@ -1180,7 +1180,7 @@ fn scenario(
         }))).collect::<serde_json::Map<_, _>>(),
         "availability": availability_figures(&ops, (fault_from, fault_to), &harness.splits),
         "keys_with_siblings": finals.values().filter(|v| v.len() > 1).count(),
-        "rejoin_seconds": round_to(rejoin_seconds, 1),
+        "rejoin_seconds": round_to(rejoin_seconds, 2),
         "converge_seconds": round_to(converge_seconds, 1),
     });
     for (note, value) in &harness.notes {
