@@ -1,7 +1,7 @@
 //! Figures for SWIM membership with default timings, as a markdown report.
 //!
 //! `cargo bench --bench swim` runs every scenario; name some to run only
-//! those: `detect traffic loss join scale real procs`. Simulated scenarios
+//! those: `detect traffic rejoin loss join scale real procs`. Simulated scenarios
 //! run in virtual time (deterministic per seed); `real` runs in-process
 //! nodes over loopback UDP and `procs` runs real `dnd` processes, both in
 //! real time.
@@ -106,6 +106,115 @@ fn traffic() {
             (count1 - count0) as f64 / per,
             sim.max_datagram()
         );
+    }
+    println!();
+}
+
+fn with_dead_pings(on: bool) -> SwimConfig {
+    SwimConfig {
+        dead_probe_interval: if on {
+            SwimConfig::default().dead_probe_interval
+        } else {
+            Duration::ZERO
+        },
+        ..SwimConfig::default()
+    }
+}
+
+fn converged_with(n: usize, config: SwimConfig, seed: u64) -> Sim {
+    let mut sim = Sim::cluster(n, config, seed);
+    sim.run_until_true(Duration::from_secs(120), STEP, Sim::converged)
+        .unwrap_or_else(|| panic!("{n} nodes did not converge"));
+    sim
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on (1 s)"
+    } else {
+        "off (as before)"
+    }
+}
+
+fn rejoin() {
+    println!("## A healed partition rejoining (simulated, 20 seeds per row)\n");
+    println!("A converged cluster is cut in two (the first `a` members from the rest) and kept apart until every member on each side lists every member of the other side dead, and at least 30 s (or healed at the last death: *held* `death`); then the cut heals. *Heal → all alive*: until every member lists every member alive. Dead-member pings off is the protocol as it was before them (the same runs draw the same numbers): push-pull, every 30 s with one live and one dead member, is the only way back. Every node of the simulated cluster starts at the same instant, so their push-pull timers fall in the same 15 s window; after 30 s apart, that window has just passed when the cut heals, so *off* waits for the next one, which a real cluster (nodes started at different times) would not always do.\n");
+    println!("| members | cut | held | dead-member pings | held apart, median | heal → all alive, median / mean / max | goal |");
+    println!("|---:|---|---|---|---:|---|---|");
+    for (n, cut) in [(5, 2), (8, 3), (16, 7)] {
+        let (a, b): (Vec<usize>, Vec<usize>) = ((0..cut).collect(), (cut..n).collect());
+        for (hold, hold_name) in [
+            (Duration::ZERO, "death"),
+            (Duration::from_secs(30), "≥ 30 s"),
+        ] {
+            for on in [false, true] {
+                let (mut held, mut healed) = (Vec::new(), Vec::new());
+                for seed in 0..20 {
+                    let mut sim = converged_with(n, with_dead_pings(on), 300 + seed);
+                    let cut_at = sim.now();
+                    sim.partition(&a, &b);
+                    let dead = |s: &Sim, i: usize, j: usize| {
+                        s.view(i, j).is_some_and(|m| m.state == MemberState::Dead)
+                    };
+                    let apart = sim
+                        .run_until_true(Duration::from_secs(120), STEP, |s| {
+                            a.iter()
+                                .all(|&i| b.iter().all(|&j| dead(s, i, j) && dead(s, j, i)))
+                        })
+                        .expect("each side lists the other dead");
+                    sim.run_for(hold.saturating_sub(apart));
+                    let apart = sim.now() - cut_at;
+                    sim.heal();
+                    let back = sim
+                        .run_until_true(Duration::from_secs(120), STEP, Sim::converged)
+                        .expect("the healed cluster converges");
+                    held.push(apart);
+                    healed.push(back);
+                }
+                println!(
+                    "| {n} | {cut} vs {} | {hold_name} | {} | {} | {} / {} / {} | {} |",
+                    n - cut,
+                    on_off(on),
+                    secs(median(&mut held)),
+                    secs(median(&mut healed)),
+                    secs(mean(&healed)),
+                    secs(*healed.iter().max().expect("seeds")),
+                    if on { "median ≤ 3 s" } else { "" },
+                );
+            }
+        }
+    }
+    println!();
+    println!("## Gossip traffic with and without dead-member pings (simulated, 120 s, per running member)\n");
+    println!("*Healthy*: no member dead. *One crashed*: one member crashed and was declared dead by all at least 30 s before the window (it stays dead; the others ping it now and then).\n");
+    println!("| members | cluster | dead-member pings | bytes/s sent | datagrams/s sent |");
+    println!("|---:|---|---|---:|---:|");
+    for n in [8, 16] {
+        for crashed in [false, true] {
+            for on in [false, true] {
+                let mut sim = converged_with(n, with_dead_pings(on), 1);
+                if crashed {
+                    sim.crash(n / 2);
+                    sim.run_until_true(Duration::from_secs(120), STEP, |s| {
+                        s.all_see(n / 2, MemberState::Dead)
+                    })
+                    .expect("the crashed member is declared dead");
+                }
+                sim.run_for(Duration::from_secs(30));
+                let (bytes0, count0) = sim.traffic();
+                let window = Duration::from_secs(120);
+                sim.run_for(window);
+                let (bytes1, count1) = sim.traffic();
+                let per = sim.running().len() as f64 * window.as_secs_f64();
+                println!(
+                    "| {n} | {} | {} | {:.0} | {:.2} |",
+                    if crashed { "one crashed" } else { "healthy" },
+                    on_off(on),
+                    (bytes1 - bytes0) as f64 / per,
+                    (count1 - count0) as f64 / per,
+                );
+            }
+        }
     }
     println!();
 }
@@ -576,10 +685,11 @@ fn main() {
         .collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     println!("# SWIM membership figures\n");
-    println!("Defaults: T = 1 s, probe timeout 500 ms, k = 3, suspicion ×4 (max ×6), retransmit ×4, gossip every 200 ms to 3, push-pull 30 s, datagrams ≤ 1400 B.\n");
-    let scenarios: [(&str, fn()); 7] = [
+    println!("Defaults: T = 1 s, probe timeout 500 ms, k = 3, suspicion ×4 (max ×6), retransmit ×4, gossip every 200 ms to 3, push-pull 30 s, a dead member pinged every 1 s, datagrams ≤ 1400 B.\n");
+    let scenarios: [(&str, fn()); 8] = [
         ("detect", detect),
         ("traffic", traffic),
+        ("rejoin", rejoin),
         ("loss", loss),
         ("join", join),
         ("scale", scale),

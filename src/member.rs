@@ -108,16 +108,24 @@ pub struct MemberTable {
     /// Alive or suspect members, kept up to date on every change because
     /// the protocol asks for it on every datagram it sends.
     live: usize,
+    /// Dead members (not `left` ones), kept the same way: the protocol asks
+    /// whether there are any each time it plans its next wake-up.
+    dead: usize,
 }
 
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
 }
 
+fn is_dead(state: MemberState) -> bool {
+    state == MemberState::Dead
+}
+
 impl MemberTable {
     pub fn new(local: Member, now: Instant) -> Self {
         let local_id = local.id;
         let live = usize::from(is_live(local.state));
+        let dead = usize::from(is_dead(local.state));
         let mut entries = BTreeMap::new();
         entries.insert(
             local_id,
@@ -130,6 +138,7 @@ impl MemberTable {
             local_id,
             entries,
             live,
+            dead,
         }
     }
 
@@ -151,6 +160,8 @@ impl MemberTable {
             }
             self.live = self.live + usize::from(is_live(local.state))
                 - usize::from(is_live(entry.member.state));
+            self.dead = self.dead + usize::from(is_dead(local.state))
+                - usize::from(is_dead(entry.member.state));
             entry.member = local;
         }
     }
@@ -172,11 +183,14 @@ impl MemberTable {
                 }
                 self.live = self.live + usize::from(is_live(news.state))
                     - usize::from(is_live(entry.member.state));
+                self.dead = self.dead + usize::from(is_dead(news.state))
+                    - usize::from(is_dead(entry.member.state));
                 entry.member = news;
                 true
             }
             None => {
                 self.live += usize::from(is_live(news.state));
+                self.dead += usize::from(is_dead(news.state));
                 self.entries.insert(
                     news.id,
                     MemberEntry {
@@ -207,6 +221,11 @@ impl MemberTable {
     /// count as the cluster's size for timeouts and retransmissions.
     pub fn live_count(&self) -> usize {
         self.live
+    }
+
+    /// Members marked dead (not those that left).
+    pub fn dead_count(&self) -> usize {
+        self.dead
     }
 
     pub fn len(&self) -> usize {
@@ -282,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn the_live_count_follows_every_change() {
+    fn the_live_and_dead_counts_follow_every_change() {
         let mut t = table();
         let now = Instant::now();
         t.apply(member(2, MemberState::Alive, 0), now);
@@ -291,11 +310,15 @@ mod tests {
         t.apply(member(3, MemberState::Dead, 0), now);
         t.apply(member(2, MemberState::Left, 0), now);
         assert_eq!(t.live_count(), 1);
+        assert_eq!(t.dead_count(), 1);
         t.apply(member(3, MemberState::Alive, 1), now);
+        assert_eq!(t.dead_count(), 0);
         t.set_local(member(1, MemberState::Left, 0), now);
         assert_eq!(t.live_count(), 1);
         let counted = t.entries().filter(|e| is_live(e.member.state)).count();
         assert_eq!(t.live_count(), counted);
+        let dead = t.entries().filter(|e| is_dead(e.member.state)).count();
+        assert_eq!(t.dead_count(), dead);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub swim_members_declared_dead: Counter,
     pub swim_refutations: Counter,
     pub swim_push_pulls: Counter,
+    pub swim_dead_probes: Counter,
     pub swim_relays_refused: Counter,
     pub swim_late_timers: Counter,
     pub swim_local_health: Gauge,
@@ -160,6 +161,7 @@ impl Metrics {
             ("swim_members_declared_dead_total", "Suspicions that expired into deaths here.", &[("", c(&self.swim_members_declared_dead))]),
             ("swim_refutations_total", "Rumors about this node it refuted with a new incarnation.", &[("", c(&self.swim_refutations))]),
             ("swim_push_pulls_total", "Full-state exchanges started.", &[("", c(&self.swim_push_pulls))]),
+            ("swim_dead_probes_total", "Pings sent to members declared dead, in case they are alive after all.", &[("", c(&self.swim_dead_probes))]),
             ("swim_relays_refused_total", "Indirect probes refused because too many were in flight.", &[("", c(&self.swim_relays_refused))]),
             ("swim_late_timers_total", "Protocol periods that started late enough to hint this node is slow.", &[("", c(&self.swim_late_timers))]),
             ("actor_restarts_total", "Actor restarts by their supervisor.", &[

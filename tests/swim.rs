@@ -15,7 +15,11 @@ const T: Duration = Duration::from_secs(1);
 const STEP: Duration = Duration::from_millis(100);
 
 fn converged_cluster(n: usize, seed: u64) -> Sim {
-    let mut sim = Sim::cluster(n, SwimConfig::default(), seed);
+    converged_cluster_with(n, SwimConfig::default(), seed)
+}
+
+fn converged_cluster_with(n: usize, config: SwimConfig, seed: u64) -> Sim {
+    let mut sim = Sim::cluster(n, config, seed);
     let took = sim.run_until_true(Duration::from_secs(60), STEP, Sim::converged);
     assert!(took.is_some(), "{n} nodes did not converge within a minute");
     sim
@@ -170,19 +174,115 @@ fn ten_percent_loss_for_five_minutes_gives_no_false_positives_and_shows_in_metri
     }
 }
 
-#[test]
-fn a_healed_partition_converges_again() {
-    let mut sim = converged_cluster(5, 6);
-    sim.partition(&[0, 1], &[2, 3, 4]);
-    sim.run_until_true(Duration::from_secs(60), STEP, |s| {
-        s.view(0, 3).is_some_and(|m| m.state == MemberState::Dead)
-            && s.view(3, 0).is_some_and(|m| m.state == MemberState::Dead)
+/// Whether every node of `a` lists every node of `b` dead, and the reverse.
+fn each_side_lists_the_other_dead(sim: &Sim, a: &[usize], b: &[usize]) -> bool {
+    let dead = |i: usize, j: usize| sim.view(i, j).is_some_and(|m| m.state == MemberState::Dead);
+    a.iter()
+        .all(|&i| b.iter().all(|&j| dead(i, j) && dead(j, i)))
+}
+
+/// Cuts `a` from `b` for 30 s and until each side lists the other dead,
+/// then heals.
+fn partition_past_the_deaths(sim: &mut Sim, a: &[usize], b: &[usize]) {
+    let cut_at = sim.now();
+    sim.partition(a, b);
+    sim.run_until_true(Duration::from_secs(90), STEP, |s| {
+        each_side_lists_the_other_dead(s, a, b)
     })
     .expect("each side declares the other dead");
+    let held = sim.now() - cut_at;
+    sim.run_for(Duration::from_secs(30).saturating_sub(held));
     sim.heal();
+}
+
+#[test]
+fn a_partition_held_past_the_deaths_heals_within_seconds() {
+    // Push-pull alone (every 30 s, with one dead member) takes 15 s or so
+    // here and would miss this deadline in nearly every run; pinging dead
+    // members brings both sides back in about a second.
+    let limit = 5 * T;
+    for (n, cut) in [(5, 2), (8, 3)] {
+        let (a, b): (Vec<usize>, Vec<usize>) = ((0..cut).collect(), (cut..n).collect());
+        for seed in 0..5 {
+            let mut sim = converged_cluster(n, 20 + seed);
+            partition_past_the_deaths(&mut sim, &a, &b);
+            let took = sim.run_until_true(limit, STEP, Sim::converged);
+            assert!(
+                took.is_some(),
+                "{n} nodes, seed {seed}: not all alive {limit:?} after the heal"
+            );
+        }
+    }
+}
+
+#[test]
+fn with_dead_member_pings_off_push_pull_alone_heals_a_partition() {
+    let config = SwimConfig {
+        dead_probe_interval: Duration::ZERO,
+        ..SwimConfig::default()
+    };
+    let mut sim = converged_cluster_with(5, config, 6);
+    partition_past_the_deaths(&mut sim, &[0, 1], &[2, 3, 4]);
     let push_pull = SwimConfig::default().push_pull_interval;
     sim.run_until_true(push_pull * 2 + 5 * T, STEP, Sim::converged)
         .expect("push-pull heals the partition");
+    let dead_probes: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.metrics.swim_dead_probes.get())
+        .sum();
+    assert_eq!(dead_probes, 0);
+}
+
+#[test]
+fn a_crashed_member_is_pinged_now_and_then_and_its_silence_accuses_no_one() {
+    let mut sim = converged_cluster(8, 13);
+    sim.crash(3);
+    sim.run_until_true(Duration::from_secs(60), STEP, |s| {
+        s.all_see(3, MemberState::Dead)
+    })
+    .expect("everyone declares the crashed member dead");
+    // Let the acks that follow the failed probes bring awareness back down.
+    sim.run_for(10 * T);
+    let sum = |sim: &Sim, f: fn(&dnd::metrics::Metrics) -> u64| -> u64 {
+        sim.nodes.iter().map(|n| f(&n.metrics)).sum()
+    };
+    let suspicions = sum(&sim, |m| m.swim_suspicions_raised.get());
+    let failures = sum(&sim, |m| m.swim_probe_failures.get());
+    let pinged = sum(&sim, |m| m.swim_dead_probes.get());
+    let incarnation = sim.view(0, 3).unwrap().incarnation;
+    let window = Duration::from_secs(60);
+    let end = sim.now() + window;
+    while sim.now() < end {
+        sim.run_for(STEP);
+        for i in sim.running() {
+            assert_eq!(sim.nodes[i].swim.awareness(), 0, "node {i}");
+        }
+    }
+    assert_eq!(sum(&sim, |m| m.swim_suspicions_raised.get()), suspicions);
+    assert_eq!(sum(&sim, |m| m.swim_probe_failures.get()), failures);
+    assert!(sim.all_see(3, MemberState::Dead));
+    assert_eq!(sim.view(0, 3).unwrap().incarnation, incarnation);
+    assert_eq!(sim.false_deaths(), 0);
+    // Each of the 7 others pings it about once a second, and no more.
+    let pinged = sum(&sim, |m| m.swim_dead_probes.get()) - pinged;
+    let most = 7 * window.as_secs() * 2;
+    assert!(
+        (7 * window.as_secs() / 2..=most).contains(&pinged),
+        "{pinged} pings in {window:?}"
+    );
+}
+
+#[test]
+fn a_healthy_cluster_pings_no_dead_member() {
+    let mut sim = converged_cluster(8, 14);
+    sim.run_for(Duration::from_secs(120));
+    let pinged: u64 = sim
+        .nodes
+        .iter()
+        .map(|n| n.metrics.swim_dead_probes.get())
+        .sum();
+    assert_eq!(pinged, 0);
 }
 
 #[test]

@@ -130,6 +130,13 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     push_pull_interval_ms: u64,
 
+    /// While any member is dead, one of them is pinged this often (jittered)
+    /// in case it is alive after all, so a healed partition rejoins in
+    /// seconds; 0 turns it off.
+    #[arg(long, global = true, env = "DND_DEAD_PROBE_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    dead_probe_interval_ms: u64,
+
     /// Largest local health multiplier: how far a node that finds itself
     /// slow stretches its own timeouts.
     #[arg(long, global = true, env = "DND_AWARENESS_MAX", default_value_t = 8,
@@ -327,6 +334,7 @@ impl Cli {
                 suspicion_max_mult: self.suspicion_max_mult,
                 retransmit_mult: self.retransmit_mult,
                 push_pull_interval: Duration::from_millis(self.push_pull_interval_ms),
+                dead_probe_interval: Duration::from_millis(self.dead_probe_interval_ms),
                 awareness_max: self.awareness_max,
                 ..SwimConfig::default()
             },

@@ -18,6 +18,14 @@
 //! probe without the expected nacks, each refutation and each late timer
 //! raises a score that stretches this node's own probe period and timeout,
 //! so a slow node accuses less; successful probes lower it.
+//!
+//! A member declared dead is not probed, but while the table lists any,
+//! one of them is pinged every `dead_probe_interval` (jittered) with the
+//! rumor of its own death: a member that was only cut off (a healed
+//! partition, a resumed pause) refutes at once, and its ack tells this node
+//! if it was declared dead in turn, so both sides come back within seconds
+//! instead of waiting for push-pull. Silence from a dead member is expected
+//! and changes nothing.
 
 pub mod broadcast;
 pub mod sim;
@@ -60,6 +68,10 @@ pub struct SwimConfig {
     pub gossip_fanout: usize,
     /// How often to exchange full state with a random member.
     pub push_pull_interval: Duration,
+    /// While any member is dead (not left), one random dead member is pinged
+    /// this often, jittered, in case it is alive after all; zero turns it
+    /// off, leaving push-pull as the only way back.
+    pub dead_probe_interval: Duration,
     /// The largest local health multiplier.
     pub awareness_max: u32,
     /// Most relayed probes in flight at once; more are refused.
@@ -78,6 +90,7 @@ impl Default for SwimConfig {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             push_pull_interval: Duration::from_secs(30),
+            dead_probe_interval: Duration::from_secs(1),
             awareness_max: 8,
             max_relays: 1024,
         }
@@ -99,6 +112,9 @@ pub enum RemoveError {
 /// for: a few minutes of probes and relays.
 const RECENT_SEQS: u64 = 4096;
 
+/// Sets the dead-member pings' generator apart from the protocol's.
+const DEAD_PROBE_SEED: u64 = 0x6465_6164_7069_6e67;
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -118,6 +134,14 @@ struct Probe {
     nacks: u32,
 }
 
+/// A ping to a member declared dead. Its ack is believed like a probe's;
+/// no ack is the expected outcome and counts against no one.
+#[derive(Debug)]
+struct DeadProbe {
+    target: NodeId,
+    seq: u64,
+}
+
 #[derive(Debug)]
 struct Relay {
     requester: SocketAddr,
@@ -134,6 +158,7 @@ pub struct Swim {
     probe_order: Vec<NodeId>,
     probe_cursor: usize,
     probe: Option<Probe>,
+    dead_probe: Option<DeadProbe>,
     relays: BTreeMap<u64, Relay>,
     suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: BroadcastQueue,
@@ -141,9 +166,14 @@ pub struct Swim {
     next_seq: u64,
     next_probe_at: Instant,
     next_push_pull_at: Instant,
+    next_dead_probe_at: Instant,
     next_gossip_at: Instant,
     next_join_at: Instant,
     rng: StdRng,
+    /// Draws for dead-member pings only, so that every other choice (probe
+    /// order, relays, gossip targets) comes out the same with them on or
+    /// off, and the figures compare like with like.
+    dead_probe_rng: StdRng,
     outgoing: Vec<Outgoing>,
     changes: Vec<Member>,
     metrics: SharedMetrics,
@@ -167,6 +197,10 @@ impl Swim {
         let first_push_pull = config
             .push_pull_interval
             .mul_f64(rng.random_range(0.5..1.0));
+        let mut dead_probe_rng = StdRng::seed_from_u64(rng_seed ^ DEAD_PROBE_SEED);
+        let first_dead_probe = config
+            .dead_probe_interval
+            .mul_f64(dead_probe_rng.random_range(0.5..1.5));
         Swim {
             table: MemberTable::new(local, now),
             leaving: false,
@@ -174,6 +208,7 @@ impl Swim {
             probe_order: Vec::new(),
             probe_cursor: 0,
             probe: None,
+            dead_probe: None,
             relays: BTreeMap::new(),
             suspicions: BTreeMap::new(),
             broadcasts: BroadcastQueue::default(),
@@ -181,9 +216,11 @@ impl Swim {
             next_seq: rng.random(),
             next_probe_at: now + first_probe,
             next_push_pull_at: now + first_push_pull,
+            next_dead_probe_at: now + first_dead_probe,
             next_gossip_at: now + config.gossip_interval,
             next_join_at: now,
             rng,
+            dead_probe_rng,
             outgoing: Vec::new(),
             changes: Vec::new(),
             metrics,
@@ -236,6 +273,9 @@ impl Swim {
         if !self.broadcasts.is_empty() {
             wake = wake.min(self.next_gossip_at);
         }
+        if self.probes_dead_members() {
+            wake = wake.min(self.next_dead_probe_at);
+        }
         if self.wants_to_join() {
             wake = wake.min(self.next_join_at);
         }
@@ -251,6 +291,12 @@ impl Swim {
             wake = wake.min(suspicion.deadline());
         }
         Some(wake)
+    }
+
+    /// Whether pinging dead members is on and there is one to ping: a
+    /// healthy cluster pays nothing for it.
+    fn probes_dead_members(&self) -> bool {
+        !self.config.dead_probe_interval.is_zero() && self.table.dead_count() > 0
     }
 
     fn wants_to_join(&self) -> bool {
@@ -331,6 +377,16 @@ impl Swim {
         if now >= self.next_push_pull_at {
             self.push_pull();
             self.next_push_pull_at = now + self.config.push_pull_interval;
+        }
+        if now >= self.next_dead_probe_at && !self.config.dead_probe_interval.is_zero() {
+            // The timer runs on while no one is dead (without waking this
+            // node for it), so a fresh death is pinged within about one
+            // interval of being declared.
+            if self.probes_dead_members() {
+                self.ping_dead_member();
+            }
+            let jitter = self.dead_probe_rng.random_range(0.5..1.5);
+            self.next_dead_probe_at = now + self.config.dead_probe_interval.mul_f64(jitter);
         }
     }
 
@@ -493,6 +549,42 @@ impl Swim {
             expected_nacks: 0,
             nacks: 0,
         });
+    }
+
+    /// Pings one random dead member, telling it that it is dead. Alive
+    /// after all, it refutes in its ack (with an incarnation that beats its
+    /// death here) and, if this node is dead to it, adds that to the ack so
+    /// this node refutes too. Only its own death rides along: the queued
+    /// rumors are spent on members that can pass them on.
+    fn ping_dead_member(&mut self) {
+        let count = self.table.dead_count();
+        if count == 0 {
+            return;
+        }
+        let nth = self.dead_probe_rng.random_range(0..count);
+        let Some(member) = self
+            .table
+            .entries()
+            .filter(|e| e.member.state == MemberState::Dead)
+            .nth(nth)
+            .map(|e| e.member.clone())
+        else {
+            return;
+        };
+        let seq = self.next_seq();
+        self.metrics.swim_dead_probes.inc();
+        self.dead_probe = Some(DeadProbe {
+            target: member.id,
+            seq,
+        });
+        let to = member.gossip_addr;
+        self.send(
+            to,
+            GossipMessage::Ping {
+                seq,
+                rumors: vec![Rumor::about(member)],
+            },
+        );
     }
 
     fn send_indirect_probes(&mut self) {
@@ -668,6 +760,13 @@ impl Swim {
         if let Some(probe) = &mut self.probe {
             if probe.seq == seq {
                 probe.acked = true;
+                return true;
+            }
+        }
+        if let Some(dead_probe) = &self.dead_probe {
+            if dead_probe.seq == seq {
+                tracing::debug!(member = %dead_probe.target, "a member declared dead answered a ping");
+                self.dead_probe = None;
                 return true;
             }
         }
@@ -1052,4 +1151,158 @@ impl Swim {
 
 fn is_live(state: MemberState) -> bool {
     matches!(state, MemberState::Alive | MemberState::Suspect)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn member(id: u64, state: MemberState, incarnation: u64) -> Member {
+        let addr: SocketAddr = format!("127.0.0.1:{}", 5000 + id).parse().unwrap();
+        Member {
+            id: NodeId::from_u64(id),
+            gossip_addr: addr,
+            http_addr: addr,
+            state,
+            incarnation,
+        }
+    }
+
+    /// A node that has heard, from a member that is not in its table,
+    /// these rumors and nothing else.
+    fn swim_that_heard(rumors: Vec<Member>, now: Instant) -> (Swim, Codec, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let codec = Codec::new("dnd", 1400);
+        let mut swim = Swim::new(
+            member(1, MemberState::Alive, 0),
+            SwimConfig::default(),
+            codec.clone(),
+            Vec::new(),
+            7,
+            metrics.clone(),
+            now,
+        );
+        let gossip = Datagram {
+            sender: NodeId::from_u64(9),
+            message: GossipMessage::Gossip {
+                rumors: rumors.into_iter().map(Rumor::about).collect(),
+            },
+        };
+        let bytes = codec.encode(&gossip).unwrap();
+        swim.handle_bytes(member(9, MemberState::Alive, 0).gossip_addr, &bytes, now);
+        swim.take_changes();
+        (swim, codec, metrics)
+    }
+
+    /// Runs every timer up to `until`, returning what was sent and when.
+    fn run(swim: &mut Swim, until: Instant) -> Vec<(Instant, Outgoing)> {
+        let mut sent = Vec::new();
+        while let Some(wake) = swim.next_wake() {
+            if wake > until {
+                break;
+            }
+            swim.tick(wake);
+            sent.extend(swim.take_outgoing().into_iter().map(|o| (wake, o)));
+        }
+        sent
+    }
+
+    fn pings_to(
+        sent: &[(Instant, Outgoing)],
+        to: SocketAddr,
+        codec: &Codec,
+    ) -> Vec<(Instant, u64, Vec<Rumor>)> {
+        sent.iter()
+            .filter(|(_, o)| o.to == to)
+            .filter_map(|(at, o)| match codec.decode(&o.bytes).ok()?.message {
+                GossipMessage::Ping { seq, rumors } => Some((*at, seq, rumors)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_member_is_told_it_is_dead_and_its_silence_changes_nothing() {
+        let start = Instant::now();
+        let dead = member(2, MemberState::Dead, 3);
+        let (mut swim, codec, metrics) = swim_that_heard(vec![dead.clone()], start);
+        let sent = run(&mut swim, start + Duration::from_secs(20));
+        let pings = pings_to(&sent, dead.gossip_addr, &codec);
+        assert!(
+            (10..=40).contains(&pings.len()),
+            "{} pings in 20 s",
+            pings.len()
+        );
+        for (_, _, rumors) in &pings {
+            assert_eq!(rumors, &vec![Rumor::about(dead.clone())]);
+        }
+        let interval = SwimConfig::default().dead_probe_interval;
+        for pair in pings.windows(2) {
+            assert!(
+                pair[1].0 - pair[0].0 >= interval / 2,
+                "one ping per interval"
+            );
+        }
+        assert_eq!(metrics.swim_dead_probes.get(), pings.len() as u64);
+        assert_eq!(swim.awareness(), 0, "no answer is no sign of trouble here");
+        assert_eq!(metrics.swim_suspicions_raised.get(), 0);
+        assert_eq!(metrics.swim_probe_failures.get(), 0);
+        assert!(swim.take_changes().is_empty());
+        let still = &swim.table().get(dead.id).unwrap().member;
+        assert_eq!((still.state, still.incarnation), (MemberState::Dead, 3));
+    }
+
+    #[test]
+    fn the_ack_of_a_dead_member_that_is_alive_after_all_is_believed() {
+        let start = Instant::now();
+        let dead = member(2, MemberState::Dead, 3);
+        let (mut swim, codec, metrics) = swim_that_heard(vec![dead.clone()], start);
+        let sent = run(&mut swim, start + Duration::from_secs(2));
+        let (at, seq, _) = pings_to(&sent, dead.gossip_addr, &codec)
+            .pop()
+            .expect("the dead member was pinged");
+        let refuted = member(2, MemberState::Alive, 4);
+        let ack = Datagram {
+            sender: dead.id,
+            message: GossipMessage::Ack {
+                seq,
+                rumors: vec![Rumor::about(refuted.clone())],
+            },
+        };
+        swim.handle_bytes(dead.gossip_addr, &codec.encode(&ack).unwrap(), at);
+        assert_eq!(swim.table().get(dead.id).unwrap().member, refuted);
+        assert_eq!(swim.take_changes(), vec![refuted]);
+        assert_eq!(metrics.gossip_unexpected_replies.get(), 0);
+        assert!(swim.has_peers());
+    }
+
+    #[test]
+    fn a_member_that_left_is_never_pinged() {
+        let start = Instant::now();
+        let dead = member(2, MemberState::Dead, 0);
+        let left = member(4, MemberState::Left, 0);
+        let (mut swim, _, metrics) = swim_that_heard(vec![dead.clone(), left.clone()], start);
+        let sent = run(&mut swim, start + Duration::from_secs(60));
+        assert!(sent.iter().all(|(_, o)| o.to != left.gossip_addr));
+        assert!(metrics.swim_dead_probes.get() > 0, "the dead one is pinged");
+
+        let (mut swim, _, metrics) = swim_that_heard(vec![left.clone()], start);
+        let sent = run(&mut swim, start + Duration::from_secs(60));
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(metrics.swim_dead_probes.get(), 0);
+    }
+
+    #[test]
+    fn zero_turns_dead_member_pings_off() {
+        let start = Instant::now();
+        let dead = member(2, MemberState::Dead, 0);
+        let (mut swim, codec, metrics) = swim_that_heard(vec![dead.clone()], start);
+        swim.config.dead_probe_interval = Duration::ZERO;
+        let sent = run(&mut swim, start + Duration::from_secs(20));
+        assert!(pings_to(&sent, dead.gossip_addr, &codec).is_empty());
+        assert_eq!(metrics.swim_dead_probes.get(), 0);
+    }
 }
