@@ -339,6 +339,8 @@ fn client_load(
         let reply = if rng.random_bool(0.5) {
             request(node, "GET", &path, &[], b"", TIMEOUT).map(|r| (r.status, [200, 300]))
         } else {
+            // Replacing, not piling up siblings under repeated writes.
+            let path = format!("{path}?overwrite=true");
             request(node, "PUT", &path, &[], &value(key), TIMEOUT).map(|r| (r.status, [204, 204]))
         };
         let failed = match reply {

@@ -455,10 +455,12 @@ impl Client {
         let addr = conn.addr();
         self.request.clear();
         match plan.op {
+            // Replace what is there, as the other stores' writes do: a
+            // plain PUT would keep every write to a key as a sibling.
             Op::Put => {
                 let _ = write!(
                     self.request,
-                    "PUT /kv/bench-{key} HTTP/1.1\r\nHost: {addr}\r\n\
+                    "PUT /kv/bench-{key}?overwrite=true HTTP/1.1\r\nHost: {addr}\r\n\
                      Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
                     plan.value.len()
                 );

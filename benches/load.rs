@@ -655,10 +655,17 @@ impl Requests {
         let host = &self.hosts[target];
         let key_text = std::str::from_utf8(key).expect("keys are ASCII");
         match (self.protocol, op) {
+            // dnd replaces what is there, as etcd's and Redis's writes do:
+            // a plain PUT would keep every write to a key as a sibling.
             (Protocol::Dnd | Protocol::Ceiling, Op::Write) => {
+                let query = if self.protocol == Protocol::Dnd {
+                    "?overwrite=true"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     buf,
-                    "PUT /kv/{key_text} HTTP/1.1\r\nHost: {host}\r\n\
+                    "PUT /kv/{key_text}{query} HTTP/1.1\r\nHost: {host}\r\n\
                      Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
                     self.value.len()
                 );

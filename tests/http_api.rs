@@ -46,17 +46,23 @@ async fn the_seed_example_round_trips_with_its_content_type() {
 }
 
 #[actix_rt::test]
-async fn put_overwrites_and_delete_removes() {
+async fn a_put_with_the_last_context_replaces_and_delete_removes() {
     let node = start_node(|_| {}).await;
     let http = client();
+    let mut context: Option<String> = None;
     for (value, content_type) in [("one", "text/plain"), ("two", "application/json")] {
-        let r = http
+        let mut put = http
             .put(url(&node, "/kv/k"))
-            .insert_header(("content-type", content_type))
-            .send_body(value)
-            .await
-            .unwrap();
+            .insert_header(("content-type", content_type));
+        if let Some(context) = &context {
+            put = put.insert_header(("x-dnd-context", context.clone()));
+        }
+        let r = put.send_body(value).await.unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        context = r
+            .headers()
+            .get("x-dnd-context")
+            .map(|v| v.to_str().unwrap().to_string());
     }
     let mut get = http.get(url(&node, "/kv/k")).send().await.unwrap();
     assert_eq!(
@@ -69,6 +75,10 @@ async fn put_overwrites_and_delete_removes() {
     assert_eq!(del.status(), StatusCode::NO_CONTENT);
     let mut gone = http.get(url(&node, "/kv/k")).send().await.unwrap();
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert!(
+        gone.headers().contains_key("x-dnd-context"),
+        "a 404 carries a context too"
+    );
     assert_eq!(error_of(&mut gone).await, "key not found");
 
     let again = http.delete(url(&node, "/kv/k")).send().await.unwrap();
