@@ -17,6 +17,9 @@ use crate::version::{Dot, Object, Payload, VersionVector};
 pub enum ReplicaRequest {
     /// This replica's copy of a key (empty if it has none).
     Read { key: String },
+    /// Are you there? Sent to a peer this node set aside after a request
+    /// to it got no answer; any answer takes it back.
+    Ping,
     /// Merge `object` into this replica's copy. With `hint_for`, this node
     /// stands in for that home replica and keeps a hint to hand it over.
     Write {

@@ -23,9 +23,10 @@
 //! The checker holds the cluster to what those clients were told:
 //! - lost: an acknowledged value absent at the end, though no operation
 //!   (acknowledged or not: an unanswered one may still have been applied)
-//!   sent a context that named it, and no DELETE without a context was sent
-//!   on that key after the value's write was sent (such a delete supersedes
-//!   whatever its quorum read finds, which we cannot know). A write without
+//!   sent a context that named it, and no DELETE without a context on that
+//!   key could have read it (one answered after the value's write was
+//!   sent, or never answered: such a delete supersedes whatever its quorum
+//!   read finds, which we cannot know). A write without
 //!   a context supersedes nothing. For a set: an element of an acknowledged
 //!   add absent from the union of the final siblings (elements are never
 //!   removed);
@@ -84,6 +85,8 @@ const CREATE_CLIENTS: usize = 3;
 const CREATE_PAUSE: Duration = Duration::from_millis(250);
 /// The workloads run this long before the fault, for the healthy figures.
 const HEALTHY_SECONDS: f64 = 3.0;
+/// How long a client leaves a node alone after it gave no answer.
+const AVOID_SECONDS: f64 = 10.0;
 /// A partition held past the minority's dead declarations lasts at least
 /// this much longer.
 const HOLD_AFTER_DEAD: f64 = 3.0;
@@ -171,25 +174,26 @@ fn values_of(reply: &Reply) -> Option<BTreeSet<String>> {
 }
 
 /// A read as a client sees it: the values and the context, if the answer
-/// carried one; `None` if it failed (no answer, or not 200, 300 or 404).
-fn read(node: SocketAddr, key: &str) -> Option<(BTreeSet<String>, Option<String>)> {
-    let reply = http(node, "GET", &format!("/kv/{key}"), None, b"").ok()?;
-    let values = values_of(&reply)?;
-    Some((values, reply.context))
+/// carried one. `Err(true)` if the node gave no answer at all, `Err(false)`
+/// if it answered other than 200, 300 or 404.
+fn read(node: SocketAddr, key: &str) -> Result<(BTreeSet<String>, Option<String>), bool> {
+    let reply = http(node, "GET", &format!("/kv/{key}"), None, b"").map_err(|_| true)?;
+    let values = values_of(&reply).ok_or(false)?;
+    Ok((values, reply.context))
 }
 
 /// Sends a write or delete with `context` as its header (none when `None`);
-/// whether the cluster acknowledged it.
-fn send(node: SocketAddr, key: &str, kind: &Kind, context: Option<&str>) -> bool {
+/// whether the cluster acknowledged it, or `Err` if the node gave no answer.
+fn send(node: SocketAddr, key: &str, kind: &Kind, context: Option<&str>) -> Result<bool, ()> {
     let path = format!("/kv/{key}");
     let reply = match kind {
         Kind::Write(value) | Kind::Add { value, .. } => {
             http(node, "PUT", &path, context, value.as_bytes())
         }
         Kind::Delete => http(node, "DELETE", &path, context, b""),
-        Kind::FailedRead => return false,
+        Kind::FailedRead => return Ok(false),
     };
-    matches!(reply, Ok(r) if r.status == 204)
+    reply.map(|r| r.status == 204).map_err(|_| ())
 }
 
 /// The elements of one set value.
@@ -396,6 +400,8 @@ struct Op {
     /// When it was sent, in seconds since the workloads began, and through
     /// which node (an index).
     sent: f64,
+    /// When its answer came (or the client gave up).
+    answered: f64,
     node: usize,
 }
 
@@ -408,6 +414,12 @@ struct Client {
     epoch: Instant,
     rng: StdRng,
     ops: Vec<Op>,
+    /// Per node, until when this client leaves it alone: like a load
+    /// balancer's health check or a client's connection pool, it stops
+    /// sending to an endpoint that gave no answer at all (a paused node)
+    /// for a while, rather than spending a timeout on it again and again.
+    /// A node that answers, even 503, is not avoided.
+    avoid_until: Vec<f64>,
 }
 
 impl Client {
@@ -420,7 +432,38 @@ impl Client {
     }
 
     fn pick_node(&mut self) -> usize {
-        self.rng.random_range(0..self.nodes.len())
+        let now = self.now();
+        let usable: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.avoid_until[i] <= now)
+            .collect();
+        match usable.choose(&mut self.rng) {
+            Some(&node) => node,
+            None => self.rng.random_range(0..self.nodes.len()),
+        }
+    }
+
+    fn no_answer_from(&mut self, node: usize) {
+        self.avoid_until[node] = self.now() + AVOID_SECONDS;
+    }
+
+    /// Reads `key` through `node`; `None` if it failed (recorded).
+    fn read(
+        &mut self,
+        load: Load,
+        key: &str,
+        node: usize,
+    ) -> Option<(BTreeSet<String>, Option<String>)> {
+        let sent = self.now();
+        match read(self.nodes[node], key) {
+            Ok(seen) => Some(seen),
+            Err(no_answer) => {
+                if no_answer {
+                    self.no_answer_from(node);
+                }
+                self.failed_read(load, key.to_string(), node, sent);
+                None
+            }
+        }
     }
 
     fn failed_read(&mut self, load: Load, key: String, node: usize, sent: f64) {
@@ -431,6 +474,7 @@ impl Client {
             named: None,
             acknowledged: false,
             sent,
+            answered: self.now(),
             node,
         });
     }
@@ -450,7 +494,11 @@ impl Client {
             _ => (None, None),
         };
         let sent = self.now();
-        let acknowledged = send(self.nodes[node], &key, &kind, context.as_deref());
+        let acknowledged =
+            send(self.nodes[node], &key, &kind, context.as_deref()).unwrap_or_else(|()| {
+                self.no_answer_from(node);
+                false
+            });
         self.ops.push(Op {
             load,
             key,
@@ -458,6 +506,7 @@ impl Client {
             named,
             acknowledged,
             sent,
+            answered: self.now(),
             node,
         });
     }
@@ -469,9 +518,7 @@ fn register_client(mut c: Client, id: usize) -> Vec<Op> {
     while !c.stopped() {
         let key = format!("reg-{}", c.rng.random_range(0..REGISTER_KEYS));
         let node = c.pick_node();
-        let sent = c.now();
-        let Some(seen) = read(c.nodes[node], &key) else {
-            c.failed_read(Load::Register, key, node, sent);
+        let Some(seen) = c.read(Load::Register, &key, node) else {
             thread::sleep(Duration::from_millis(20));
             continue;
         };
@@ -512,9 +559,7 @@ fn set_client(mut c: Client, id: usize) -> Vec<Op> {
     while !c.stopped() {
         let key = format!("set-{}", c.rng.random_range(0..SET_KEYS));
         let node = c.pick_node();
-        let sent = c.now();
-        let Some(seen) = read(c.nodes[node], &key) else {
-            c.failed_read(Load::Set, key, node, sent);
+        let Some(seen) = c.read(Load::Set, &key, node) else {
             thread::sleep(Duration::from_millis(20));
             continue;
         };
@@ -548,11 +593,10 @@ fn create_client(mut c: Client, id: usize, barrier: Arc<Barrier>, go: Arc<Atomic
         round += 1;
         let key = format!("new-{round}");
         let node = c.pick_node();
-        let sent = c.now();
-        let seen = read(c.nodes[node], &key);
+        let seen = c.read(Load::Create, &key, node);
         barrier.wait();
         match seen {
-            None => c.failed_read(Load::Create, key, node, sent),
+            None => {}
             Some(seen) => {
                 let kind = Kind::Write(format!("n{id}-{round}"));
                 c.write(Load::Create, key, node, kind, Some(seen));
@@ -579,6 +623,7 @@ impl Workloads {
             epoch,
             rng: StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(n)),
             ops: Vec::new(),
+            avoid_until: vec![0.0; nodes.len()],
         };
         let mut threads = Vec::new();
         let mut n = 0;
@@ -702,8 +747,17 @@ fn check_registers(
             Kind::Write(value) => {
                 written.insert((&op.key, value));
             }
+            // A blind delete supersedes what its quorum read found, and
+            // that read came before its answer; one never answered may
+            // still be carried out at any time (a node that resumes after
+            // a pause serves the requests queued meanwhile).
             Kind::Delete if op.named.is_none() => {
-                blind_deletes.entry(&op.key).or_default().push(op.sent);
+                let read_by = if op.acknowledged {
+                    op.answered
+                } else {
+                    f64::INFINITY
+                };
+                blind_deletes.entry(&op.key).or_default().push(read_by);
             }
             _ => {}
         }
@@ -717,7 +771,7 @@ fn check_registers(
         let named = named_by_any.contains(&(op.key.as_str(), value.as_str()));
         let deleted_later = blind_deletes
             .get(op.key.as_str())
-            .is_some_and(|times| times.iter().any(|&t| t >= op.sent));
+            .is_some_and(|read_by| read_by.iter().any(|&t| t > op.sent));
         if !present && !named && !deleted_later {
             let verdict = verdicts.entry(op.load).or_default();
             verdict.lost.push((op.key.clone(), value.clone()));
@@ -1243,8 +1297,9 @@ fn history(ops: &[Op], key: &str) -> String {
                 None => "no context".to_string(),
             };
             format!(
-                "  {:7.3}s via node {} {kind} {named} {}",
+                "  {:7.3}s–{:7.3}s via node {} {kind} {named} {}",
                 op.sent,
+                op.answered,
                 op.node + 1,
                 if op.acknowledged { "ack" } else { "NOT acked" }
             )
@@ -1534,6 +1589,7 @@ fn op(key: &str, kind: Kind, named: Option<&[&str]>, acknowledged: bool, sent: f
         named: named.map(|n| n.iter().map(|s| s.to_string()).collect()),
         acknowledged,
         sent,
+        answered: sent + 0.5,
         node: 0,
     }
 }
@@ -1590,11 +1646,14 @@ fn the_checker_lets_only_a_context_or_a_later_blind_delete_supersede_a_value() {
         // Two blind writes supersede nothing: both must stay.
         op("blind-a", write("a1"), None, true, 0.0),
         op("blind-a", write("a2"), None, true, 1.0),
-        // A blind delete sent after b1's write may have removed it, but
-        // not b2, written after the delete was sent.
+        // A blind delete answered after b1's write was sent may have
+        // removed it, but not b2, sent after the delete was answered.
         op("blind-b", write("b1"), None, true, 0.0),
-        op("blind-b", Kind::Delete, None, false, 1.0),
+        op("blind-b", Kind::Delete, None, true, 1.0),
         op("blind-b", write("b2"), None, true, 2.0),
+        // One never answered may have been carried out at any time.
+        op("blind-e", Kind::Delete, None, false, 0.0),
+        op("blind-e", write("e1"), None, true, 5.0),
         // A delete with a context naming nothing removes nothing.
         op("reg-c", write("c1"), None, true, 0.0),
         op("reg-c", Kind::Delete, Some(&[]), true, 1.0),
@@ -1608,6 +1667,7 @@ fn the_checker_lets_only_a_context_or_a_later_blind_delete_supersede_a_value() {
     let finals = finals(&[
         ("blind-a", &["a1"]),
         ("blind-b", &[]),
+        ("blind-e", &[]),
         ("reg-c", &[]),
         ("new-1", &["n0-1"]),
         ("blind-d", &["d1"]),
@@ -1615,7 +1675,7 @@ fn the_checker_lets_only_a_context_or_a_later_blind_delete_supersede_a_value() {
     let verdicts = check(&ops, &finals);
     let blind = &verdicts[&Load::Blind];
     assert_eq!(blind.lost, pairs(&[("blind-a", "a2"), ("blind-b", "b2")]));
-    assert_eq!(blind.acknowledged_deletes, 1);
+    assert_eq!(blind.acknowledged_deletes, 2);
     assert!(blind.resurrected.is_empty());
     assert_eq!(verdicts[&Load::Register].lost, pairs(&[("reg-c", "c1")]));
     assert_eq!(verdicts[&Load::Create].lost, pairs(&[("new-1", "n1-1")]));

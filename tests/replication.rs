@@ -324,8 +324,14 @@ async fn concurrent_writes_on_two_sides_of_a_partition_become_siblings_and_a_mer
     assert_eq!(resolved.status, 204, "{}", resolved.text());
     a.replica_client.heal();
     b.replica_client.heal();
+    // a and b set each other aside for a moment after their failed
+    // requests: a read that needs every replica waits that out.
     for node in [a, b, c] {
-        let read = get(node.http_addr, "cart?r=all").await;
+        let read = eventually(SETTLE, "a read of every replica", || async {
+            let read = get(node.http_addr, "cart?r=all").await;
+            (read.status != 503).then_some(read)
+        })
+        .await;
         assert_eq!((read.status, read.text()), (200, "merged".to_string()));
     }
 }
@@ -386,7 +392,14 @@ async fn a_deleted_key_stays_deleted_when_a_stale_replica_returns() {
     // A write after the delete brings the key back, as a new value.
     let again = put(c, "gone", "new value").await;
     assert_eq!(again.status, 204);
-    assert_eq!(get(a, "gone?r=all").await.text(), "new value");
+    // a may still set node 2 aside after its failed requests while it was
+    // down: a read of every replica waits that out.
+    let read = eventually(SETTLE, "a read of every replica through a", || async {
+        let read = get(a, "gone?r=all").await;
+        (read.status != 503).then_some(read)
+    })
+    .await;
+    assert_eq!(read.text(), "new value");
 }
 
 #[actix_rt::test]

@@ -66,11 +66,6 @@ use crate::version::{CorruptObject, Dot, Object, Payload, VersionError, VersionV
 const MAILBOX_CAPACITY: usize = 1024;
 /// Hinted keys handed to one owner per delivery round.
 const HINT_BATCH: usize = 256;
-/// How long a peer that did not answer counts as down, in replica
-/// timeouts: short enough that a peer back from a blip is soon asked
-/// again, long enough that a cut link costs one slow request per hold
-/// rather than one per request.
-const UNREACHABLE_HOLD_TIMEOUTS: u32 = 3;
 
 const DATA_PREFIX: u8 = b'd';
 const HINT_PREFIX: u8 = b'h';
@@ -276,10 +271,7 @@ impl Store {
         metrics: SharedMetrics,
     ) -> Self {
         let ring = Arc::new(Ring::new([config.local_id], 1));
-        let reachability = Arc::new(Reachability::new(
-            config.replica_timeout * UNREACHABLE_HOLD_TIMEOUTS,
-            metrics.clone(),
-        ));
+        let reachability = Arc::new(Reachability::new(config.replica_timeout, metrics.clone()));
         Store {
             engine,
             metrics,
@@ -421,7 +413,7 @@ impl Store {
     /// its writes to stand-ins with hints for a moment. Nor is a member this
     /// node's own requests just failed to reach.
     fn is_up(&self, node: NodeId) -> bool {
-        self.is_alive(node) && !self.reachability.is_unreachable(node, Instant::now())
+        self.is_alive(node) && !self.reachability.is_unreachable(node)
     }
 
     fn is_alive(&self, node: NodeId) -> bool {
@@ -435,19 +427,6 @@ impl Store {
     fn placement(&self, key: &str) -> Placement {
         Placement::of(&self.ring, key.as_bytes(), self.effective_replicas(), |n| {
             self.is_up(n)
-        })
-    }
-
-    /// The placement of a request that needs `needed` replicas: members set
-    /// aside after a failed request are asked after all when the quorum
-    /// cannot be met without them (a hold is a guess; membership is not).
-    fn placement_for(&self, key: &str, needed: usize) -> Placement {
-        let placement = self.placement(key);
-        if placement.targets.len() + placement.spares.len() >= needed {
-            return placement;
-        }
-        Placement::of(&self.ring, key.as_bytes(), self.effective_replicas(), |n| {
-            self.is_alive(n)
         })
     }
 
@@ -483,7 +462,7 @@ impl Store {
             .unwrap_or(Quorum::Count(self.config.replication.read_quorum))
             .resolve(replicas);
         let key = key.as_str().to_string();
-        let placement = self.placement_for(&key, needed);
+        let placement = self.placement(&key);
         let reachable = placement.targets.len() + placement.spares.len();
         if reachable < needed {
             self.metrics.kv_refused_unreachable.inc();
@@ -569,7 +548,7 @@ impl Store {
             .quorum
             .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
             .resolve(replicas);
-        let placement = self.placement_for(&write.key, needed);
+        let placement = self.placement(&write.key);
         // Only a home replica versions a write. A new dot is counted from
         // the coordinator's own copy, which must hold every dot it issued
         // for the key; a stand-in's copy is a hint it hands over and drops,
@@ -580,18 +559,13 @@ impl Store {
             if forwarded {
                 return ready(Err(StoreError::NotHome));
             }
-            let mut homes = self.with_addrs(
+            let homes = self.with_addrs(
                 placement
                     .targets
                     .iter()
                     .filter(|t| t.hint_for.is_none())
                     .map(|t| t.node),
             );
-            if homes.is_empty() {
-                // Every home replica alive was set aside: try them anyway.
-                homes =
-                    self.with_addrs(placement.home.iter().copied().filter(|&n| self.is_alive(n)));
-            }
             self.metrics.kv_writes_forwarded.inc();
             return Box::pin(forward(
                 self.peers.clone(),
@@ -661,6 +635,25 @@ impl Store {
             }
             outcome
         })
+    }
+
+    /// Pings every peer set aside whose ping is due; an answer takes it
+    /// back (see [`reachability`]).
+    fn ping_set_aside(&self) {
+        for node in self.reachability.due_for_ping(Instant::now()) {
+            let Some(addr) = self.addr_of(node) else {
+                self.reachability.forget(node);
+                continue;
+            };
+            let (peers, reachability) = (self.peers.clone(), self.reachability.clone());
+            let timeout = self.config.replica_timeout;
+            actix::spawn(async move {
+                let outcome = peers
+                    .request_within(addr, &ReplicaRequest::Ping, timeout)
+                    .await;
+                reachability.observe(node, &outcome, Instant::now());
+            });
+        }
     }
 
     // ---- hints --------------------------------------------------------
@@ -877,6 +870,7 @@ impl Store {
                     }
                 });
             }
+            ReplicaRequest::Ping => ReplicaReply::Stored,
             ReplicaRequest::WriteBatch { objects } => self.merge_batch(objects, None),
             ReplicaRequest::HandOver { leaving, objects } => {
                 self.merge_batch(objects, Some(leaving))
@@ -1410,6 +1404,9 @@ impl Actor for Store {
         ctx.run_interval(self.config.hint_interval, |store, ctx| {
             store.deliver_hints(ctx)
         });
+        ctx.run_interval(self.config.replica_timeout, |store, _ctx| {
+            store.ping_set_aside()
+        });
         tracing::debug!(engine = self.engine.name(), "store started");
     }
 }
@@ -1484,7 +1481,18 @@ impl Handler<MembersChanged> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: MembersChanged, ctx: &mut Self::Context) {
-        self.members = msg.members.iter().map(|m| (m.id, m.clone())).collect();
+        let members: HashMap<NodeId, Member> =
+            msg.members.iter().map(|m| (m.id, m.clone())).collect();
+        // A member whose record changed (back alive, a new incarnation after
+        // a healed partition or a restart) is worth asking again at once.
+        for (id, member) in &members {
+            let before = self.members.get(id);
+            if before.is_none_or(|b| (b.state, b.incarnation) != (member.state, member.incarnation))
+            {
+                self.reachability.forget(*id);
+            }
+        }
+        self.members = members;
         self.on_ring(msg.ring, ctx);
     }
 }

@@ -20,7 +20,8 @@
 //! so a slow node accuses less; successful probes lower it.
 //!
 //! A member declared dead is not probed, but while the table lists any,
-//! one of them is pinged every `dead_probe_interval` (jittered) with the
+//! one of them is pinged every `dead_probe_interval` (jittered; ten times
+//! less often once five minutes passed without a new death) with the
 //! rumor of its own death: a member that was only cut off (a healed
 //! partition, a resumed pause) refutes at once, and its ack tells this node
 //! if it was declared dead in turn, so both sides come back within seconds
@@ -112,6 +113,11 @@ pub enum RemoveError {
 /// for: a few minutes of probes and relays.
 const RECENT_SEQS: u64 = 4096;
 
+/// How long after the latest death dead members are pinged at the
+/// configured interval, and how much slower after that.
+const DEAD_PROBE_BRISK_FOR: Duration = Duration::from_secs(300);
+const DEAD_PROBE_SLOWDOWN: u32 = 10;
+
 /// Sets the dead-member pings' generator apart from the protocol's.
 const DEAD_PROBE_SEED: u64 = 0x6465_6164_7069_6e67;
 
@@ -167,6 +173,11 @@ pub struct Swim {
     next_probe_at: Instant,
     next_push_pull_at: Instant,
     next_dead_probe_at: Instant,
+    /// How many members were dead at the last tick, and when the count
+    /// last rose: dead members are pinged often only for a while after a
+    /// death.
+    dead_seen: usize,
+    last_death_at: Instant,
     next_gossip_at: Instant,
     next_join_at: Instant,
     rng: StdRng,
@@ -217,6 +228,8 @@ impl Swim {
             next_probe_at: now + first_probe,
             next_push_pull_at: now + first_push_pull,
             next_dead_probe_at: now + first_dead_probe,
+            dead_seen: 0,
+            last_death_at: now,
             next_gossip_at: now + config.gossip_interval,
             next_join_at: now,
             rng,
@@ -378,6 +391,11 @@ impl Swim {
             self.push_pull();
             self.next_push_pull_at = now + self.config.push_pull_interval;
         }
+        let dead = self.table.dead_count();
+        if dead > self.dead_seen {
+            self.last_death_at = now;
+        }
+        self.dead_seen = dead;
         if now >= self.next_dead_probe_at && !self.config.dead_probe_interval.is_zero() {
             // The timer runs on while no one is dead (without waking this
             // node for it), so a fresh death is pinged within about one
@@ -386,7 +404,21 @@ impl Swim {
                 self.ping_dead_member();
             }
             let jitter = self.dead_probe_rng.random_range(0.5..1.5);
-            self.next_dead_probe_at = now + self.config.dead_probe_interval.mul_f64(jitter);
+            self.next_dead_probe_at = now + self.dead_probe_interval(now).mul_f64(jitter);
+        }
+    }
+
+    /// A partition usually heals within minutes; a member dead for longer
+    /// is most likely gone for good, and pinging it as often would cost a
+    /// datagram a second for ever. So after [`DEAD_PROBE_BRISK_FOR`]
+    /// without a new death the pings slow down [`DEAD_PROBE_SLOWDOWN`]
+    /// times.
+    fn dead_probe_interval(&self, now: Instant) -> Duration {
+        let interval = self.config.dead_probe_interval;
+        if now.saturating_duration_since(self.last_death_at) < DEAD_PROBE_BRISK_FOR {
+            interval
+        } else {
+            interval * DEAD_PROBE_SLOWDOWN
         }
     }
 
@@ -1253,6 +1285,28 @@ mod tests {
         assert!(swim.take_changes().is_empty());
         let still = &swim.table().get(dead.id).unwrap().member;
         assert_eq!((still.state, still.incarnation), (MemberState::Dead, 3));
+    }
+
+    #[test]
+    fn a_member_dead_for_minutes_is_pinged_ten_times_less_often() {
+        let start = Instant::now();
+        let dead = member(2, MemberState::Dead, 3);
+        let (mut swim, codec, _) = swim_that_heard(vec![dead.clone()], start);
+        let brisk_end = start + DEAD_PROBE_BRISK_FOR;
+        let sent = run(&mut swim, brisk_end + Duration::from_secs(300));
+        let pings = pings_to(&sent, dead.gossip_addr, &codec);
+        let early = pings.iter().filter(|(at, _, _)| *at < brisk_end).count();
+        // The interval in force when the last brisk ping was sent may still
+        // be the short one: count from a little after the switch.
+        let late = pings
+            .iter()
+            .filter(|(at, _, _)| *at > brisk_end + Duration::from_secs(2))
+            .count();
+        assert!(early >= 200, "{early} pings in the first five minutes");
+        assert!(
+            (10..=60).contains(&late),
+            "{late} pings in the next five minutes"
+        );
     }
 
     #[test]
