@@ -567,7 +567,18 @@ impl Swim {
         };
         let seq = self.next_seq();
         self.metrics.swim_probes.inc();
-        self.send_with_rumors(target_addr, Vec::new(), |rumors| GossipMessage::Ping {
+        // A member this node suspects is told so, to refute at once: the
+        // rumor of the suspicion may have spent its retransmissions while
+        // a partition kept it away, and it would then only learn of it once
+        // declared dead.
+        let suspected: Vec<Rumor> = self
+            .table
+            .get(target)
+            .filter(|e| e.member.state == MemberState::Suspect)
+            .map(|e| Rumor::about(e.member.clone()))
+            .into_iter()
+            .collect();
+        self.send_with_rumors(target_addr, suspected, |rumors| GossipMessage::Ping {
             seq,
             rumors,
         });
@@ -1285,6 +1296,29 @@ mod tests {
         assert!(swim.take_changes().is_empty());
         let still = &swim.table().get(dead.id).unwrap().member;
         assert_eq!((still.state, still.incarnation), (MemberState::Dead, 3));
+    }
+
+    #[test]
+    fn a_suspected_member_is_told_of_its_suspicion_in_the_probe_itself() {
+        let start = Instant::now();
+        let suspect = member(2, MemberState::Suspect, 4);
+        let (mut swim, codec, _) = swim_that_heard(vec![suspect.clone()], start);
+        let sent = run(&mut swim, start + Duration::from_secs(10));
+        let pings = pings_to(&sent, suspect.gossip_addr, &codec);
+        assert!(pings.len() >= 4, "{} pings", pings.len());
+        // Long after the rumor spent its retransmissions, every ping still
+        // tells the member what this node holds against it.
+        let dead = Member {
+            state: MemberState::Dead,
+            ..suspect.clone()
+        };
+        for (_, _, rumors) in &pings {
+            assert!(
+                rumors.contains(&Rumor::about(suspect.clone()))
+                    || rumors.contains(&Rumor::about(dead.clone())),
+                "the ping carries the suspicion: {rumors:?}"
+            );
+        }
     }
 
     #[test]
