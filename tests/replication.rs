@@ -55,6 +55,20 @@ fn values_of(read: &common::cluster::Reply) -> Vec<String> {
     values
 }
 
+/// Writes `value` under keys `prefix-0`, `prefix-1`, ... with w=all until
+/// one is not among node 0's copies: a key node 0 is not a home replica of.
+async fn a_key_written_away_from_node_0(cluster: &Cluster, prefix: &str, value: &str) -> String {
+    for k in 0..50 {
+        let key = format!("{prefix}-{k}");
+        let written = put(cluster.slots[1].http(), &format!("{key}?w=all"), value).await;
+        assert_eq!(written.status, 204, "{}", written.text());
+        if cluster.local_values(0, &key).await.is_empty() {
+            return key;
+        }
+    }
+    panic!("no key of 50 lives away from node 0");
+}
+
 #[actix_rt::test]
 async fn writes_without_a_context_supersede_nothing_even_through_the_same_node() {
     let cluster = Cluster::start(3, StorageKind::Memory).await;
@@ -145,18 +159,7 @@ async fn a_delete_without_a_context_removes_what_a_quorum_read_finds_and_overwri
 async fn a_read_only_stand_ins_answered_is_unavailable_not_a_false_not_found() {
     let cluster = Cluster::start(5, StorageKind::Memory).await;
     let reader = cluster.slots[0].node();
-    // A key whose three copies are all away from node 0.
-    let mut chosen = None;
-    for k in 0..50 {
-        let key = format!("kept-{k}");
-        let written = put(cluster.slots[1].http(), &format!("{key}?w=all"), "precious").await;
-        assert_eq!(written.status, 204, "{}", written.text());
-        if cluster.local_values(0, &key).await.is_empty() {
-            chosen = Some(key);
-            break;
-        }
-    }
-    let key = chosen.expect("some key lives away from node 0");
+    let key = a_key_written_away_from_node_0(&cluster, "kept", "precious").await;
     let homes: Vec<usize> = {
         let mut homes = Vec::new();
         for i in 1..5 {
@@ -530,19 +533,7 @@ async fn clocks_stay_bounded_by_the_keys_home_replicas() {
 async fn a_node_that_reaches_no_home_replica_of_a_key_refuses_the_write_and_versions_nothing() {
     let cluster = Cluster::start(5, StorageKind::Memory).await;
     let outsider = cluster.slots[0].node();
-    // A key node 0 is not a home replica of: written with w=all, it is
-    // not among the three copies.
-    let mut chosen = None;
-    for k in 0..50 {
-        let key = format!("elsewhere-{k}");
-        let written = put(cluster.slots[1].http(), &format!("{key}?w=all"), "before").await;
-        assert_eq!(written.status, 204, "{}", written.text());
-        if cluster.local_values(0, &key).await.is_empty() {
-            chosen = Some(key);
-            break;
-        }
-    }
-    let key = chosen.expect("some key lives away from node 0");
+    let key = a_key_written_away_from_node_0(&cluster, "elsewhere", "before").await;
     for slot in &cluster.slots[1..] {
         outsider.replica_client.block(slot.node().gossip_addr);
     }
