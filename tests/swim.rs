@@ -425,3 +425,33 @@ fn an_indirect_probe_saves_a_member_whose_direct_link_is_cut() {
     assert_eq!(sim.view(0, 1).map(|m| m.state), Some(MemberState::Alive));
     assert_eq!(sim.view(1, 0).map(|m| m.state), Some(MemberState::Alive));
 }
+
+#[test]
+fn after_half_a_minute_of_flapping_partitions_every_member_is_alive_within_seconds() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..10u64 {
+        let mut sim = converged_cluster(5, seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let end = sim.now() + Duration::from_secs(30);
+        // Random 1|4 and 2|3 splits, a new one every 2 to 4 s: each node's
+        // local health climbs, stretching its probe period, and rumors of
+        // suspicion are spent while their subjects are cut off.
+        while sim.now() < end {
+            sim.heal();
+            let minority = if rng.random_bool(0.5) { 2 } else { 1 };
+            let mut order: Vec<usize> = (0..5).collect();
+            for i in 0..5 {
+                let j = rng.random_range(i..5);
+                order.swap(i, j);
+            }
+            sim.partition(&order[..minority], &order[minority..]);
+            sim.run_for(Duration::from_millis(rng.random_range(2000..4000)));
+        }
+        sim.heal();
+        let took = sim.run_until_true(Duration::from_secs(60), STEP, Sim::converged);
+        assert!(
+            took.is_some_and(|t| t <= Duration::from_secs(5)),
+            "seed {seed}: every member alive again after {took:?}"
+        );
+    }
+}

@@ -118,6 +118,9 @@ const RECENT_SEQS: u64 = 4096;
 const DEAD_PROBE_BRISK_FOR: Duration = Duration::from_secs(300);
 const DEAD_PROBE_SLOWDOWN: u32 = 10;
 
+/// Accused members remembered as told, before the stale ones are dropped.
+const TOLD_ACCUSED_MAX: usize = 256;
+
 /// Sets the dead-member pings' generator apart from the protocol's.
 const DEAD_PROBE_SEED: u64 = 0x6465_6164_7069_6e67;
 
@@ -178,6 +181,9 @@ pub struct Swim {
     /// death.
     dead_seen: usize,
     last_death_at: Instant,
+    /// When each accused member that spoke to this node was last told of
+    /// its accusation.
+    told_accused: BTreeMap<NodeId, Instant>,
     next_gossip_at: Instant,
     next_join_at: Instant,
     rng: StdRng,
@@ -230,6 +236,7 @@ impl Swim {
             next_dead_probe_at: now + first_dead_probe,
             dead_seen: 0,
             last_death_at: now,
+            told_accused: BTreeMap::new(),
             next_gossip_at: now + config.gossip_interval,
             next_join_at: now,
             rng,
@@ -306,10 +313,11 @@ impl Swim {
         Some(wake)
     }
 
-    /// Whether pinging dead members is on and there is one to ping: a
-    /// healthy cluster pays nothing for it.
+    /// Whether pinging dead members is on and there is one to ping (or a
+    /// suspect one): a healthy cluster pays nothing for it.
     fn probes_dead_members(&self) -> bool {
-        !self.config.dead_probe_interval.is_zero() && self.table.dead_count() > 0
+        !self.config.dead_probe_interval.is_zero()
+            && (self.table.dead_count() > 0 || !self.suspicions.is_empty())
     }
 
     fn wants_to_join(&self) -> bool {
@@ -594,13 +602,23 @@ impl Swim {
         });
     }
 
-    /// Pings one random dead member, telling it that it is dead. Alive
-    /// after all, it refutes in its ack (with an incarnation that beats its
-    /// death here) and, if this node is dead to it, adds that to the ack so
-    /// this node refutes too. Only its own death rides along: the queued
-    /// rumors are spent on members that can pass them on.
+    /// Pings one random dead (or suspect) member, telling it that it is
+    /// dead (or suspect). Alive after all, it refutes in its ack (with an
+    /// incarnation that beats the accusation here) and, if this node is
+    /// accused by it, adds that to the ack so this node refutes too. Only
+    /// its own accusation rides along: the queued rumors are spent on
+    /// members that can pass them on. A suspect member is pinged too
+    /// because, with local health stretching this node's probe period
+    /// after flapping partitions, the next regular probe of it can be many
+    /// seconds away, and the rumor of its suspicion may have been spent
+    /// while it was cut off.
     fn ping_dead_member(&mut self) {
-        let count = self.table.dead_count();
+        let accused = |state| matches!(state, MemberState::Dead | MemberState::Suspect);
+        let count = self
+            .table
+            .entries()
+            .filter(|e| accused(e.member.state))
+            .count();
         if count == 0 {
             return;
         }
@@ -608,7 +626,7 @@ impl Swim {
         let Some(member) = self
             .table
             .entries()
-            .filter(|e| e.member.state == MemberState::Dead)
+            .filter(|e| accused(e.member.state))
             .nth(nth)
             .map(|e| e.member.clone())
         else {
@@ -730,6 +748,11 @@ impl Swim {
         if sender == self.table.local_id() {
             return;
         }
+        // A ping's ack tells its sender itself; a join is not a member yet.
+        let tell_if_accused = !matches!(
+            datagram.message,
+            GossipMessage::Ping { .. } | GossipMessage::Join { .. }
+        );
         match datagram.message {
             GossipMessage::Join { member } => {
                 if self.leaving {
@@ -796,6 +819,44 @@ impl Swim {
                 }
             }
         }
+        if tell_if_accused {
+            self.tell_if_accused(sender, now);
+        }
+    }
+
+    /// A member this node holds suspect or dead, yet hears from, is told so
+    /// (at most once a protocol period, at the address in the table), to
+    /// refute at once: the rumor of its accusation may have spent its
+    /// retransmissions while a partition kept it away. After flapping
+    /// partitions, when every node's local health stretches its probe
+    /// period, waiting for a probe to tell it took many seconds.
+    fn tell_if_accused(&mut self, sender: NodeId, now: Instant) {
+        let Some(member) = self
+            .table
+            .get(sender)
+            .filter(|e| matches!(e.member.state, MemberState::Suspect | MemberState::Dead))
+            .map(|e| e.member.clone())
+        else {
+            return;
+        };
+        let period = self.config.protocol_period;
+        if self
+            .told_accused
+            .get(&sender)
+            .is_some_and(|&at| now < at + period)
+        {
+            return;
+        }
+        if self.told_accused.len() >= TOLD_ACCUSED_MAX {
+            self.told_accused.retain(|_, at| now < *at + period);
+        }
+        self.told_accused.insert(sender, now);
+        self.send(
+            member.gossip_addr,
+            GossipMessage::Gossip {
+                rumors: vec![Rumor::about(member)],
+            },
+        );
     }
 
     /// Settles the probe or relay `seq` answers; false if there was none.
@@ -1319,6 +1380,38 @@ mod tests {
                 "the ping carries the suspicion: {rumors:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_suspect_member_heard_from_is_told_of_its_suspicion_once_a_period() {
+        let start = Instant::now();
+        let suspect = member(2, MemberState::Suspect, 4);
+        let (mut swim, codec, _) = swim_that_heard(vec![suspect.clone()], start);
+        swim.take_outgoing();
+        let from_suspect = codec
+            .encode(&Datagram {
+                sender: suspect.id,
+                message: GossipMessage::Gossip { rumors: Vec::new() },
+            })
+            .unwrap();
+        let told = |swim: &mut Swim| {
+            swim.take_outgoing()
+                .into_iter()
+                .filter(|o| o.to == suspect.gossip_addr)
+                .filter_map(|o| match codec.decode(&o.bytes).ok()?.message {
+                    GossipMessage::Gossip { rumors } => Some(rumors),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        swim.handle_bytes(suspect.gossip_addr, &from_suspect, start);
+        assert_eq!(told(&mut swim), vec![vec![Rumor::about(suspect.clone())]]);
+        let soon = start + Duration::from_millis(100);
+        swim.handle_bytes(suspect.gossip_addr, &from_suspect, soon);
+        assert!(told(&mut swim).is_empty(), "once a period");
+        let later = start + SwimConfig::default().protocol_period;
+        swim.handle_bytes(suspect.gossip_addr, &from_suspect, later);
+        assert_eq!(told(&mut swim).len(), 1);
     }
 
     #[test]
