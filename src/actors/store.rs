@@ -413,15 +413,12 @@ impl Store {
     /// its writes to stand-ins with hints for a moment. Nor is a member this
     /// node's own requests just failed to reach.
     fn is_up(&self, node: NodeId) -> bool {
-        self.is_alive(node) && !self.reachability.is_unreachable(node)
-    }
-
-    fn is_alive(&self, node: NodeId) -> bool {
         node == self.config.local_id
-            || self
+            || (self
                 .members
                 .get(&node)
                 .is_some_and(|m| m.state == MemberState::Alive)
+                && !self.reachability.is_unreachable(node))
     }
 
     fn placement(&self, key: &str) -> Placement {
