@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::keyring::ClusterKey;
 use crate::replication::Replication;
 use crate::swim::SwimConfig;
 
@@ -78,6 +79,11 @@ pub struct Config {
     pub leave_handoff_timeout: Duration,
     /// actix-web worker threads; 0 means one per core.
     pub http_workers: usize,
+    /// The cluster secret: with it gossip is sealed and the node-to-node
+    /// channel is a Noise session, and only holders of a key of the ring get
+    /// in. The keyring kept in the data directory wins over it once a
+    /// rotation happened.
+    pub cluster_key: Option<ClusterKey>,
 }
 
 pub const DEFAULT_GOSSIP_PORT: u16 = 5000;
@@ -133,6 +139,7 @@ impl Config {
             tombstone_grace: DEFAULT_TOMBSTONE_GRACE,
             leave_handoff_timeout: Duration::from_secs(20),
             http_workers: 1,
+            cluster_key: None,
         }
     }
 }

@@ -47,6 +47,8 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod key;
+pub mod keyring;
+pub mod log_limit;
 pub mod member;
 pub mod merkle;
 pub mod metrics;

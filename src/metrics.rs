@@ -21,6 +21,10 @@ pub struct Metrics {
     pub gossip_dropped_malformed: Counter,
     pub gossip_dropped_wrong_version: Counter,
     pub gossip_dropped_wrong_cluster: Counter,
+    pub gossip_dropped_unauthenticated: Counter,
+    pub gossip_rumors_refused_incarnation: Counter,
+    pub gossip_members_refused_full: Counter,
+    pub gossip_joins_refused_settings: Counter,
     pub gossip_unexpected_replies: Counter,
     pub gossip_oversized_not_sent: Counter,
     pub gossip_datagram_max_bytes: Gauge,
@@ -67,6 +71,13 @@ pub struct Metrics {
     pub peer_requests_served: Counter,
     pub peer_connections_opened: Counter,
     pub peer_frames_refused: Counter,
+    pub peer_handshakes_refused_unauthenticated: Counter,
+    pub peer_handshakes_refused_other: Counter,
+    pub peer_connections_refused_limit: Counter,
+    pub peer_connections_idle_closed: Counter,
+    pub peer_requests_refused_not_member: Counter,
+    pub peer_requests_refused_role: Counter,
+    pub peer_requests_refused_too_large: Counter,
     pub peer_bytes_sent: Counter,
     pub peer_bytes_received: Counter,
 }
@@ -119,6 +130,7 @@ impl Metrics {
             DecodeError::Malformed | DecodeError::MalformedBody => &self.gossip_dropped_malformed,
             DecodeError::WrongVersion(_) => &self.gossip_dropped_wrong_version,
             DecodeError::WrongCluster(_) => &self.gossip_dropped_wrong_cluster,
+            DecodeError::Unauthenticated => &self.gossip_dropped_unauthenticated,
         })
         .inc();
     }
@@ -130,6 +142,7 @@ impl Metrics {
             &self.gossip_dropped_malformed,
             &self.gossip_dropped_wrong_version,
             &self.gossip_dropped_wrong_cluster,
+            &self.gossip_dropped_unauthenticated,
         ]
         .iter()
         .map(|c| c.get())
@@ -149,6 +162,12 @@ impl Metrics {
                 ("{reason=\"malformed\"}", c(&self.gossip_dropped_malformed)),
                 ("{reason=\"wrong_version\"}", c(&self.gossip_dropped_wrong_version)),
                 ("{reason=\"wrong_cluster\"}", c(&self.gossip_dropped_wrong_cluster)),
+                ("{reason=\"unauthenticated\"}", c(&self.gossip_dropped_unauthenticated)),
+            ]),
+            ("gossip_news_refused_total", "Membership news from inside the cluster refused, by reason: an incarnation no member reaches, a full member table, a join with other cluster settings.", &[
+                ("{reason=\"incarnation\"}", c(&self.gossip_rumors_refused_incarnation)),
+                ("{reason=\"member_table_full\"}", c(&self.gossip_members_refused_full)),
+                ("{reason=\"settings\"}", c(&self.gossip_joins_refused_settings)),
             ]),
             ("gossip_unexpected_replies_total", "Acks and nacks for no probe in flight (late, duplicated or forged).", &[("", c(&self.gossip_unexpected_replies))]),
             ("gossip_oversized_not_sent_total", "Messages not sent because they exceeded the datagram limit.", &[("", c(&self.gossip_oversized_not_sent))]),
@@ -198,6 +217,17 @@ impl Metrics {
             ("peer_bytes_sent_total", "Bytes of requests this node sent to peers, frames included.", &[("", c(&self.peer_bytes_sent))]),
             ("peer_bytes_received_total", "Bytes of answers this node received from peers, frames included.", &[("", c(&self.peer_bytes_received))]),
             ("peer_frames_refused_total", "Peer frames refused: malformed, oversized, or a refused handshake.", &[("", c(&self.peer_frames_refused))]),
+            ("peer_handshakes_refused_total", "Peer connections refused at the handshake, by reason.", &[
+                ("{reason=\"unauthenticated\"}", c(&self.peer_handshakes_refused_unauthenticated)),
+                ("{reason=\"other\"}", c(&self.peer_handshakes_refused_other)),
+            ]),
+            ("peer_connections_refused_total", "Peer connections closed unread: too many from one address, or in all.", &[("", c(&self.peer_connections_refused_limit))]),
+            ("peer_connections_idle_closed_total", "Peer connections closed after sending nothing for the idle timeout.", &[("", c(&self.peer_connections_idle_closed))]),
+            ("peer_requests_refused_total", "Peer requests refused, by reason: the sender is not a member, the request is outside its role, or it carries a value over --max-value-bytes.", &[
+                ("{reason=\"not_member\"}", c(&self.peer_requests_refused_not_member)),
+                ("{reason=\"role\"}", c(&self.peer_requests_refused_role)),
+                ("{reason=\"too_large\"}", c(&self.peer_requests_refused_too_large)),
+            ]),
         ];
         let gauges: &[(&str, &str, u64)] = &[
             (

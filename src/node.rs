@@ -16,17 +16,19 @@ use thiserror::Error;
 
 use crate::actors::gossip::{Gossip, HasPeers, Leave};
 use crate::actors::membership::{Membership, Subscribe};
+use crate::actors::membership::ListMembers;
 use crate::actors::store::{FromPeer, HandOffForLeave, ReplicaClient, Store, StoreConfig};
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
+use crate::keyring::Keyring;
 use crate::member::{Member, MemberState};
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::node_id::NodeId;
 use crate::peer::{self, PeerClient, PeerConfig};
 use crate::replica::{ReplicaReply, ReplicaRequest};
 use crate::storage::{self, StorageError};
-use crate::swim::Swim;
-use crate::wire::Codec;
+use crate::swim::{Swim, SwimConfig};
+use crate::wire::{ClusterSettings, Codec};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -56,6 +58,11 @@ pub enum StartError {
     Replication(#[from] crate::replication::QuorumError),
     #[error("cannot open storage")]
     Storage(#[from] StorageError),
+    #[error("cannot open the keyring in {path}")]
+    Keyring {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the HTTP server: {0}")]
     Http(std::io::Error),
 }
@@ -72,6 +79,8 @@ pub struct Node {
     /// The client the Store reaches other replicas with (tests cut it off
     /// from chosen peers to make partitions).
     pub replica_client: ReplicaClient,
+    /// The cluster keys, if the node runs with a secret.
+    pub keyring: Option<Keyring>,
     leave_handoff_timeout: std::time::Duration,
     server: actix_web::dev::ServerHandle,
     leave_requested: Arc<tokio::sync::Notify>,
@@ -104,6 +113,7 @@ impl Node {
         })?;
         let engine = storage::open(config.storage, &config.data_dir, config.sync)?;
         let metrics: SharedMetrics = Arc::new(Metrics::default());
+        let keyring = open_keyring(&config)?;
 
         let local = Member {
             id,
@@ -121,10 +131,21 @@ impl Node {
             })
         };
         let gossip = {
+            let swim_config = SwimConfig {
+                settings: ClusterSettings {
+                    replicas: u16::try_from(config.replication.replicas).unwrap_or(u16::MAX),
+                    vnodes: u32::try_from(config.vnodes).unwrap_or(u32::MAX),
+                },
+                ..config.swim.clone()
+            };
             let swim = Swim::new(
                 local.clone(),
-                config.swim.clone(),
-                Codec::new(config.cluster_name.clone(), config.gossip_mtu),
+                swim_config,
+                Codec::for_keyring(
+                    config.cluster_name.clone(),
+                    config.gossip_mtu,
+                    keyring.clone(),
+                ),
                 config.seed.into_iter().collect(),
                 rand::random(),
                 metrics.clone(),
@@ -141,6 +162,8 @@ impl Node {
             max_frame_bytes: peer::DEFAULT_MAX_FRAME_BYTES
                 .max(config.max_value_bytes.saturating_mul(8) + (1 << 20)),
             bind_ip: Some(config.address),
+            node_id: id,
+            keyring: keyring.clone(),
             ..PeerConfig::new(config.cluster_name.clone())
         };
         let replica_client: ReplicaClient = PeerClient::new(peer_config.clone(), metrics.clone());
@@ -152,6 +175,7 @@ impl Node {
                 replica_timeout: config.replica_timeout,
                 hint_interval: config.hint_interval,
                 max_key_bytes: config.max_key_bytes,
+                max_value_bytes: config.max_value_bytes,
                 hinted_handoff: config.hinted_handoff,
                 anti_entropy_interval: config.anti_entropy_interval,
                 tombstone_grace: config.tombstone_grace,
@@ -165,6 +189,7 @@ impl Node {
         membership.do_send(Subscribe(store.clone().recipient()));
         {
             let (store, metrics) = (store.clone(), metrics.clone());
+            let (membership, keyring) = (membership.clone(), keyring.clone());
             store_arbiter.spawn(async move {
                 let listener = match tokio::net::TcpListener::from_std(replica_listener) {
                     Ok(listener) => listener,
@@ -177,12 +202,19 @@ impl Node {
                     listener,
                     peer_config,
                     metrics,
-                    move |request: ReplicaRequest| {
-                        let store = store.clone();
+                    move |from: NodeId, request: ReplicaRequest| {
+                        let (store, membership, keyring) =
+                            (store.clone(), membership.clone(), keyring.clone());
                         async move {
-                            store.send(FromPeer(request)).await.unwrap_or_else(|_| {
-                                ReplicaReply::Refused("the store is restarting".into())
-                            })
+                            if let ReplicaRequest::Keyring(change) = request {
+                                return keyring_request(from, change, keyring, membership).await;
+                            }
+                            store
+                                .send(FromPeer { from, request })
+                                .await
+                                .unwrap_or_else(|_| {
+                                    ReplicaReply::Refused("the store is restarting".into())
+                                })
                         }
                     },
                 )
@@ -192,9 +224,12 @@ impl Node {
 
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
+            keyring: keyring.clone(),
+            replica_client: replica_client.clone(),
             gossip: gossip.clone(),
             leave_requested: leave_requested.clone(),
             node_id: id,
+            http_addr,
             store: store.clone(),
             membership: membership.clone(),
             metrics: metrics.clone(),
@@ -224,6 +259,7 @@ impl Node {
             http = %http_addr,
             storage = ?config.storage,
             cluster = %config.cluster_name,
+            sealed = keyring.is_some(),
             "node started"
         );
         Ok(Node {
@@ -235,6 +271,7 @@ impl Node {
             membership,
             metrics,
             replica_client,
+            keyring,
             leave_handoff_timeout: config.leave_handoff_timeout,
             server: handle,
             leave_requested,
@@ -308,6 +345,58 @@ impl Node {
         }
         tracing::info!(node = %self.id, "node stopped");
     }
+}
+
+/// The keyring kept in the data directory, or a new one holding the
+/// configured secret; none without a secret.
+fn open_keyring(config: &Config) -> Result<Option<Keyring>, StartError> {
+    let Some(key) = config.cluster_key.clone() else {
+        return Ok(None);
+    };
+    let keyring_error = |source| StartError::Keyring {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(keyring_error)?;
+    Keyring::open(&config.data_dir, key)
+        .map(Some)
+        .map_err(keyring_error)
+}
+
+/// A keyring change (or listing) from another member, sent by `dnd
+/// keyring` through it. Only a current member may ask.
+async fn keyring_request(
+    from: NodeId,
+    change: Option<crate::keyring::KeyringChange>,
+    keyring: Option<Keyring>,
+    membership: Addr<Membership>,
+) -> ReplicaReply {
+    let is_member = match membership.send(ListMembers).await {
+        Ok(members) => members
+            .iter()
+            .any(|s| s.member.id == from && s.member.state != MemberState::Left),
+        Err(_) => false,
+    };
+    if !is_member {
+        return ReplicaReply::Refused(format!("{from} is not a member of this cluster"));
+    }
+    let Some(keyring) = keyring else {
+        return ReplicaReply::Keyring(Err(
+            "this node runs without a cluster secret, so it has no keyring".into(),
+        ));
+    };
+    let result = match change {
+        Some(change) => {
+            let applied = keyring.apply(&change).map_err(|e| e.to_string());
+            match &applied {
+                Ok(view) => tracing::info!(op = ?change.op, primary = %view.primary, keys = view.keys.len(), "keyring changed at a member's request"),
+                Err(error) => tracing::warn!(op = ?change.op, %error, "keyring change refused"),
+            }
+            applied
+        }
+        None => Ok(keyring.view()),
+    };
+    ReplicaReply::Keyring(result)
 }
 
 /// The node's id: kept in the data directory for the disk engine, so a

@@ -2,12 +2,15 @@
 //! and what comes back.
 //!
 //! Owns the request and reply types the node-to-node channel (`peer`)
-//! carries, and the outcome of a coordinated write. Pure data with serde
+//! carries, and the outcome of a coordinated write; and the one request
+//! that is not about data, a keyring change, which travels the same
+//! authenticated channel. Pure data with serde
 //! derives; it must never hold logic about when to send them (that is the
 //! Store's) or how bytes move (that is `peer`'s).
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyring::{KeyringChange, KeyringView};
 use crate::merkle::BucketEntries;
 use crate::node_id::NodeId;
 use crate::replication::Quorum;
@@ -62,6 +65,28 @@ pub enum ReplicaRequest {
         leaving: NodeId,
         objects: Vec<(String, Object)>,
     },
+    /// `dnd keyring` on another member: apply this change to the
+    /// receiver's keyring, or with `None` only say what it holds.
+    Keyring(Option<KeyringChange>),
+}
+
+impl ReplicaRequest {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplicaRequest::Read { .. } => "read",
+            ReplicaRequest::Ping => "ping",
+            ReplicaRequest::Write { .. } => "write",
+            ReplicaRequest::Coordinate { .. } => "coordinate",
+            ReplicaRequest::WriteBatch { .. } => "write-batch",
+            ReplicaRequest::TreeBranches { .. } => "tree-branches",
+            ReplicaRequest::TreeLeaves { .. } => "tree-leaves",
+            ReplicaRequest::ExchangeBuckets { .. } => "exchange-buckets",
+            ReplicaRequest::Purge { .. } => "purge",
+            ReplicaRequest::HandOver { .. } => "hand-over",
+            ReplicaRequest::Keyring(_) => "keyring",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,8 +105,11 @@ pub enum ReplicaReply {
         wanted: Vec<String>,
     },
     /// The request was understood but not served (an invalid key, a store
-    /// that failed); the reason is for logs.
+    /// that failed, a sender that is not a member or acts outside its
+    /// role); the reason is for logs.
     Refused(String),
+    /// The receiver's keyring after a keyring request, or why it refused.
+    Keyring(Result<KeyringView, String>),
 }
 
 /// A write that reached its quorum.

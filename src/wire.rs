@@ -11,18 +11,68 @@
 //! enough of every other to refuse it cleanly. The body is a nested msgpack
 //! blob so that a datagram from a newer version is refused as "wrong version"
 //! rather than misread as garbage.
+//!
+//! With a cluster secret ([`Codec::sealed`]) the envelope is not sent at all:
+//! a datagram is a marker byte, the protocol version, then the msgpack
+//! [`Datagram`] sealed with XChaCha20-Poly1305 under the keyring's primary
+//! key (a fresh random nonce each time), with the version and cluster name
+//! as associated data. The cluster name never travels in clear, and a
+//! datagram that does not open under any key of the ring is refused as
+//! unauthenticated before a byte of it is parsed.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use std::net::SocketAddr;
 
+use crate::keyring::{Keyring, GOSSIP_SEAL_OVERHEAD};
 use crate::member::{Member, Rumor};
 use crate::node_id::NodeId;
 
 /// Raised whenever the layout of [`Envelope`] past its first two fields, or
-/// of any [`GossipMessage`], changes.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// of any [`GossipMessage`], or of a sealed datagram, changes.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The first byte of a sealed datagram; a plain envelope starts with a
+/// msgpack array marker (0x93) instead.
+const SEALED_MARKER: u8 = b'S';
+
+/// Marker and version, in clear in front of the sealed body.
+const SEALED_HEADER_BYTES: usize = 3;
+
+/// What sealing adds to every datagram, counted within the gossip MTU.
+pub const SEALED_OVERHEAD: usize = SEALED_HEADER_BYTES + GOSSIP_SEAL_OVERHEAD;
+
+/// The settings every member of a cluster must share, since they decide
+/// where each key lives; a join that brings others is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// N, copies of each key.
+    pub replicas: u16,
+    /// Tokens per node on the ring.
+    pub vnodes: u32,
+}
+
+impl ClusterSettings {
+    /// Why a node of `self`'s settings refuses one with `theirs`, if it does.
+    pub fn refusal(&self, theirs: &ClusterSettings) -> Option<String> {
+        (self != theirs).then(|| {
+            format!(
+                "cluster settings differ: this cluster has --replicas {} --vnodes {}, the joining node has --replicas {} --vnodes {}",
+                self.replicas, self.vnodes, theirs.replicas, theirs.vnodes
+            )
+        })
+    }
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            replicas: crate::replication::DEFAULT_REPLICAS as u16,
+            vnodes: crate::ring::DEFAULT_VNODES as u32,
+        }
+    }
+}
 
 /// The largest datagram this node reads at all; anything larger than the
 /// configured gossip MTU is already refused, this bounds the receive buffer.
@@ -48,8 +98,15 @@ pub struct Datagram {
 /// `Nack`). Probes and their answers carry rumors piggybacked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GossipMessage {
-    /// A node asks a member to let it in; `member` is how it wants to be known.
-    Join { member: Member },
+    /// A node asks a member to let it in; `member` is how it wants to be
+    /// known, `settings` what it would place keys by.
+    Join {
+        member: Member,
+        settings: ClusterSettings,
+    },
+    /// The answer to a join whose settings differ from the cluster's; the
+    /// joining node reports `reason` and stops.
+    JoinRefused { reason: String },
     /// A direct probe.
     Ping { seq: u64, rumors: Vec<Rumor> },
     /// The answer to a probe, direct or relayed; `seq` is the prober's.
@@ -77,6 +134,7 @@ impl GossipMessage {
     pub fn kind(&self) -> &'static str {
         match self {
             GossipMessage::Join { .. } => "join",
+            GossipMessage::JoinRefused { .. } => "join-refused",
             GossipMessage::Ping { .. } => "ping",
             GossipMessage::Ack { .. } => "ack",
             GossipMessage::PingReq { .. } => "ping-req",
@@ -100,6 +158,8 @@ pub enum DecodeError {
     WrongCluster(String),
     #[error("datagram body does not decode")]
     MalformedBody,
+    #[error("datagram is not sealed with a key of this cluster")]
+    Unauthenticated,
 }
 
 impl DecodeError {
@@ -110,6 +170,7 @@ impl DecodeError {
             DecodeError::Malformed | DecodeError::MalformedBody => "malformed",
             DecodeError::WrongVersion(_) => "wrong_version",
             DecodeError::WrongCluster(_) => "wrong_cluster",
+            DecodeError::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -123,13 +184,53 @@ pub struct EncodeError(#[from] rmp_serde::encode::Error);
 pub struct Codec {
     cluster: String,
     max_datagram_bytes: usize,
+    /// With a keyring, every datagram is sealed and only sealed ones are read.
+    sealing: Option<Sealing>,
+}
+
+#[derive(Clone, Debug)]
+struct Sealing {
+    keyring: Keyring,
+    /// Version and cluster name, bound to every sealed datagram.
+    associated_data: Vec<u8>,
 }
 
 impl Codec {
+    /// A codec that sends and reads plain envelopes: no cluster secret.
     pub fn new(cluster: impl Into<String>, max_datagram_bytes: usize) -> Self {
         Codec {
             cluster: cluster.into(),
             max_datagram_bytes,
+            sealing: None,
+        }
+    }
+
+    /// A codec that seals every datagram under `keyring`'s primary key and
+    /// reads only datagrams that open under one of its keys.
+    pub fn sealed(cluster: impl Into<String>, max_datagram_bytes: usize, keyring: Keyring) -> Self {
+        let cluster = cluster.into();
+        let mut associated_data = b"dnd gossip\0".to_vec();
+        associated_data.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        associated_data.extend_from_slice(cluster.as_bytes());
+        Codec {
+            cluster,
+            max_datagram_bytes,
+            sealing: Some(Sealing {
+                keyring,
+                associated_data,
+            }),
+        }
+    }
+
+    /// Either plain or sealed, as `keyring` says.
+    pub fn for_keyring(
+        cluster: impl Into<String>,
+        max_datagram_bytes: usize,
+        keyring: Option<Keyring>,
+    ) -> Self {
+        match keyring {
+            Some(keyring) => Codec::sealed(cluster, max_datagram_bytes, keyring),
+            None => Codec::new(cluster, max_datagram_bytes),
         }
     }
 
@@ -138,6 +239,14 @@ impl Codec {
     }
 
     pub fn encode(&self, datagram: &Datagram) -> Result<Vec<u8>, EncodeError> {
+        if let Some(sealing) = &self.sealing {
+            let body = rmp_serde::to_vec(datagram)?;
+            let mut bytes = Vec::with_capacity(SEALED_OVERHEAD + body.len());
+            bytes.push(SEALED_MARKER);
+            bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+            bytes.extend(sealing.keyring.seal_gossip(&sealing.associated_data, &body));
+            return Ok(bytes);
+        }
         let envelope = Envelope {
             protocol: PROTOCOL_VERSION,
             cluster: self.cluster.clone(),
@@ -160,6 +269,9 @@ impl Codec {
                 limit: self.max_datagram_bytes,
             });
         }
+        if let Some(sealing) = &self.sealing {
+            return Self::open(sealing, bytes);
+        }
         let envelope: Envelope =
             rmp_serde::from_slice(bytes).map_err(|_| DecodeError::Malformed)?;
         if envelope.protocol != PROTOCOL_VERSION {
@@ -170,11 +282,30 @@ impl Codec {
         }
         rmp_serde::from_slice(&envelope.body).map_err(|_| DecodeError::MalformedBody)
     }
+
+    fn open(sealing: &Sealing, bytes: &[u8]) -> Result<Datagram, DecodeError> {
+        let (header, sealed) = bytes
+            .split_at_checked(SEALED_HEADER_BYTES)
+            .ok_or(DecodeError::Unauthenticated)?;
+        if header[0] != SEALED_MARKER {
+            return Err(DecodeError::Unauthenticated);
+        }
+        let version = u16::from_be_bytes([header[1], header[2]]);
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::WrongVersion(version));
+        }
+        let body = sealing
+            .keyring
+            .open_gossip(&sealing.associated_data, sealed)
+            .ok_or(DecodeError::Unauthenticated)?;
+        rmp_serde::from_slice(&body).map_err(|_| DecodeError::MalformedBody)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyring::ClusterKey;
     use crate::member::MemberState;
     use rand::{Rng, SeedableRng};
 
@@ -207,7 +338,13 @@ mod tests {
     fn every_message_round_trips() {
         let codec = Codec::new("dnd", 1400);
         let messages = [
-            GossipMessage::Join { member: member(1) },
+            GossipMessage::Join {
+                member: member(1),
+                settings: ClusterSettings::default(),
+            },
+            GossipMessage::JoinRefused {
+                reason: "settings differ".into(),
+            },
             GossipMessage::Sync {
                 members: vec![member(1), member(2)],
                 reply: true,
@@ -231,6 +368,7 @@ mod tests {
                 rumors: vec![Rumor::about(member(7))],
             },
         ];
+        let sealed = Codec::sealed("dnd", 1400, Keyring::new(ClusterKey::generate()));
         for message in messages {
             let datagram = Datagram {
                 sender: NodeId::from_u64(9),
@@ -238,7 +376,45 @@ mod tests {
             };
             let bytes = codec.encode(&datagram).unwrap();
             assert_eq!(codec.decode(&bytes).unwrap(), datagram);
+            let bytes = sealed.encode(&datagram).unwrap();
+            assert_eq!(sealed.decode(&bytes).unwrap(), datagram);
         }
+    }
+
+    #[test]
+    fn a_sealed_codec_reads_only_what_its_keys_sealed_for_its_cluster() {
+        let keyring = Keyring::new(ClusterKey::generate());
+        let ours = Codec::sealed("dnd", 1400, keyring.clone());
+        let bytes = ours.encode(&ping(2)).unwrap();
+        assert_eq!(ours.decode(&bytes).unwrap(), ping(2));
+        // The cluster name is associated data, never sent.
+        assert!(!bytes.windows(3).any(|w| w == b"dnd"));
+        let stranger = Codec::sealed("dnd", 1400, Keyring::new(ClusterKey::generate()));
+        let other_cluster = Codec::sealed("other", 1400, keyring);
+        let plain = Codec::new("dnd", 1400);
+        for (name, foreign) in [
+            ("another key", stranger.encode(&ping(2)).unwrap()),
+            ("another cluster", other_cluster.encode(&ping(2)).unwrap()),
+            ("in clear", plain.encode(&ping(2)).unwrap()),
+        ] {
+            assert_eq!(ours.decode(&foreign), Err(DecodeError::Unauthenticated), "{name}");
+        }
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x80;
+            assert!(ours.decode(&flipped).is_err(), "bit flipped at {at}");
+        }
+        // A plain node reads a sealed datagram as garbage, not as news.
+        assert!(plain.decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn sealing_costs_its_overhead_and_no_more() {
+        let plain = Codec::new("dnd", 1400);
+        let sealed = Codec::sealed("dnd", 1400, Keyring::new(ClusterKey::generate()));
+        let body = rmp_serde::to_vec(&ping(5)).unwrap().len();
+        assert_eq!(sealed.encode(&ping(5)).unwrap().len(), body + SEALED_OVERHEAD);
+        assert!(plain.encode(&ping(5)).unwrap().len() > body);
     }
 
     #[test]

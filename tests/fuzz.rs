@@ -16,7 +16,7 @@ use dnd::node_id::NodeId;
 use dnd::peer::frame;
 use dnd::replica::{ReplicaReply, ReplicaRequest};
 use dnd::version::{Object, Payload, VersionVector};
-use dnd::wire::{Codec, Datagram, GossipMessage};
+use dnd::wire::{ClusterSettings, Codec, Datagram, GossipMessage};
 use proptest::prelude::*;
 
 const CLUSTER: &str = "dnd";
@@ -69,7 +69,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
     let message = prop_oneof![
         member
             .clone()
-            .prop_map(|member| GossipMessage::Join { member }),
+            .prop_map(|member| GossipMessage::Join {
+                member,
+                settings: ClusterSettings::default(),
+            }),
         (any::<u64>(), rumors.clone())
             .prop_map(|(seq, rumors)| GossipMessage::Ping { seq, rumors }),
         (any::<u64>(), rumors.clone()).prop_map(|(seq, rumors)| GossipMessage::Ack { seq, rumors }),

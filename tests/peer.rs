@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::eventually;
 use dnd::metrics::{Metrics, SharedMetrics};
-use dnd::peer::frame::{self, Hello, HelloReply, Reply};
+use dnd::peer::frame::{self, Hello, HelloReply, Introduction, Reply};
 use dnd::peer::{serve, PeerClient, PeerConfig, PeerError};
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
@@ -29,12 +29,11 @@ const PROMPTLY: Duration = Duration::from_secs(2);
 
 fn config() -> PeerConfig {
     PeerConfig {
-        cluster_name: CLUSTER.into(),
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(2),
         max_in_flight_per_peer: 256,
         max_frame_bytes: 1024 * 1024,
-        bind_ip: None,
+        ..PeerConfig::new(CLUSTER)
     }
 }
 
@@ -68,6 +67,9 @@ where
 {
     let addr = listener.local_addr().unwrap();
     let metrics: SharedMetrics = Arc::new(Metrics::default());
+    // These tests are about the channel, not about who sends: the handler
+    // ignores the client's node id.
+    let handler = move |_client, request| handler(request);
     let task = tokio::spawn(serve(listener, config, metrics.clone(), handler));
     Server {
         addr,
@@ -316,6 +318,11 @@ async fn welcomed(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let hello = frame::encode_frame(&Hello::new(CLUSTER), frame::MAX_HELLO_BYTES).unwrap();
     send_raw(&mut stream, &hello).await;
+    let introduction = Introduction {
+        node_id: dnd::node_id::NodeId::from_u64(1),
+    };
+    let introduction = frame::encode_frame(&introduction, frame::MAX_HELLO_BYTES).unwrap();
+    send_raw(&mut stream, &introduction).await;
     let reply = read_raw_frame(&mut stream).await.unwrap();
     assert_eq!(
         frame::decode_body::<HelloReply>(&reply).unwrap(),

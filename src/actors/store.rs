@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::key::Key;
+use crate::log_limit::LogLimit;
 use crate::member::{Member, MemberState};
 use crate::merkle::{bucket_of, entry_hash, HashTree};
 use crate::metrics::SharedMetrics;
@@ -83,6 +84,8 @@ pub struct StoreConfig {
     /// How often hints are offered to their owners.
     pub hint_interval: Duration,
     pub max_key_bytes: usize,
+    /// The largest value stored, from a client or from a peer alike.
+    pub max_value_bytes: usize,
     /// Whether stand-ins keep hints for replicas that were down.
     pub hinted_handoff: bool,
     /// How often to compare hash trees with a peer; zero turns anti-entropy
@@ -119,6 +122,19 @@ pub struct Store {
     /// Peers this node's own requests found unreachable lately; shared with
     /// the requests in flight, which report what they saw.
     reachability: Arc<Reachability>,
+    /// Refused peer requests are logged at most once a minute a sender.
+    refusal_log: LogLimit<NodeId>,
+}
+
+/// Why a peer request is not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerRefusal {
+    /// The sender is not a member of the cluster (or has left it).
+    NotMember,
+    /// The request is not the sender's to make.
+    Role,
+    /// It carries a value larger than this node stores.
+    TooLarge,
 }
 
 #[derive(Debug, Error)]
@@ -213,10 +229,14 @@ pub struct LocalCopy {
     pub key: Key,
 }
 
-/// A request from another node, through the peer server.
+/// A request from another node, through the peer server; `from` is the node
+/// id its connection's handshake introduced.
 #[derive(Message, Debug)]
 #[rtype(result = "ReplicaReply")]
-pub struct FromPeer(pub ReplicaRequest);
+pub struct FromPeer {
+    pub from: NodeId,
+    pub request: ReplicaRequest,
+}
 
 /// A client write on its way to the home replica that versions it: what
 /// it supersedes is settled by then.
@@ -288,6 +308,7 @@ impl Store {
             anti_entropy: anti_entropy::State::default(),
             reachability,
             config,
+            refusal_log: LogLimit::default(),
         }
     }
 
@@ -797,12 +818,96 @@ impl Store {
 
     // ---- requests from other nodes -------------------------------------
 
+    fn is_member(&self, node: NodeId) -> bool {
+        node == self.config.local_id
+            || self
+                .members
+                .get(&node)
+                .is_some_and(|m| m.state != MemberState::Left)
+    }
+
+    /// Whether `from` may make `request`: a member, acting in its own name,
+    /// with values no larger than this node takes from a client.
+    fn judge_peer_request(&self, from: NodeId, request: &ReplicaRequest) -> Option<PeerRefusal> {
+        if !self.is_member(from) {
+            return Some(PeerRefusal::NotMember);
+        }
+        let too_large = |object: &Object| {
+            object
+                .values()
+                .any(|(_, _, bytes)| bytes.len() > self.config.max_value_bytes)
+        };
+        let in_role = match request {
+            // A hint is kept only for a member, or it would never be
+            // delivered and never dropped.
+            ReplicaRequest::Write {
+                hint_for: Some(owner),
+                ..
+            } => self.is_member(*owner),
+            // A tree or an exchange is between the sender and this node.
+            ReplicaRequest::TreeBranches { pair }
+            | ReplicaRequest::TreeLeaves { pair, .. }
+            | ReplicaRequest::ExchangeBuckets { pair, .. } => *pair == from,
+            // Only the leaving node hands its own data over.
+            ReplicaRequest::HandOver { leaving, .. } => *leaving == from,
+            // Only the key's first home replica decides a tombstone's end.
+            ReplicaRequest::Purge { key, .. } => {
+                home_of(&self.ring, &self.config.replication, key).first() == Some(&from)
+            }
+            ReplicaRequest::Keyring(_) => false,
+            _ => true,
+        };
+        if !in_role {
+            return Some(PeerRefusal::Role);
+        }
+        let oversized = match request {
+            ReplicaRequest::Write { object, .. } => too_large(object),
+            ReplicaRequest::Coordinate {
+                payload: Payload::Value { bytes, .. },
+                ..
+            } => bytes.len() > self.config.max_value_bytes,
+            ReplicaRequest::WriteBatch { objects } | ReplicaRequest::HandOver { objects, .. } => {
+                objects.iter().any(|(_, object)| too_large(object))
+            }
+            _ => false,
+        };
+        oversized.then_some(PeerRefusal::TooLarge)
+    }
+
+    fn refuse_peer(&mut self, from: NodeId, refusal: PeerRefusal, kind: &str) -> ReplicaReply {
+        let reason = match refusal {
+            PeerRefusal::NotMember => {
+                self.metrics.peer_requests_refused_not_member.inc();
+                format!("{from} is not a member of this cluster")
+            }
+            PeerRefusal::Role => {
+                self.metrics.peer_requests_refused_role.inc();
+                format!("a {kind} request is not {from}'s to make")
+            }
+            PeerRefusal::TooLarge => {
+                self.metrics.peer_requests_refused_too_large.inc();
+                format!(
+                    "a value exceeds the limit of {} bytes",
+                    self.config.max_value_bytes
+                )
+            }
+        };
+        if self.refusal_log.allow(from, Instant::now()) {
+            tracing::warn!(peer = %from, %reason, "refused a peer request (logged once a minute per peer)");
+        }
+        ReplicaReply::Refused(reason)
+    }
+
     fn serve_peer(
         &mut self,
+        from: NodeId,
         request: ReplicaRequest,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<ReplicaReply> {
         self.metrics.kv_replica_requests.inc();
+        if let Some(refusal) = self.judge_peer_request(from, &request) {
+            return ready(self.refuse_peer(from, refusal, request.kind()));
+        }
         let max_key_bytes = self.config.max_key_bytes;
         let valid = |key: &str| Key::new(key, max_key_bytes).is_ok();
         let reply = match request {
@@ -1470,7 +1575,7 @@ impl Handler<FromPeer> for Store {
     type Result = ResponseFuture<ReplicaReply>;
 
     fn handle(&mut self, msg: FromPeer, ctx: &mut Self::Context) -> Self::Result {
-        self.serve_peer(msg.0, ctx)
+        self.serve_peer(msg.from, msg.request, ctx)
     }
 }
 

@@ -14,6 +14,7 @@ use anyhow::{anyhow, Context as _};
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use dnd::config::{self, Config, StorageKind, SyncPolicy};
+use dnd::keyring::ClusterKey;
 use dnd::node::Node;
 use dnd::replication::{self, Replication};
 use dnd::ring;
@@ -215,6 +216,23 @@ struct Cli {
     /// HTTP worker threads [default: one per core].
     #[arg(long, global = true, env = "DND_HTTP_WORKERS", default_value_t = 0)]
     http_workers: usize,
+
+    /// File holding the cluster secret (base64 of 32 bytes; `dnd keygen`
+    /// makes one). DND_CLUSTER_SECRET may hold the secret itself instead.
+    /// Required on any address but loopback, unless --insecure.
+    #[arg(long, global = true, env = "DND_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+
+    /// Run on a non-loopback address without a cluster secret: anyone who
+    /// can reach the ports can join, read and write.
+    #[arg(long, global = true, env = "DND_INSECURE")]
+    insecure: bool,
+
+    /// Most members (not counting those that left) a node's table takes;
+    /// news of more is refused and counted.
+    #[arg(long, global = true, env = "DND_MAX_MEMBERS", default_value_t = dnd::swim::DEFAULT_MAX_MEMBERS,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
+    max_members: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +252,14 @@ enum Command {
         /// The member's id, as `/cluster/members` lists it.
         node_id: String,
     },
+    /// Print a fresh cluster secret (base64 of 32 random bytes).
+    Keygen,
+    /// List or change the cluster keys of every live member, through the
+    /// node at --address/--server-port.
+    Keyring {
+        #[command(subcommand)]
+        action: KeyringAction,
+    },
     /// Run a local cluster of NODES processes on loopback until Ctrl-C.
     ///
     /// Node i uses --port and --server-port plus i-1 on --address (or, with
@@ -251,6 +277,20 @@ enum Command {
         #[arg(last = true)]
         node_args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyringAction {
+    /// Each live member's keys, by fingerprint, primary first.
+    List,
+    /// Add a key (base64) to every member's keyring; all accept it from now.
+    Install { key: String },
+    /// Make a key (base64 or fingerprint) every member's primary: all send
+    /// with it from now.
+    Use { key: String },
+    /// Remove a key (base64 or fingerprint) from every member; the primary
+    /// cannot be removed.
+    Remove { key: String },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -282,9 +322,23 @@ impl Cli {
 
     fn into_config(self) -> anyhow::Result<Config> {
         let seed = match &self.command {
-            Command::Start | Command::Leave | Command::Remove { .. } | Command::Dev { .. } => None,
             Command::Join { peer } => Some(resolve(peer)?),
+            _ => None,
         };
+        let cluster_key = self.cluster_key()?;
+        if cluster_key.is_none() && !self.address.is_loopback() {
+            if !self.insecure {
+                return Err(anyhow!(
+                    "refusing to run on {} without a cluster secret: anyone who reaches its ports could join, read and write. \
+                     Give --cluster-secret-file PATH (make one with `dnd keygen > PATH`) or DND_CLUSTER_SECRET, or --insecure to run open",
+                    self.address
+                ));
+            }
+            tracing::warn!(
+                address = %self.address,
+                "running without a cluster secret (--insecure): anyone who can reach this node's ports can join the cluster, read and write every key, and make members leave"
+            );
+        }
         // The indirect probe must be sent, and answered, within the period.
         let probe_timeout_ms = self.probe_timeout_ms.unwrap_or(self.protocol_period_ms / 2);
         if probe_timeout_ms >= self.protocol_period_ms {
@@ -336,6 +390,7 @@ impl Cli {
                 push_pull_interval: Duration::from_millis(self.push_pull_interval_ms),
                 dead_probe_interval: Duration::from_millis(self.dead_probe_interval_ms),
                 awareness_max: self.awareness_max,
+                max_members: self.max_members,
                 ..SwimConfig::default()
             },
             join_timeout: Duration::from_millis(self.join_timeout_ms),
@@ -349,7 +404,27 @@ impl Cli {
             tombstone_grace: Duration::from_millis(self.tombstone_grace_ms),
             leave_handoff_timeout: Duration::from_millis(self.leave_handoff_timeout_ms),
             http_workers: self.http_workers,
+            cluster_key,
         })
+    }
+
+    /// The secret from --cluster-secret-file or DND_CLUSTER_SECRET, if any.
+    fn cluster_key(&self) -> anyhow::Result<Option<ClusterKey>> {
+        let from_env = std::env::var("DND_CLUSTER_SECRET").ok();
+        let text = match (&self.cluster_secret_file, from_env) {
+            (Some(_), Some(_)) => {
+                return Err(anyhow!(
+                    "the cluster secret is given twice: --cluster-secret-file and DND_CLUSTER_SECRET; give one"
+                ))
+            }
+            (Some(path), None) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cluster secret file {}", path.display()))?,
+            (None, Some(text)) => text,
+            (None, None) => return Ok(None),
+        };
+        ClusterKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| anyhow!("the cluster secret is not usable: {e}"))
     }
 }
 
@@ -438,25 +513,93 @@ fn admin_request(
     expected: &str,
     success: Option<&str>,
 ) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let target = SocketAddr::new(address, port);
-    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach a node at {target}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let status = reply.lines().next().unwrap_or_default();
-    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    let (status, body) = http_exchange(target, "POST", path, None)?;
     if !status.contains(&format!(" {expected} ")) {
         return Err(anyhow!("the node at {target} answered {status:?}: {body}"));
     }
     match success {
         Some(message) => writeln!(std::io::stdout(), "the node at {target} {message}")?,
         None => writeln!(std::io::stdout(), "{body}")?,
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 request with an optional JSON body: the status line and
+/// the body of the answer.
+fn http_exchange(
+    target: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .with_context(|| format!("cannot reach a node at {target}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = json.unwrap_or("");
+    let content_type = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {target}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or_default().to_string();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+    Ok((status, body))
+}
+
+/// `dnd keyring ...`: asks the node, which asks every live member, and
+/// prints the result node by node; fails if any member did not apply it.
+fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow::Result<()> {
+    use std::io::Write;
+    let target = SocketAddr::new(address, port);
+    let (method, body) = match action {
+        KeyringAction::List => ("GET", None),
+        KeyringAction::Install { key } => ("POST", Some(("install", key))),
+        KeyringAction::Use { key } => ("POST", Some(("use", key))),
+        KeyringAction::Remove { key } => ("POST", Some(("remove", key))),
+    };
+    let json = body.map(|(op, key)| serde_json::json!({ "op": op, "key": key }).to_string());
+    let (status, answer) = http_exchange(target, method, "/cluster/keyring", json.as_deref())?;
+    let report: serde_json::Value = serde_json::from_str(&answer)
+        .with_context(|| format!("the node at {target} answered {status:?}: {answer}"))?;
+    let Some(nodes) = report.get("nodes").and_then(|n| n.as_array()) else {
+        let error = report.get("error").and_then(|e| e.as_str()).unwrap_or(&answer);
+        return Err(anyhow!("the node at {target} refused: {error}"));
+    };
+    let mut out = std::io::stdout();
+    let mut failed = 0;
+    for node in nodes {
+        let field = |name: &str| node.get(name).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        if node.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+            let keys: Vec<String> = node
+                .get("keys")
+                .and_then(|k| k.as_array())
+                .map(|k| k.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{}  {}  ok      primary {}  keys {}",
+                field("node"),
+                field("http_addr"),
+                field("primary"),
+                keys.join(",")
+            )?;
+        } else {
+            failed += 1;
+            writeln!(out, "{}  {}  FAILED  {}", field("node"), field("http_addr"), field("error"))?;
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow!("{failed} of {} members did not answer or refused", nodes.len()));
     }
     Ok(())
 }
@@ -546,6 +689,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let outcome = match cli.command {
+        Command::Keygen => {
+            use std::io::Write;
+            writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64()).map_err(Into::into)
+        }
+        Command::Keyring { ref action } => keyring_command(cli.address, cli.server_port, action),
         Command::Leave => admin_request(
             cli.address,
             cli.server_port,

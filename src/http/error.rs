@@ -47,6 +47,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// An admin action from where admin actions are not taken.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -103,6 +106,7 @@ impl ResponseError for ApiError {
             | ApiError::Quorum { .. }
             | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod error;
+mod keyring;
 mod kv;
 mod node;
 
@@ -28,6 +29,8 @@ use crate::replication::Replication;
 #[derive(Clone)]
 pub struct AppState {
     pub node_id: NodeId,
+    /// Where this node serves HTTP, as members list it.
+    pub http_addr: std::net::SocketAddr,
     pub store: Addr<Store>,
     pub membership: Addr<Membership>,
     pub gossip: Addr<Gossip>,
@@ -40,6 +43,10 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The cluster's N, R and W: `?r=` and `?w=` are checked against N.
     pub replication: Replication,
+    /// This node's cluster keys, if it runs with a secret.
+    pub keyring: Option<crate::keyring::Keyring>,
+    /// The node-to-node channel, for admin calls that reach every member.
+    pub replica_client: crate::actors::store::ReplicaClient,
 }
 
 impl AppState {
@@ -69,6 +76,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     kv::routes(cfg);
     cluster::routes(cfg);
+    keyring::routes(cfg);
     node::routes(cfg);
 }
 

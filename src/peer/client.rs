@@ -23,8 +23,12 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use super::frame::{self, Hello, HelloReply, Reply};
-use super::{lock, read_frame, write_frames, PeerConfig, PeerError, ReadError};
+use super::frame::{self, Hello, HelloReply, Introduction, Reply};
+use super::secure::{self, Session};
+use super::{
+    lock, read_frame, read_handshake, read_sealed_frame, write_frames, PeerConfig, PeerError,
+    ReadError,
+};
 use crate::metrics::SharedMetrics;
 
 /// Sends requests of type `Req` to peers and returns their `Resp`.
@@ -245,15 +249,55 @@ where
         }
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
-        let hello = frame::encode_frame(&Hello::new(&config.cluster_name), frame::MAX_HELLO_BYTES)?;
-        writer.write_all(&hello).await.map_err(connect_error)?;
-        let body = match read_frame(&mut reader, frame::MAX_HELLO_BYTES).await {
-            Ok(body) => body,
-            Err(ReadError::Eof | ReadError::Truncated) => return Err(PeerError::Closed),
-            Err(ReadError::Io(source)) => return Err(connect_error(source)),
-            Err(ReadError::Refused(e)) => return Err(PeerError::Codec(e.to_string())),
+        let introduction = Introduction {
+            node_id: config.node_id,
         };
-        match frame::decode_body(&body)? {
+        let read_error = |e: ReadError| match e {
+            ReadError::Eof | ReadError::Truncated => PeerError::Closed,
+            ReadError::Io(source) => PeerError::Connect { addr, source },
+            ReadError::Refused(e) => PeerError::Codec(e.to_string()),
+            ReadError::Unsealed => PeerError::Codec(e.to_string()),
+        };
+        let (reply, session) = match &config.keyring {
+            Some(keyring) => {
+                let noise_error = |e: snow::Error| PeerError::Codec(e.to_string());
+                let psk = keyring.peer_psks()[0];
+                let mut state = secure::initiator(&psk, &secure::prologue(&config.cluster_name))
+                    .map_err(noise_error)?;
+                let payload = frame::encode_frame(&introduction, frame::MAX_HELLO_BYTES)?;
+                let first = secure::handshake_message(
+                    &mut state,
+                    &payload[frame::LENGTH_PREFIX_BYTES..],
+                )
+                .map_err(noise_error)?;
+                writer.write_all(&first).await.map_err(connect_error)?;
+                // A server that cannot open our first message closes without
+                // a word: it holds none of our keys, or is of another
+                // cluster or version.
+                let second = read_handshake(&mut reader).await.map_err(|e| match e {
+                    ReadError::Eof | ReadError::Truncated => PeerError::Refused(
+                        "the peer closed the connection at the handshake: it does not hold this node's primary cluster key, or is of another cluster or protocol version".into(),
+                    ),
+                    other => read_error(other),
+                })?;
+                let reply = secure::read_handshake_message(&mut state, &second).map_err(|_| {
+                    PeerError::Refused("the peer's handshake did not open under this node's primary cluster key".into())
+                })?;
+                (reply, Session::from_handshake(state).map_err(noise_error)?)
+            }
+            None => {
+                let hello =
+                    frame::encode_frame(&Hello::new(&config.cluster_name), frame::MAX_HELLO_BYTES)?;
+                writer.write_all(&hello).await.map_err(connect_error)?;
+                let intro = frame::encode_frame(&introduction, frame::MAX_HELLO_BYTES)?;
+                writer.write_all(&intro).await.map_err(connect_error)?;
+                let reply = read_frame(&mut reader, frame::MAX_HELLO_BYTES)
+                    .await
+                    .map_err(read_error)?;
+                (reply, Session::Plain)
+            }
+        };
+        match frame::decode_body(&reply)? {
             HelloReply::Welcome => {}
             HelloReply::Refused(reason) => {
                 tracing::warn!(%addr, %reason, "peer refused the connection");
@@ -270,6 +314,7 @@ where
             reader,
             writer,
             outgoing,
+            session,
             pending.clone(),
             self.inner.metrics.clone(),
             config.max_frame_bytes,
@@ -365,20 +410,23 @@ impl<Resp> Drop for Deregister<'_, Resp> {
 
 /// Runs one connection until either direction fails or the client is gone,
 /// then fails everything still waiting on it.
+#[allow(clippy::too_many_arguments)]
 async fn run_connection<Resp: DeserializeOwned + Send>(
     addr: SocketAddr,
     mut reader: BufReader<OwnedReadHalf>,
     writer: tokio::net::tcp::OwnedWriteHalf,
     outgoing: mpsc::Receiver<Vec<u8>>,
+    session: Session,
     pending: Arc<Pending<Resp>>,
     metrics: SharedMetrics,
     max_frame_bytes: usize,
 ) {
+    let mut opener = session.opener();
     // One task rather than a reader and a writer apart: whichever direction
     // ends, the other is dropped with it and no half of a connection lingers.
     let ended: Result<(), String> = tokio::select! {
-        ended = read_answers(&mut reader, &pending, &metrics, max_frame_bytes) => Err(ended),
-        written = write_frames(writer, outgoing) => written.map_err(|e| e.to_string()),
+        ended = read_answers(&mut reader, &mut opener, &pending, &metrics, max_frame_bytes) => Err(ended),
+        written = write_frames(writer, outgoing, session.sealer()) => written.map_err(|e| e.to_string()),
     };
     match ended {
         // The writer ran out of senders: the client is gone, and with it
@@ -392,12 +440,13 @@ async fn run_connection<Resp: DeserializeOwned + Send>(
 /// Delivers answers until the connection fails, and says why it did.
 async fn read_answers<Resp: DeserializeOwned>(
     reader: &mut BufReader<OwnedReadHalf>,
+    opener: &mut secure::Opener,
     pending: &Pending<Resp>,
     metrics: &SharedMetrics,
     max_frame_bytes: usize,
 ) -> String {
     loop {
-        let body = match read_frame(reader, max_frame_bytes).await {
+        let body = match read_sealed_frame(reader, opener, max_frame_bytes).await {
             Ok(body) => body,
             Err(ReadError::Refused(e)) => {
                 metrics.peer_frames_refused.inc();

@@ -7,8 +7,11 @@
 //!
 //! A frame is a 4-byte big-endian body length, then the body, a msgpack value
 //! encoded by rmp-serde's positional encoding (structs as arrays), as in
-//! [`crate::wire`]. On a connection the client's first frame is a [`Hello`],
-//! answered by one [`HelloReply`]; after that every client frame is a request
+//! [`crate::wire`]. On a connection without a cluster secret the client's
+//! first frames are a [`Hello`] and an [`Introduction`], answered by one
+//! [`HelloReply`]; with a secret, the Noise handshake of [`super::secure`]
+//! carries the introduction and the reply instead, and every frame after it
+//! is sealed. After that every client frame is a request
 //! `(request_id, Req)` and every server frame a response
 //! `(request_id, Reply<Resp>)`, in any order.
 //!
@@ -22,7 +25,7 @@ use thiserror::Error;
 
 /// Raised whenever the framing, [`HelloReply`], [`Reply`] or the
 /// request/response tuples change layout.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// The length prefix in front of every body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -81,6 +84,13 @@ impl Hello {
             None
         }
     }
+}
+
+/// Who the client is: the node id its requests are served as. Behind a
+/// Noise handshake only a holder of the cluster secret can claim one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduction {
+    pub node_id: crate::node_id::NodeId,
 }
 
 /// The server's answer to a [`Hello`]. After a refusal it closes.
@@ -247,9 +257,12 @@ mod tests {
 
     #[test]
     fn the_hello_layout_is_frozen() {
-        // [1, "dnd"]: a two-element array of the version and the name.
+        // [version, "dnd"]: a two-element array of the version and the name.
         let bytes = rmp_serde::to_vec(&Hello::new("dnd")).unwrap();
-        assert_eq!(bytes, [0x92, 0x01, 0xa3, b'd', b'n', b'd']);
+        assert_eq!(
+            bytes,
+            [0x92, PEER_PROTOCOL_VERSION as u8, 0xa3, b'd', b'n', b'd']
+        );
     }
 
     #[test]

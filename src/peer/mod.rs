@@ -4,12 +4,15 @@
 //!
 //! Owns the TCP connections between nodes: one multiplexed connection per
 //! peer address, opened on first use after a handshake that keeps out other
-//! clusters and protocol versions, and opened again on the next request after
-//! it fails. Generic over the request and response types: it must never know
+//! clusters and protocol versions (and, with a cluster secret, everyone who
+//! does not hold it), and opened again on the next request after it fails.
+//! The server hands each request to its handler with the node id the
+//! client introduced itself as; it is the handler's job to judge it. Generic over the request and response types: it must never know
 //! what they mean, and never retry, because only the caller knows whether a
 //! request may be repeated.
 //!
 //! - [`frame`]: the byte format, pure.
+//! - [`secure`]: the Noise handshake and sealed frames, pure.
 //! - [`client`]: [`PeerClient`], matching answers to requests by id.
 //! - [`server`]: [`serve`], one task per connection and per request.
 //!
@@ -19,10 +22,12 @@
 
 pub mod client;
 pub mod frame;
+pub mod secure;
 pub mod server;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +35,9 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
+use crate::keyring::Keyring;
+use crate::log_limit::LogLimit;
+use crate::node_id::NodeId;
 pub use client::PeerClient;
 pub use frame::{FrameError, PEER_PROTOCOL_VERSION};
 pub use server::serve;
@@ -40,6 +48,11 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 128;
 /// Room for the largest value a node accepts by default and then some; both
 /// ends of a connection should agree on it.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// A member keeps one connection to each peer; a few more cover a
+/// reconnection racing the old connection's close.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
@@ -63,6 +76,18 @@ pub struct PeerConfig {
     /// peers (and firewall rules) see requests come from the address it
     /// advertises. `None` lets the OS choose.
     pub bind_ip: Option<IpAddr>,
+    /// Who this node introduces itself as to the peers it connects to.
+    pub node_id: NodeId,
+    /// With a keyring, connections are Noise sessions keyed from the cluster
+    /// secret; without, frames travel as they are.
+    pub keyring: Option<Keyring>,
+    /// Connections the server keeps open at once from one IP address, and
+    /// in all; more are closed unread.
+    pub max_connections_per_address: usize,
+    pub max_connections: usize,
+    /// A connection on which the client sends nothing this long is closed;
+    /// the client opens a new one on its next request.
+    pub idle_timeout: Duration,
 }
 
 impl PeerConfig {
@@ -74,6 +99,11 @@ impl PeerConfig {
             max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             bind_ip: None,
+            node_id: NodeId::from_u64(0),
+            keyring: None,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -127,6 +157,8 @@ enum ReadError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Refused(FrameError),
+    #[error("a sealed frame did not open")]
+    Unsealed,
 }
 
 /// Reads one frame's body, refusing one longer than `max_body_bytes` before
@@ -159,21 +191,75 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(body)
 }
 
-/// Writes every frame it is given, in order, until the channel closes.
-/// Frames queued together leave in as few writes as the buffer allows.
+/// Writes every frame it is given, sealed, in order, until the channel
+/// closes. Frames queued together leave in as few writes as the buffer
+/// allows.
 async fn write_frames<W: AsyncWrite + Unpin>(
     writer: W,
     mut frames: mpsc::Receiver<Vec<u8>>,
+    mut sealer: secure::Sealer,
 ) -> io::Result<()> {
     let mut writer = BufWriter::new(writer);
+    let mut seal = |frame| sealer.seal(frame).map_err(io::Error::other);
     while let Some(frame) = frames.recv().await {
-        writer.write_all(&frame).await?;
+        writer.write_all(&seal(frame)?).await?;
         while let Ok(frame) = frames.try_recv() {
-            writer.write_all(&frame).await?;
+            writer.write_all(&seal(frame)?).await?;
         }
         writer.flush().await?;
     }
     Ok(())
+}
+
+/// Reads one frame and opens it: the plain body.
+async fn read_sealed_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    opener: &mut secure::Opener,
+    max_body_bytes: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let wire = read_frame(reader, opener.wire_limit(max_body_bytes)).await?;
+    let body = opener.open(wire).map_err(|_| ReadError::Unsealed)?;
+    if body.len() > max_body_bytes {
+        return Err(ReadError::Refused(FrameError::TooLarge {
+            size: body.len(),
+            limit: max_body_bytes,
+        }));
+    }
+    Ok(body)
+}
+
+/// Reads one handshake message (2-byte length, then at most
+/// [`frame::MAX_HELLO_BYTES`]).
+async fn read_handshake<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, ReadError> {
+    let mut prefix = [0; secure::HANDSHAKE_PREFIX_BYTES];
+    reader.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ReadError::Eof,
+        _ => ReadError::Io(e),
+    })?;
+    let size = u16::from_be_bytes(prefix) as usize;
+    if size > frame::MAX_HELLO_BYTES {
+        return Err(ReadError::Refused(FrameError::TooLarge {
+            size,
+            limit: frame::MAX_HELLO_BYTES,
+        }));
+    }
+    let mut message = vec![0; size];
+    reader
+        .read_exact(&mut message)
+        .await
+        .map_err(|_| ReadError::Truncated)?;
+    Ok(message)
+}
+
+/// Refusals are counted always and logged at most once a minute per
+/// address, so a hostile peer cannot flood the log.
+#[derive(Default)]
+struct RefusalLog(Mutex<LogLimit<IpAddr>>);
+
+impl RefusalLog {
+    fn allow(&self, ip: IpAddr) -> bool {
+        lock(&self.0).allow(ip, Instant::now())
+    }
 }
 
 /// Nothing panics while holding the locks in this module, and if something

@@ -3,12 +3,17 @@
 //!
 //! Owns the listener, the accepted connections and the handler tasks, and
 //! nothing they mean. What one connection sends can close that connection,
-//! never another, and never the accept loop.
+//! never another, and never the accept loop. Before its handshake a
+//! connection is a stranger: it gets `connect_timeout` to finish it, may
+//! make this node read at most a hello's worth, and with a cluster secret
+//! gets no answer at all unless it proves it holds the key. Connections are
+//! bounded per address and in all, and one idle for `idle_timeout` closes.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -19,9 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use super::frame::{self, Hello, HelloReply, Reply};
-use super::{read_frame, write_frames, PeerConfig, ReadError};
+use super::frame::{self, Hello, HelloReply, Introduction, Reply};
+use super::secure::{self, Session};
+use super::{
+    lock, read_frame, read_handshake, read_sealed_frame, write_frames, PeerConfig, ReadError,
+    RefusalLog,
+};
 use crate::metrics::SharedMetrics;
+use crate::node_id::NodeId;
 
 /// How long to pause after a failed accept: the usual cause is running out
 /// of file descriptors, which a tight retry loop would only make worse.
@@ -41,26 +51,39 @@ pub async fn serve<Req, Resp, H, Fut>(
 ) where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(NodeId, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Resp> + Send + 'static,
 {
     let config = Arc::new(config);
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(%addr, "serving peer requests");
     }
+    let open = Arc::new(OpenConnections::default());
+    let refusals = Arc::new(RefusalLog::default());
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let Some(slot) = open.take(remote.ip(), &config) else {
+                        metrics.peer_connections_refused_limit.inc();
+                        if refusals.allow(remote.ip()) {
+                            tracing::warn!(%remote, "too many peer connections from this address; closing the new one (logged once a minute per address)");
+                        }
+                        continue;
+                    };
                     let serving = serve_connection(
                         stream,
                         remote,
                         config.clone(),
                         metrics.clone(),
+                        refusals.clone(),
                         handler.clone(),
                     );
-                    connections.spawn(serving);
+                    connections.spawn(async move {
+                        serving.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a peer connection; retrying");
@@ -77,16 +100,60 @@ pub async fn serve<Req, Resp, H, Fut>(
     }
 }
 
+/// The connections open now, by address: a slot is taken before a
+/// connection is served and given back when it ends.
+#[derive(Default)]
+struct OpenConnections {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct Slot {
+    open: Arc<OpenConnections>,
+    ip: IpAddr,
+}
+
+impl OpenConnections {
+    fn take(self: &Arc<Self>, ip: IpAddr, config: &PeerConfig) -> Option<Slot> {
+        let mut by_ip = lock(&self.by_ip);
+        let total: usize = by_ip.values().sum();
+        let here = by_ip.entry(ip).or_default();
+        if *here >= config.max_connections_per_address || total >= config.max_connections {
+            if *here == 0 {
+                by_ip.remove(&ip);
+            }
+            return None;
+        }
+        *here += 1;
+        Some(Slot {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_ip = lock(&self.open.by_ip);
+        if let Some(here) = by_ip.get_mut(&self.ip) {
+            *here -= 1;
+            if *here == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn serve_connection<Req, Resp, H, Fut>(
     stream: TcpStream,
     remote: SocketAddr,
     config: Arc<PeerConfig>,
     metrics: SharedMetrics,
+    refusals: Arc<RefusalLog>,
     handler: H,
 ) where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(NodeId, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Resp> + Send + 'static,
 {
     if let Err(error) = stream.set_nodelay(true) {
@@ -94,16 +161,26 @@ async fn serve_connection<Req, Resp, H, Fut>(
     }
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    match tokio::time::timeout(
+    let (client, session) = match tokio::time::timeout(
         config.connect_timeout,
-        handshake(&mut reader, &mut writer, &config.cluster_name),
+        handshake(&mut reader, &mut writer, &config),
     )
     .await
     {
-        Ok(Ok(())) => {}
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(Handshake::Unauthenticated)) => {
+            metrics.peer_handshakes_refused_unauthenticated.inc();
+            if refusals.allow(remote.ip()) {
+                tracing::warn!(%remote, "a peer connection did not prove it holds the cluster key; closed without an answer (logged once a minute per address)");
+            }
+            return;
+        }
         Ok(Err(Handshake::Refused(reason))) => {
             metrics.peer_frames_refused.inc();
-            tracing::warn!(%remote, %reason, "refused a peer connection");
+            metrics.peer_handshakes_refused_other.inc();
+            if refusals.allow(remote.ip()) {
+                tracing::warn!(%remote, %reason, "refused a peer connection (logged once a minute per address)");
+            }
             return;
         }
         Ok(Err(Handshake::Failed(reason))) => {
@@ -114,8 +191,8 @@ async fn serve_connection<Req, Resp, H, Fut>(
             tracing::debug!(%remote, "no hello in time; closing the peer connection");
             return;
         }
-    }
-    tracing::debug!(%remote, "peer connection accepted");
+    };
+    tracing::debug!(%remote, %client, "peer connection accepted");
 
     let permits = config.in_flight_permits();
     let (replies, outgoing) = mpsc::channel(permits);
@@ -124,14 +201,16 @@ async fn serve_connection<Req, Resp, H, Fut>(
         config: &config,
         metrics: &metrics,
         handler,
+        client,
         replies,
         in_flight: Arc::new(Semaphore::new(permits)),
     };
     // Whichever direction ends first ends the connection; the handlers still
     // running are then aborted with their JoinSet.
+    let mut opener = session.opener();
     let reason = tokio::select! {
-        reason = serving.read_requests(&mut reader, &mut handlers) => reason,
-        written = write_frames(writer, outgoing) => match written {
+        reason = serving.read_requests(&mut reader, &mut opener, &mut handlers) => reason,
+        written = write_frames(writer, outgoing, session.sealer()) => match written {
             Ok(()) => "no more replies".to_string(),
             Err(e) => e.to_string(),
         },
@@ -140,29 +219,87 @@ async fn serve_connection<Req, Resp, H, Fut>(
 }
 
 enum Handshake {
+    /// With a cluster secret: the client did not prove it holds a key of
+    /// the ring (or speaks another cluster or version). Told nothing.
+    Unauthenticated,
     /// Counted, and told to the client.
     Refused(String),
     /// The client left or the socket failed; nothing to tell.
     Failed(String),
 }
 
+/// Runs the server's side of the handshake: who the client is, and how the
+/// connection's frames travel from now on.
 async fn handshake<R, W>(
     reader: &mut R,
     writer: &mut W,
-    cluster_name: &str,
-) -> Result<(), Handshake>
+    config: &PeerConfig,
+) -> Result<(NodeId, Session), Handshake>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let refusal = match read_frame(reader, frame::MAX_HELLO_BYTES).await {
+    match &config.keyring {
+        Some(keyring) => {
+            let first = match read_handshake(reader).await {
+                Ok(message) => message,
+                Err(ReadError::Refused(_)) => return Err(Handshake::Unauthenticated),
+                Err(e) => return Err(Handshake::Failed(e.to_string())),
+            };
+            let prologue = secure::prologue(&config.cluster_name);
+            let Some((mut state, payload)) =
+                secure::respond_with_any(&keyring.peer_psks(), &prologue, &first)
+            else {
+                return Err(Handshake::Unauthenticated);
+            };
+            let introduction: Introduction = frame::decode_body(&payload)
+                .map_err(|e| Handshake::Refused(format!("not a dnd introduction ({e})")))?;
+            let reply = frame::encode_frame(&HelloReply::Welcome, frame::MAX_HELLO_BYTES)
+                .map_err(|e| Handshake::Failed(e.to_string()))?;
+            let message =
+                secure::handshake_message(&mut state, &reply[frame::LENGTH_PREFIX_BYTES..])
+                    .map_err(|e| Handshake::Failed(e.to_string()))?;
+            writer
+                .write_all(&message)
+                .await
+                .map_err(|e| Handshake::Failed(e.to_string()))?;
+            let session =
+                Session::from_handshake(state).map_err(|e| Handshake::Failed(e.to_string()))?;
+            Ok((introduction.node_id, session))
+        }
+        None => plain_handshake(reader, writer, &config.cluster_name).await,
+    }
+}
+
+async fn plain_handshake<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    cluster_name: &str,
+) -> Result<(NodeId, Session), Handshake>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let not_a_hello = |e: &dyn std::fmt::Display| format!("not a dnd peer hello ({e})");
+    let mut refusal = match read_frame(reader, frame::MAX_HELLO_BYTES).await {
         Ok(body) => match frame::decode_body::<Hello>(&body) {
             Ok(hello) => hello.refusal(cluster_name),
-            Err(e) => Some(format!("not a dnd peer hello ({e})")),
+            Err(e) => Some(not_a_hello(&e)),
         },
-        Err(ReadError::Refused(e)) => Some(format!("not a dnd peer hello ({e})")),
+        Err(ReadError::Refused(e)) => Some(not_a_hello(&e)),
         Err(e) => return Err(Handshake::Failed(e.to_string())),
     };
+    let mut client = None;
+    if refusal.is_none() {
+        match read_frame(reader, frame::MAX_HELLO_BYTES).await {
+            Ok(body) => match frame::decode_body::<Introduction>(&body) {
+                Ok(introduction) => client = Some(introduction.node_id),
+                Err(e) => refusal = Some(format!("not a dnd introduction ({e})")),
+            },
+            Err(ReadError::Refused(e)) => refusal = Some(format!("not a dnd introduction ({e})")),
+            Err(e) => return Err(Handshake::Failed(e.to_string())),
+        }
+    }
     let reply = match &refusal {
         None => HelloReply::Welcome,
         Some(reason) => HelloReply::Refused(reason.clone()),
@@ -171,10 +308,11 @@ where
         Ok(bytes) => writer.write_all(&bytes).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    match (refusal, sent) {
-        (Some(reason), _) => Err(Handshake::Refused(reason)),
-        (None, Err(reason)) => Err(Handshake::Failed(reason)),
-        (None, Ok(())) => Ok(()),
+    match (refusal, sent, client) {
+        (Some(reason), _, _) => Err(Handshake::Refused(reason)),
+        (None, Err(reason), _) => Err(Handshake::Failed(reason)),
+        (None, Ok(()), Some(client)) => Ok((client, Session::Plain)),
+        (None, Ok(()), None) => Err(Handshake::Failed("no introduction".into())),
     }
 }
 
@@ -183,6 +321,8 @@ struct Serving<'a, H> {
     config: &'a PeerConfig,
     metrics: &'a SharedMetrics,
     handler: H,
+    /// Who the handshake said the client is.
+    client: NodeId,
     replies: mpsc::Sender<Vec<u8>>,
     /// Not taken from the client's word: a peer sending more than this many
     /// requests at once waits for TCP to drain rather than spawning more.
@@ -195,18 +335,30 @@ impl<H> Serving<'_, H> {
     async fn read_requests<Req, Resp, Fut>(
         self,
         reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        opener: &mut secure::Opener,
         handlers: &mut JoinSet<()>,
     ) -> String
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
-        H: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+        H: Fn(NodeId, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Resp> + Send + 'static,
     {
         let max_frame_bytes = self.config.max_frame_bytes;
+        let idle_timeout = self.config.idle_timeout;
         loop {
-            let body = match read_frame(reader, max_frame_bytes).await {
+            let read = read_sealed_frame(reader, opener, max_frame_bytes);
+            let Ok(read) = tokio::time::timeout(idle_timeout, read).await else {
+                self.metrics.peer_connections_idle_closed.inc();
+                return format!("idle for {idle_timeout:?}");
+            };
+            let body = match read {
                 Ok(body) => body,
+                Err(ReadError::Unsealed) => {
+                    self.metrics.peer_frames_refused.inc();
+                    tracing::warn!(client = %self.client, "a sealed peer frame did not open; closing the connection");
+                    return "a sealed frame did not open".to_string();
+                }
                 Err(ReadError::Refused(e)) => {
                     self.metrics.peer_frames_refused.inc();
                     tracing::warn!(error = %e, "peer sent an oversized frame; closing the connection");
@@ -239,13 +391,14 @@ impl<H> Serving<'_, H> {
             let Ok(slot) = self.in_flight.clone().acquire_owned().await else {
                 return "in-flight semaphore closed".to_string();
             };
-            let (handler, replies, metrics) = (
+            let (handler, replies, metrics, client) = (
                 self.handler.clone(),
                 self.replies.clone(),
                 self.metrics.clone(),
+                self.client,
             );
             handlers.spawn(async move {
-                let reply = match AssertUnwindSafe(handler(request)).catch_unwind().await {
+                let reply = match AssertUnwindSafe(handler(client, request)).catch_unwind().await {
                     Ok(answer) => Reply::Ok(answer),
                     Err(_) => {
                         tracing::error!(id, "peer request handler panicked");

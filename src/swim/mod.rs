@@ -43,7 +43,8 @@ use rand::{Rng, SeedableRng};
 use crate::member::{Member, MemberState, MemberTable, Rumor};
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
-use crate::wire::{Codec, Datagram, GossipMessage};
+use crate::log_limit::LogLimit;
+use crate::wire::{ClusterSettings, Codec, Datagram, GossipMessage};
 use broadcast::BroadcastQueue;
 use suspicion::Suspicion;
 
@@ -77,6 +78,12 @@ pub struct SwimConfig {
     pub awareness_max: u32,
     /// Most relayed probes in flight at once; more are refused.
     pub max_relays: usize,
+    /// Most members (not counting those that left) the table takes; news of
+    /// more is refused, so no sender can grow it without bound.
+    pub max_members: usize,
+    /// What this node places keys by; joins that bring other settings are
+    /// refused.
+    pub settings: ClusterSettings,
 }
 
 impl Default for SwimConfig {
@@ -94,6 +101,8 @@ impl Default for SwimConfig {
             dead_probe_interval: Duration::from_secs(1),
             awareness_max: 8,
             max_relays: 1024,
+            max_members: DEFAULT_MAX_MEMBERS,
+            settings: ClusterSettings::default(),
         }
     }
 }
@@ -108,6 +117,14 @@ pub enum RemoveError {
     #[error("a node cannot remove itself; ask it to leave")]
     IsSelf,
 }
+
+pub const DEFAULT_MAX_MEMBERS: usize = 1024;
+
+/// The highest incarnation believed. Only a member raises its own, by one
+/// per refutation, so no honest member comes near it in any lifetime; a
+/// rumor above it is refused rather than obeyed, and a refutation stops
+/// here instead of wrapping to zero.
+pub const MAX_INCARNATION: u64 = 1 << 48;
 
 /// How many of its latest sequence numbers a node still accepts late acks
 /// for: a few minutes of probes and relays.
@@ -194,6 +211,10 @@ pub struct Swim {
     outgoing: Vec<Outgoing>,
     changes: Vec<Member>,
     metrics: SharedMetrics,
+    /// Why the cluster refused this node's join, once it did.
+    join_refusal: Option<String>,
+    /// Refusals are counted always, logged at most once a minute a sender.
+    refusal_log: LogLimit<SocketAddr>,
 }
 
 impl Swim {
@@ -246,6 +267,8 @@ impl Swim {
             metrics,
             config,
             codec,
+            join_refusal: None,
+            refusal_log: LogLimit::default(),
         }
     }
 
@@ -321,7 +344,13 @@ impl Swim {
     }
 
     fn wants_to_join(&self) -> bool {
-        !self.leaving && !self.seeds.is_empty() && !self.has_peers()
+        !self.leaving && !self.seeds.is_empty() && !self.has_peers() && self.join_refusal.is_none()
+    }
+
+    /// Why the seed refused this node's join, if it did; the node then
+    /// stops asking.
+    pub fn join_refusal(&self) -> Option<&str> {
+        self.join_refusal.as_deref()
     }
 
     fn scaled(&self, d: Duration) -> Duration {
@@ -741,6 +770,9 @@ impl Swim {
             Ok(datagram) => datagram,
             Err(reason) => {
                 self.metrics.count_dropped(&reason);
+                if self.refusal_log.allow(from, now) {
+                    tracing::warn!(%from, %reason, "dropped a gossip datagram (logged once a minute per sender)");
+                }
                 return;
             }
         };
@@ -754,8 +786,17 @@ impl Swim {
             GossipMessage::Ping { .. } | GossipMessage::Join { .. }
         );
         match datagram.message {
-            GossipMessage::Join { member } => {
+            GossipMessage::Join { member, settings } => {
                 if self.leaving {
+                    return;
+                }
+                if let Some(reason) = self.config.settings.refusal(&settings) {
+                    self.metrics.gossip_joins_refused_settings.inc();
+                    if self.refusal_log.allow(from, now) {
+                        tracing::warn!(%from, node = %member.id, %reason, "refused a join");
+                    }
+                    // To where it came from, not where it claims to be.
+                    self.send(from, GossipMessage::JoinRefused { reason });
                     return;
                 }
                 let reply_to = member.gossip_addr;
@@ -801,6 +842,13 @@ impl Swim {
                 self.relay_probe(from, seq, target, target_addr, now);
             }
             GossipMessage::Gossip { rumors } => self.apply_rumors(rumors, sender, now),
+            GossipMessage::JoinRefused { reason } => {
+                // Only the seed this node asked, and only while it asks.
+                if self.wants_to_join() && self.seeds.contains(&from) {
+                    tracing::error!(seed = %from, %reason, "the cluster refused to let this node join");
+                    self.join_refusal = Some(reason);
+                }
+            }
             GossipMessage::Nack { seq } => match &mut self.probe {
                 Some(probe) if probe.seq == seq => probe.nacks += 1,
                 _ => self.metrics.gossip_unexpected_replies.inc(),
@@ -928,7 +976,30 @@ impl Swim {
 
     /// Applies news from `sender` (who may be passing on someone else's).
     fn apply_rumor(&mut self, rumor: Rumor, sender: NodeId, now: Instant) {
-        let Rumor { member, accuser } = rumor;
+        let Rumor { mut member, accuser } = rumor;
+        if member.incarnation > MAX_INCARNATION {
+            self.metrics.gossip_rumors_refused_incarnation.inc();
+            if member.id == self.table.local_id() && member.state != MemberState::Alive {
+                // Refuted as an accusation at this node's own incarnation.
+                member.incarnation = self.local().incarnation;
+                self.answer_rumor_about_self(&member, now);
+            }
+            return;
+        }
+        if member.id != self.table.local_id()
+            && self.table.get(member.id).is_none()
+            && self.table_is_full()
+        {
+            self.metrics.gossip_members_refused_full.inc();
+            if self.refusal_log.allow(member.gossip_addr, now) {
+                tracing::warn!(
+                    member = %member.id,
+                    max_members = self.config.max_members,
+                    "the member table is full; news of a new member refused"
+                );
+            }
+            return;
+        }
         if member.id == self.table.local_id() {
             self.answer_rumor_about_self(&member, now);
             return;
@@ -1016,7 +1087,7 @@ impl Swim {
         }
         self.metrics.swim_refutations.inc();
         let refuted = Member {
-            incarnation: rumor.incarnation + 1,
+            incarnation: rumor.incarnation.saturating_add(1).min(MAX_INCARNATION),
             state: MemberState::Alive,
             ..local
         };
@@ -1025,15 +1096,26 @@ impl Swim {
         self.broadcasts.push(Rumor::about(refuted));
     }
 
+    /// Whether news of one more member would pass the cap: members that
+    /// left count too, against a cap twice as high, so that a stream of
+    /// departures cannot grow the table either.
+    fn table_is_full(&self) -> bool {
+        let max = self.config.max_members;
+        self.table.live_count() + self.table.dead_count() >= max
+            || self.table.len() >= max.saturating_mul(2)
+    }
+
     // ----- join, push-pull, leave -----
 
     fn send_joins(&mut self) {
         let member = self.local().clone();
+        let settings = self.config.settings;
         for seed in self.seeds.clone() {
             self.send(
                 seed,
                 GossipMessage::Join {
                     member: member.clone(),
+                    settings,
                 },
             );
         }
