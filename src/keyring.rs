@@ -199,12 +199,19 @@ impl Keyring {
                     .map(ClusterKey::from_base64)
                     .collect::<Result<_, _>>()
                     .map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", file.display()))
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {e}", file.display()),
+                        )
                     })?;
                 if keys.is_empty() || keys.len() > MAX_KEYS {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("{}: holds {} keys (1 to {MAX_KEYS})", file.display(), keys.len()),
+                        format!(
+                            "{}: holds {} keys (1 to {MAX_KEYS})",
+                            file.display(),
+                            keys.len()
+                        ),
                     ));
                 }
                 if !keys.contains(&given) {
@@ -376,7 +383,10 @@ mod tests {
         let key = ClusterKey::generate();
         assert_eq!(ClusterKey::from_base64(&key.to_base64()), Ok(key.clone()));
         assert_eq!(ClusterKey::from_base64("  \n"), Err(KeyError::Malformed));
-        assert_eq!(ClusterKey::from_base64("c2hvcnQ="), Err(KeyError::Malformed));
+        assert_eq!(
+            ClusterKey::from_base64("c2hvcnQ="),
+            Err(KeyError::Malformed)
+        );
         assert!(!format!("{key:?}").contains(&key.to_base64()));
     }
 
@@ -385,14 +395,21 @@ mod tests {
         let ring = Keyring::new(ClusterKey::generate());
         let sealed = ring.seal_gossip(b"ad", b"hello");
         assert_eq!(sealed.len(), 5 + GOSSIP_SEAL_OVERHEAD);
-        assert_eq!(ring.open_gossip(b"ad", &sealed).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            ring.open_gossip(b"ad", &sealed).as_deref(),
+            Some(&b"hello"[..])
+        );
         assert_eq!(ring.open_gossip(b"other", &sealed), None);
         let stranger = Keyring::new(ClusterKey::generate());
         assert_eq!(stranger.open_gossip(b"ad", &sealed), None);
         for at in 0..sealed.len() {
             let mut flipped = sealed.clone();
             flipped[at] ^= 0x01;
-            assert_eq!(ring.open_gossip(b"ad", &flipped), None, "bit flipped at {at}");
+            assert_eq!(
+                ring.open_gossip(b"ad", &flipped),
+                None,
+                "bit flipped at {at}"
+            );
         }
         // Two seals of one message differ: the nonce is fresh each time.
         assert_ne!(ring.seal_gossip(b"ad", b"hello"), sealed);
@@ -406,13 +423,17 @@ mod tests {
         ring.apply(&change(KeyringOp::Install, &new)).unwrap();
         assert_eq!(ring.view().primary, old.fingerprint());
         let peer = Keyring::new(new.clone());
-        assert!(ring.open_gossip(b"", &peer.seal_gossip(b"", b"y")).is_some());
+        assert!(ring
+            .open_gossip(b"", &peer.seal_gossip(b"", b"y"))
+            .is_some());
         ring.apply(&KeyringChange {
             op: KeyringOp::Use,
             key: new.fingerprint(),
         })
         .unwrap();
-        assert!(peer.open_gossip(b"", &ring.seal_gossip(b"", b"z")).is_some());
+        assert!(peer
+            .open_gossip(b"", &ring.seal_gossip(b"", b"z"))
+            .is_some());
         assert!(ring.open_gossip(b"", &sealed_old).is_some());
         assert_eq!(
             ring.apply(&change(KeyringOp::Remove, &new)),
@@ -446,7 +467,13 @@ mod tests {
             Err(KeyringError::Full)
         );
         let held = ClusterKey::from_base64(&ring.entries()[1].key.to_base64()).unwrap();
-        assert_eq!(ring.apply(&change(KeyringOp::Install, &held)).unwrap().keys.len(), MAX_KEYS);
+        assert_eq!(
+            ring.apply(&change(KeyringOp::Install, &held))
+                .unwrap()
+                .keys
+                .len(),
+            MAX_KEYS
+        );
     }
 
     #[test]

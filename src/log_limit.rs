@@ -75,7 +75,9 @@ mod tests {
     fn a_flood_of_sources_is_bounded() {
         let mut limit = LogLimit::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        let logged = (0..10 * MAX_SOURCES).filter(|&i| limit.allow(i, t0)).count();
+        let logged = (0..10 * MAX_SOURCES)
+            .filter(|&i| limit.allow(i, t0))
+            .count();
         assert_eq!(logged, MAX_SOURCES);
         assert!(limit.last.len() <= MAX_SOURCES);
         // Once the interval passes, new sources are heard again.

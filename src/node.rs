@@ -15,8 +15,8 @@ use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
 use crate::actors::gossip::{Gossip, HasPeers, Leave};
-use crate::actors::membership::{Membership, Subscribe};
 use crate::actors::membership::ListMembers;
+use crate::actors::membership::{Membership, Subscribe};
 use crate::actors::store::{FromPeer, HandOffForLeave, ReplicaClient, Store, StoreConfig};
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
@@ -285,15 +285,18 @@ impl Node {
         self.leave_requested.notified().await;
     }
 
-    /// Waits until this node knows another live member, or `timeout` passes.
-    pub async fn wait_for_peers(&self, timeout: std::time::Duration) -> bool {
+    /// Waits until this node knows another live member (true), `timeout`
+    /// passes (false), or the cluster refuses it (its reason).
+    pub async fn wait_for_peers(&self, timeout: std::time::Duration) -> Result<bool, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if matches!(self.gossip.send(HasPeers).await, Ok(true)) {
-                return true;
+            match self.gossip.send(HasPeers).await {
+                Ok(Ok(true)) => return Ok(true),
+                Ok(Err(refusal)) => return Err(refusal),
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return false;
+                return Ok(false);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -389,7 +392,9 @@ async fn keyring_request(
         Some(change) => {
             let applied = keyring.apply(&change).map_err(|e| e.to_string());
             match &applied {
-                Ok(view) => tracing::info!(op = ?change.op, primary = %view.primary, keys = view.keys.len(), "keyring changed at a member's request"),
+                Ok(view) => {
+                    tracing::info!(op = ?change.op, primary = %view.primary, keys = view.keys.len(), "keyring changed at a member's request")
+                }
                 Err(error) => tracing::warn!(op = ?change.op, %error, "keyring change refused"),
             }
             applied

@@ -397,7 +397,11 @@ mod tests {
             ("another cluster", other_cluster.encode(&ping(2)).unwrap()),
             ("in clear", plain.encode(&ping(2)).unwrap()),
         ] {
-            assert_eq!(ours.decode(&foreign), Err(DecodeError::Unauthenticated), "{name}");
+            assert_eq!(
+                ours.decode(&foreign),
+                Err(DecodeError::Unauthenticated),
+                "{name}"
+            );
         }
         for at in 0..bytes.len() {
             let mut flipped = bytes.clone();
@@ -413,7 +417,10 @@ mod tests {
         let plain = Codec::new("dnd", 1400);
         let sealed = Codec::sealed("dnd", 1400, Keyring::new(ClusterKey::generate()));
         let body = rmp_serde::to_vec(&ping(5)).unwrap().len();
-        assert_eq!(sealed.encode(&ping(5)).unwrap().len(), body + SEALED_OVERHEAD);
+        assert_eq!(
+            sealed.encode(&ping(5)).unwrap().len(),
+            body + SEALED_OVERHEAD
+        );
         assert!(plain.encode(&ping(5)).unwrap().len() > body);
     }
 

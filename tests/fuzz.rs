@@ -67,12 +67,10 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         0..6,
     );
     let message = prop_oneof![
-        member
-            .clone()
-            .prop_map(|member| GossipMessage::Join {
-                member,
-                settings: ClusterSettings::default(),
-            }),
+        member.clone().prop_map(|member| GossipMessage::Join {
+            member,
+            settings: ClusterSettings::default(),
+        }),
         (any::<u64>(), rumors.clone())
             .prop_map(|(seq, rumors)| GossipMessage::Ping { seq, rumors }),
         (any::<u64>(), rumors.clone()).prop_map(|(seq, rumors)| GossipMessage::Ack { seq, rumors }),

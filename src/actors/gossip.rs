@@ -53,9 +53,10 @@ pub struct Gossip {
 #[rtype(result = "()")]
 pub struct Leave;
 
-/// Whether this node knows any other live member yet.
+/// Whether this node knows any other live member yet, or why the cluster
+/// refused to let it in.
 #[derive(Message, Debug)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<bool, String>")]
 pub struct HasPeers;
 
 type Received = io::Result<(Vec<u8>, SocketAddr)>;
@@ -237,10 +238,13 @@ impl Handler<Remove> for Gossip {
 }
 
 impl Handler<HasPeers> for Gossip {
-    type Result = bool;
+    type Result = Result<bool, String>;
 
-    fn handle(&mut self, _msg: HasPeers, _ctx: &mut Self::Context) -> bool {
-        self.swim.has_peers()
+    fn handle(&mut self, _msg: HasPeers, _ctx: &mut Self::Context) -> Self::Result {
+        match self.swim.join_refusal() {
+            Some(reason) => Err(reason.to_string()),
+            None => Ok(self.swim.has_peers()),
+        }
     }
 }
 

@@ -479,12 +479,19 @@ fn run(run: Run) -> anyhow::Result<()> {
         if let Some(seed) = seed {
             tokio::select! {
                 joined = node.wait_for_peers(join_timeout) => {
-                    if !joined {
-                        node.stop().await;
-                        return Err(anyhow!(
-                            "could not join: no member answered at {seed} within {:.1}s",
-                            join_timeout.as_secs_f64()
-                        ));
+                    match joined {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            node.stop().await;
+                            return Err(anyhow!(
+                                "could not join: no member answered at {seed} within {:.1}s (with a cluster secret, a member that does not hold this node's key stays silent)",
+                                join_timeout.as_secs_f64()
+                            ));
+                        }
+                        Err(refusal) => {
+                            node.stop().await;
+                            return Err(anyhow!("could not join: {seed} refused: {refusal}"));
+                        }
                     }
                     tracing::info!(%seed, "joined the cluster");
                 }
@@ -552,7 +559,12 @@ fn http_exchange(
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
     let status = reply.lines().next().unwrap_or_default().to_string();
-    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_string();
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     Ok((status, body))
 }
 
@@ -572,18 +584,30 @@ fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow
     let report: serde_json::Value = serde_json::from_str(&answer)
         .with_context(|| format!("the node at {target} answered {status:?}: {answer}"))?;
     let Some(nodes) = report.get("nodes").and_then(|n| n.as_array()) else {
-        let error = report.get("error").and_then(|e| e.as_str()).unwrap_or(&answer);
+        let error = report
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or(&answer);
         return Err(anyhow!("the node at {target} refused: {error}"));
     };
     let mut out = std::io::stdout();
     let mut failed = 0;
     for node in nodes {
-        let field = |name: &str| node.get(name).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        let field = |name: &str| {
+            node.get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
         if node.get("ok").and_then(|v| v.as_bool()) == Some(true) {
             let keys: Vec<String> = node
                 .get("keys")
                 .and_then(|k| k.as_array())
-                .map(|k| k.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|k| {
+                    k.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             writeln!(
                 out,
@@ -595,11 +619,20 @@ fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow
             )?;
         } else {
             failed += 1;
-            writeln!(out, "{}  {}  FAILED  {}", field("node"), field("http_addr"), field("error"))?;
+            writeln!(
+                out,
+                "{}  {}  FAILED  {}",
+                field("node"),
+                field("http_addr"),
+                field("error")
+            )?;
         }
     }
     if failed > 0 {
-        return Err(anyhow!("{failed} of {} members did not answer or refused", nodes.len()));
+        return Err(anyhow!(
+            "{failed} of {} members did not answer or refused",
+            nodes.len()
+        ));
     }
     Ok(())
 }
@@ -691,7 +724,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Keygen => {
             use std::io::Write;
-            writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64()).map_err(Into::into)
+            writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64())
+                .map_err(Into::into)
         }
         Command::Keyring { ref action } => keyring_command(cli.address, cli.server_port, action),
         Command::Leave => admin_request(

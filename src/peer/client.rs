@@ -265,11 +265,9 @@ where
                 let mut state = secure::initiator(&psk, &secure::prologue(&config.cluster_name))
                     .map_err(noise_error)?;
                 let payload = frame::encode_frame(&introduction, frame::MAX_HELLO_BYTES)?;
-                let first = secure::handshake_message(
-                    &mut state,
-                    &payload[frame::LENGTH_PREFIX_BYTES..],
-                )
-                .map_err(noise_error)?;
+                let first =
+                    secure::handshake_message(&mut state, &payload[frame::LENGTH_PREFIX_BYTES..])
+                        .map_err(noise_error)?;
                 writer.write_all(&first).await.map_err(connect_error)?;
                 // A server that cannot open our first message closes without
                 // a word: it holds none of our keys, or is of another
@@ -281,7 +279,10 @@ where
                     other => read_error(other),
                 })?;
                 let reply = secure::read_handshake_message(&mut state, &second).map_err(|_| {
-                    PeerError::Refused("the peer's handshake did not open under this node's primary cluster key".into())
+                    PeerError::Refused(
+                        "the peer's handshake did not open under this node's primary cluster key"
+                            .into(),
+                    )
                 })?;
                 (reply, Session::from_handshake(state).map_err(noise_error)?)
             }

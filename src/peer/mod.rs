@@ -27,9 +27,9 @@ pub mod server;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use std::time::Instant;
 
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -232,10 +232,13 @@ async fn read_sealed_frame<R: AsyncRead + Unpin>(
 /// [`frame::MAX_HELLO_BYTES`]).
 async fn read_handshake<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, ReadError> {
     let mut prefix = [0; secure::HANDSHAKE_PREFIX_BYTES];
-    reader.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => ReadError::Eof,
-        _ => ReadError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ReadError::Eof,
+            _ => ReadError::Io(e),
+        })?;
     let size = u16::from_be_bytes(prefix) as usize;
     if size > frame::MAX_HELLO_BYTES {
         return Err(ReadError::Refused(FrameError::TooLarge {

@@ -109,7 +109,9 @@ pub enum Session {
 
 impl Session {
     pub fn from_handshake(state: HandshakeState) -> Result<Self, snow::Error> {
-        Ok(Session::Noise(Arc::new(state.into_stateless_transport_mode()?)))
+        Ok(Session::Noise(Arc::new(
+            state.into_stateless_transport_mode()?,
+        )))
     }
 
     /// The sealing side; one per connection, used by its single writer.
@@ -211,7 +213,8 @@ mod tests {
             respond_with_any(server_psks, &prologue, &first[HANDSHAKE_PREFIX_BYTES..])?;
         assert_eq!(payload, b"hello");
         let second = handshake_message(&mut server, b"welcome").unwrap();
-        let payload = read_handshake_message(&mut client, &second[HANDSHAKE_PREFIX_BYTES..]).unwrap();
+        let payload =
+            read_handshake_message(&mut client, &second[HANDSHAKE_PREFIX_BYTES..]).unwrap();
         assert_eq!(payload, b"welcome");
         Some((
             Session::from_handshake(client).unwrap(),
@@ -231,7 +234,14 @@ mod tests {
         assert!(pair(key, &[other]).is_none());
         let (client, server) = pair(key, &[other, key]).expect("the second key opens it");
         let (mut seal, mut open) = (client.sealer(), server.opener());
-        for size in [0, 1, 1000, MAX_CHUNK_PLAINTEXT, MAX_CHUNK_PLAINTEXT + 1, 300_000] {
+        for size in [
+            0,
+            1,
+            1000,
+            MAX_CHUNK_PLAINTEXT,
+            MAX_CHUNK_PLAINTEXT + 1,
+            300_000,
+        ] {
             let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             let wire = seal.seal(plain_frame(&body)).unwrap();
             let announced = u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;

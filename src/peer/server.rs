@@ -398,7 +398,10 @@ impl<H> Serving<'_, H> {
                 self.client,
             );
             handlers.spawn(async move {
-                let reply = match AssertUnwindSafe(handler(client, request)).catch_unwind().await {
+                let reply = match AssertUnwindSafe(handler(client, request))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(answer) => Reply::Ok(answer),
                     Err(_) => {
                         tracing::error!(id, "peer request handler panicked");

@@ -40,10 +40,10 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
+use crate::log_limit::LogLimit;
 use crate::member::{Member, MemberState, MemberTable, Rumor};
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
-use crate::log_limit::LogLimit;
 use crate::wire::{ClusterSettings, Codec, Datagram, GossipMessage};
 use broadcast::BroadcastQueue;
 use suspicion::Suspicion;
@@ -976,7 +976,10 @@ impl Swim {
 
     /// Applies news from `sender` (who may be passing on someone else's).
     fn apply_rumor(&mut self, rumor: Rumor, sender: NodeId, now: Instant) {
-        let Rumor { mut member, accuser } = rumor;
+        let Rumor {
+            mut member,
+            accuser,
+        } = rumor;
         if member.incarnation > MAX_INCARNATION {
             self.metrics.gossip_rumors_refused_incarnation.inc();
             if member.id == self.table.local_id() && member.state != MemberState::Alive {
@@ -1540,6 +1543,153 @@ mod tests {
         assert_eq!(swim.take_changes(), vec![refuted]);
         assert_eq!(metrics.gossip_unexpected_replies.get(), 0);
         assert!(swim.has_peers());
+    }
+
+    #[test]
+    fn a_rumor_past_the_incarnation_ceiling_is_refused_and_about_this_node_refuted() {
+        let start = Instant::now();
+        let alive = member(2, MemberState::Alive, 5);
+        let (mut swim, _codec, metrics) = swim_that_heard(vec![alive.clone()], start);
+        for incarnation in [MAX_INCARNATION + 1, u64::MAX] {
+            let (_, codec, _) = swim_that_heard(vec![], start);
+            let forged = Datagram {
+                sender: NodeId::from_u64(9),
+                message: GossipMessage::Gossip {
+                    rumors: vec![
+                        Rumor::about(member(2, MemberState::Left, incarnation)),
+                        Rumor::about(member(1, MemberState::Left, incarnation)),
+                    ],
+                },
+            };
+            let bytes = codec.encode(&forged).unwrap();
+            swim.handle_bytes(alive.gossip_addr, &bytes, start);
+            assert_eq!(swim.table().get(alive.id).unwrap().member, alive);
+            let local = swim.local().clone();
+            assert_eq!(local.state, MemberState::Alive);
+            assert!(local.incarnation <= MAX_INCARNATION);
+        }
+        assert_eq!(metrics.gossip_rumors_refused_incarnation.get(), 4);
+        // The accusation was refuted at this node's own incarnation + 1 and
+        // the refutation is on its way, not obeyed.
+        assert_eq!(swim.local().incarnation, 2);
+        assert!(swim
+            .take_changes()
+            .iter()
+            .all(|m| m.state == MemberState::Alive));
+    }
+
+    #[test]
+    fn a_refutation_at_the_ceiling_saturates_instead_of_wrapping() {
+        let start = Instant::now();
+        let (mut swim, codec, _) = swim_that_heard(vec![], start);
+        let accusation = Datagram {
+            sender: NodeId::from_u64(9),
+            message: GossipMessage::Gossip {
+                rumors: vec![Rumor::about(member(1, MemberState::Dead, MAX_INCARNATION))],
+            },
+        };
+        swim.handle_bytes(
+            member(9, MemberState::Alive, 0).gossip_addr,
+            &codec.encode(&accusation).unwrap(),
+            start,
+        );
+        assert_eq!(swim.local().incarnation, MAX_INCARNATION);
+        assert_eq!(swim.local().state, MemberState::Alive);
+    }
+
+    #[test]
+    fn the_member_table_takes_no_more_than_its_cap() {
+        let start = Instant::now();
+        let metrics = Arc::new(Metrics::default());
+        let codec = Codec::new("dnd", 65_000);
+        let config = SwimConfig {
+            max_members: 10,
+            ..SwimConfig::default()
+        };
+        let mut swim = Swim::new(
+            member(1, MemberState::Alive, 0),
+            config,
+            codec.clone(),
+            Vec::new(),
+            7,
+            metrics.clone(),
+            start,
+        );
+        let phantoms: Vec<Rumor> = (100..200)
+            .map(|id| Rumor::about(member(id, MemberState::Alive, 0)))
+            .collect();
+        let flood = Datagram {
+            sender: NodeId::from_u64(9),
+            message: GossipMessage::Gossip { rumors: phantoms },
+        };
+        swim.handle_bytes(
+            member(9, MemberState::Alive, 0).gossip_addr,
+            &codec.encode(&flood).unwrap(),
+            start,
+        );
+        assert_eq!(swim.table().live_count(), 10, "this node and nine others");
+        assert_eq!(metrics.gossip_members_refused_full.get(), 91);
+        // News of a member already in the table still gets through.
+        let known = Datagram {
+            sender: NodeId::from_u64(9),
+            message: GossipMessage::Gossip {
+                rumors: vec![Rumor::about(member(100, MemberState::Alive, 3))],
+            },
+        };
+        swim.handle_bytes(
+            member(9, MemberState::Alive, 0).gossip_addr,
+            &codec.encode(&known).unwrap(),
+            start,
+        );
+        assert_eq!(
+            swim.table()
+                .get(NodeId::from_u64(100))
+                .unwrap()
+                .member
+                .incarnation,
+            3
+        );
+    }
+
+    #[test]
+    fn a_join_with_other_settings_is_refused_and_the_joiner_told_why() {
+        let start = Instant::now();
+        let (mut seed, codec, metrics) = swim_that_heard(vec![], start);
+        let joiner_addr = member(5, MemberState::Alive, 0).gossip_addr;
+        let mut joiner = Swim::new(
+            member(5, MemberState::Alive, 0),
+            SwimConfig {
+                settings: ClusterSettings {
+                    replicas: 3,
+                    vnodes: 64,
+                },
+                ..SwimConfig::default()
+            },
+            codec.clone(),
+            vec![seed.local().gossip_addr],
+            8,
+            Arc::new(Metrics::default()),
+            start,
+        );
+        joiner.tick(start);
+        let join = joiner.take_outgoing().pop().expect("a join is sent");
+        seed.handle_bytes(joiner_addr, &join.bytes, start);
+        assert!(
+            seed.table().get(NodeId::from_u64(5)).is_none(),
+            "not let in"
+        );
+        assert_eq!(metrics.gossip_joins_refused_settings.get(), 1);
+        let refusal = seed.take_outgoing().pop().expect("the joiner is told");
+        assert_eq!(refusal.to, joiner_addr);
+        joiner.handle_bytes(seed.local().gossip_addr, &refusal.bytes, start);
+        let reason = joiner.join_refusal().expect("the joiner knows why");
+        assert!(
+            reason.contains("--vnodes 1024") && reason.contains("--vnodes 64"),
+            "{reason}"
+        );
+        // It stops asking.
+        joiner.tick(start + Duration::from_secs(5));
+        assert!(joiner.take_outgoing().is_empty());
     }
 
     #[test]
