@@ -326,7 +326,8 @@ impl Cli {
             _ => None,
         };
         let cluster_key = self.cluster_key()?;
-        if cluster_key.is_none() && !self.address.is_loopback() {
+        // A wildcard address is refused by the node itself, with its reason.
+        if cluster_key.is_none() && !self.address.is_loopback() && !self.address.is_unspecified() {
             if !self.insecure {
                 return Err(anyhow!(
                     "refusing to run on {} without a cluster secret: anyone who reaches its ports could join, read and write. \

@@ -48,8 +48,8 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 128;
 /// Room for the largest value a node accepts by default and then some; both
 /// ends of a connection should agree on it.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// A member keeps one connection to each peer; a few more cover a
-/// reconnection racing the old connection's close.
+/// Handshakes in progress from one address: a stranger cannot hold more
+/// of this node's connections than this.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -81,8 +81,9 @@ pub struct PeerConfig {
     /// With a keyring, connections are Noise sessions keyed from the cluster
     /// secret; without, frames travel as they are.
     pub keyring: Option<Keyring>,
-    /// Connections the server keeps open at once from one IP address, and
-    /// in all; more are closed unread.
+    /// Handshakes the server lets run at once from one IP address, and
+    /// connections in all (each member may hold a few); more are closed
+    /// unread.
     pub max_connections_per_address: usize,
     pub max_connections: usize,
     /// A connection on which the client sends nothing this long is closed;

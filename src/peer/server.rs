@@ -6,8 +6,10 @@
 //! never another, and never the accept loop. Before its handshake a
 //! connection is a stranger: it gets `connect_timeout` to finish it, may
 //! make this node read at most a hello's worth, and with a cluster secret
-//! gets no answer at all unless it proves it holds the key. Connections are
-//! bounded per address and in all, and one idle for `idle_timeout` closes.
+//! gets no answer at all unless it proves it holds the key. Handshakes in
+//! progress are bounded per address and in all, connections per member (by
+//! the node id it introduced) and in all, and one idle for `idle_timeout`
+//! closes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -58,17 +60,19 @@ pub async fn serve<Req, Resp, H, Fut>(
     if let Ok(addr) = listener.local_addr() {
         tracing::debug!(%addr, "serving peer requests");
     }
-    let open = Arc::new(OpenConnections::default());
+    let handshaking = Arc::new(OpenConnections::<IpAddr>::default());
+    let connected = Arc::new(OpenConnections::<NodeId>::default());
     let refusals = Arc::new(RefusalLog::default());
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    let Some(slot) = open.take(remote.ip(), &config) else {
+                    let limits = (config.max_connections_per_address, config.max_connections);
+                    let Some(slot) = handshaking.take(remote.ip(), limits) else {
                         metrics.peer_connections_refused_limit.inc();
                         if refusals.allow(remote.ip()) {
-                            tracing::warn!(%remote, "too many peer connections from this address; closing the new one (logged once a minute per address)");
+                            tracing::warn!(%remote, "too many peer handshakes from this address; closing the new one (logged once a minute per address)");
                         }
                         continue;
                     };
@@ -78,12 +82,10 @@ pub async fn serve<Req, Resp, H, Fut>(
                         config.clone(),
                         metrics.clone(),
                         refusals.clone(),
+                        (slot, connected.clone()),
                         handler.clone(),
                     );
-                    connections.spawn(async move {
-                        serving.await;
-                        drop(slot);
-                    });
+                    connections.spawn(serving);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a peer connection; retrying");
@@ -100,44 +102,58 @@ pub async fn serve<Req, Resp, H, Fut>(
     }
 }
 
-/// The connections open now, by address: a slot is taken before a
-/// connection is served and given back when it ends.
-#[derive(Default)]
-struct OpenConnections {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+/// A member keeps one connection to each peer; a few more cover a
+/// reconnection racing the close of the old one.
+const MAX_CONNECTIONS_PER_MEMBER: usize = 4;
+
+/// Connections open now, by who holds them (an address during the
+/// handshake, a member after it): a slot is taken before and given back
+/// when it ends.
+struct OpenConnections<K> {
+    by_holder: Mutex<HashMap<K, usize>>,
 }
 
-struct Slot {
-    open: Arc<OpenConnections>,
-    ip: IpAddr,
+impl<K> Default for OpenConnections<K> {
+    fn default() -> Self {
+        OpenConnections {
+            by_holder: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
-impl OpenConnections {
-    fn take(self: &Arc<Self>, ip: IpAddr, config: &PeerConfig) -> Option<Slot> {
-        let mut by_ip = lock(&self.by_ip);
-        let total: usize = by_ip.values().sum();
-        let here = by_ip.entry(ip).or_default();
-        if *here >= config.max_connections_per_address || total >= config.max_connections {
+struct Slot<K: std::hash::Hash + Eq + Copy> {
+    open: Arc<OpenConnections<K>>,
+    holder: K,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> OpenConnections<K> {
+    /// A slot for `holder` if it has fewer than `per_holder` and all have
+    /// fewer than `total`.
+    fn take(self: &Arc<Self>, holder: K, (per_holder, total): (usize, usize)) -> Option<Slot<K>> {
+        let mut by_holder = lock(&self.by_holder);
+        let open: usize = by_holder.values().sum();
+        let here = by_holder.entry(holder).or_default();
+        if *here >= per_holder || open >= total {
             if *here == 0 {
-                by_ip.remove(&ip);
+                by_holder.remove(&holder);
             }
             return None;
         }
         *here += 1;
         Some(Slot {
             open: self.clone(),
-            ip,
+            holder,
         })
     }
 }
 
-impl Drop for Slot {
+impl<K: std::hash::Hash + Eq + Copy> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut by_ip = lock(&self.open.by_ip);
-        if let Some(here) = by_ip.get_mut(&self.ip) {
+        let mut by_holder = lock(&self.open.by_holder);
+        if let Some(here) = by_holder.get_mut(&self.holder) {
             *here -= 1;
             if *here == 0 {
-                by_ip.remove(&self.ip);
+                by_holder.remove(&self.holder);
             }
         }
     }
@@ -149,6 +165,7 @@ async fn serve_connection<Req, Resp, H, Fut>(
     config: Arc<PeerConfig>,
     metrics: SharedMetrics,
     refusals: Arc<RefusalLog>,
+    (handshaking, connected): (Slot<IpAddr>, Arc<OpenConnections<NodeId>>),
     handler: H,
 ) where
     Req: DeserializeOwned + Send + 'static,
@@ -191,6 +208,15 @@ async fn serve_connection<Req, Resp, H, Fut>(
             tracing::debug!(%remote, "no hello in time; closing the peer connection");
             return;
         }
+    };
+    drop(handshaking);
+    let limits = (MAX_CONNECTIONS_PER_MEMBER, config.max_connections);
+    let Some(_connected) = connected.take(client, limits) else {
+        metrics.peer_connections_refused_limit.inc();
+        if refusals.allow(remote.ip()) {
+            tracing::warn!(%remote, %client, "too many peer connections from this member; closing the new one (logged once a minute per address)");
+        }
+        return;
     };
     tracing::debug!(%remote, %client, "peer connection accepted");
 
