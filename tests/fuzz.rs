@@ -11,15 +11,19 @@
 
 use std::net::SocketAddr;
 
+use dnd::keyring::{ClusterKey, Keyring};
 use dnd::member::{Member, MemberState, Rumor};
+use dnd::metrics::Metrics;
 use dnd::node_id::NodeId;
 use dnd::peer::frame;
 use dnd::replica::{ReplicaReply, ReplicaRequest};
+use dnd::swim::{Swim, SwimConfig, MAX_INCARNATION};
 use dnd::version::{Object, Payload, VersionVector};
 use dnd::wire::{ClusterSettings, Codec, Datagram, GossipMessage};
 use proptest::prelude::*;
 
 const CLUSTER: &str = "dnd";
+const FUZZ_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const MTU: usize = 1400;
 
 /// Applies random edits to a valid encoding.
@@ -57,7 +61,12 @@ fn member(raw: u64, port: u16, state: u8, incarnation: u64) -> Member {
 }
 
 fn datagram() -> impl Strategy<Value = Datagram> {
-    let member = (any::<u64>(), any::<u16>(), any::<u8>(), any::<u64>())
+    datagram_among(any::<u64>().boxed())
+}
+
+/// Datagrams whose members, senders and targets have ids drawn from `ids`.
+fn datagram_among(ids: BoxedStrategy<u64>) -> impl Strategy<Value = Datagram> {
+    let member = (ids.clone(), any::<u16>(), any::<u8>(), any::<u64>())
         .prop_map(|(id, port, state, inc)| member(id, port, state, inc));
     let rumors = proptest::collection::vec(
         (member.clone(), proptest::option::of(any::<u64>())).prop_map(|(member, accuser)| Rumor {
@@ -74,7 +83,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         (any::<u64>(), rumors.clone())
             .prop_map(|(seq, rumors)| GossipMessage::Ping { seq, rumors }),
         (any::<u64>(), rumors.clone()).prop_map(|(seq, rumors)| GossipMessage::Ack { seq, rumors }),
-        (any::<u64>(), any::<u64>(), any::<u16>(), rumors.clone()).prop_map(
+        (any::<u64>(), ids.clone(), any::<u16>(), rumors.clone()).prop_map(
             |(seq, target, port, rumors)| GossipMessage::PingReq {
                 seq,
                 target: NodeId::from_u64(target),
@@ -87,7 +96,7 @@ fn datagram() -> impl Strategy<Value = Datagram> {
         (proptest::collection::vec(member, 0..6), any::<bool>())
             .prop_map(|(members, reply)| GossipMessage::Sync { members, reply }),
     ];
-    (any::<u64>(), message).prop_map(|(sender, message)| Datagram {
+    (ids, message).prop_map(|(sender, message)| Datagram {
         sender: NodeId::from_u64(sender),
         message,
     })
@@ -167,6 +176,51 @@ proptest! {
     }
 
     #[test]
+    fn a_sealed_datagram_changed_anywhere_never_decodes(
+        datagram in datagram(),
+        edits in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<u8>()), 1..8),
+    ) {
+        let codec = Codec::sealed(CLUSTER, 65_000, Keyring::new(ClusterKey::from_base64(FUZZ_KEY).unwrap()));
+        let bytes = codec.encode(&datagram).expect("a datagram encodes");
+        prop_assert_eq!(&codec.decode(&bytes).expect("a fresh datagram decodes"), &datagram);
+        let mutated = mutate(bytes.clone(), &edits);
+        if mutated != bytes {
+            prop_assert!(codec.decode(&mutated).is_err());
+        }
+    }
+
+    /// The membership state machine, fed whatever decodes, keeps its
+    /// invariants: this node stays alive, no incarnation passes the
+    /// ceiling, and the table stays within its cap.
+    #[test]
+    fn swim_keeps_its_invariants_under_arbitrary_datagrams(
+        datagrams in proptest::collection::vec(datagram_among((0u64..12).boxed()), 1..24),
+        ticks in proptest::collection::vec(0u64..3000, 0..8),
+    ) {
+        let codec = Codec::new(CLUSTER, 65_000);
+        let start = std::time::Instant::now();
+        let local = member(1, 5000, 0, 0);
+        let config = SwimConfig { max_members: 6, ..SwimConfig::default() };
+        let mut swim = Swim::new(local, config, codec.clone(), vec![], 3, std::sync::Arc::new(Metrics::default()), start);
+        let mut now = start;
+        for (i, datagram) in datagrams.iter().enumerate() {
+            let bytes = codec.encode(datagram).expect("encodes");
+            swim.handle_bytes(SocketAddr::from(([127, 0, 0, 1], 6000 + i as u16)), &bytes, now);
+            if let Some(step) = ticks.get(i) {
+                now += std::time::Duration::from_millis(*step);
+                swim.tick(now);
+            }
+            let me = swim.local();
+            prop_assert_eq!(me.state, MemberState::Alive);
+            prop_assert!(me.incarnation <= MAX_INCARNATION);
+            prop_assert!(swim.table().live_count() + swim.table().dead_count() <= 6);
+            prop_assert!(swim.table().members().iter().all(|m| m.incarnation <= MAX_INCARNATION));
+            swim.take_outgoing();
+            swim.take_changes();
+        }
+    }
+
+    #[test]
     fn the_frame_decoder_survives_random_bodies(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let _ = frame::decode_request::<ReplicaRequest>(&bytes);
         let _ = frame::decode_response::<ReplicaReply>(&bytes);
@@ -219,4 +273,92 @@ proptest! {
         prop_assert_eq!(&Object::decode(&bytes).expect("a fresh object decodes"), &object);
         let _ = Object::decode(&mutate(bytes, &edits));
     }
+}
+
+/// The Store's handler of peer requests, fed arbitrary requests from
+/// members and strangers alike: it answers every one, never stops serving,
+/// and what a stranger asks changes nothing.
+#[actix_rt::test]
+async fn the_peer_handler_answers_arbitrary_requests_and_strangers_change_nothing() {
+    use dnd::actors::store::{FromPeer, LocalCopy};
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = dnd::node::Node::start(dnd::config::Config::ephemeral(dir.path().to_path_buf()))
+        .await
+        .unwrap();
+    let kept = dnd::key::Key::new("KEPT", 1024).unwrap();
+    let mut object = Object::new();
+    object
+        .write(
+            node.id,
+            &VersionVector::new(),
+            Payload::Value {
+                content_type: "text/plain".into(),
+                bytes: b"kept".to_vec(),
+            },
+        )
+        .unwrap();
+    let stored = node
+        .store
+        .send(FromPeer {
+            from: node.id,
+            request: ReplicaRequest::Write {
+                key: "KEPT".into(),
+                object: object.clone(),
+                hint_for: None,
+            },
+        })
+        .await
+        .unwrap();
+    assert!(matches!(stored, ReplicaReply::Stored), "{stored:?}");
+    let mut runner = TestRunner::deterministic();
+    let strategy = request();
+    let cases = 256;
+    for i in 0..cases {
+        let mut request = strategy.new_tree(&mut runner).unwrap().current();
+        // Aim a third of them at the kept key.
+        if i % 3 == 0 {
+            match &mut request {
+                ReplicaRequest::Read { key } | ReplicaRequest::Write { key, .. } => {
+                    *key = "KEPT".into()
+                }
+                _ => {}
+            }
+        }
+        let stranger = NodeId::from_u64(1_000 + i);
+        let answer = node
+            .store
+            .send(FromPeer {
+                from: stranger,
+                request,
+            })
+            .await
+            .expect("the store keeps serving");
+        assert!(
+            matches!(answer, ReplicaReply::Refused(_)),
+            "a stranger was served: {answer:?}"
+        );
+    }
+    // A member's arbitrary requests (on other keys) all get an answer.
+    for _ in 0..128 {
+        let request = strategy.new_tree(&mut runner).unwrap().current();
+        node.store
+            .send(FromPeer {
+                from: node.id,
+                request,
+            })
+            .await
+            .expect("the store keeps serving");
+    }
+    let copy = node
+        .store
+        .send(LocalCopy { key: kept })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy, object, "no stranger changed the kept key");
+    assert_eq!(node.metrics.peer_requests_refused_not_member.get(), cases);
+    node.stop().await;
 }

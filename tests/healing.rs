@@ -402,14 +402,20 @@ async fn tombstones_are_collected_only_once_every_replica_holds_them() {
 async fn a_peer_that_lies_or_sends_garbage_changes_nothing() {
     let cluster = Cluster::start(1, StorageKind::Memory).await;
     let node = cluster.slots[0].node();
+    // The liar speaks as a member (the node's own id, the only one), so
+    // that what it asks reaches the checks past membership and role.
+    let liar = PeerConfig {
+        node_id: node.id,
+        ..PeerConfig::new("dnd")
+    };
     let peer: PeerClient<ReplicaRequest, ReplicaReply> =
-        PeerClient::new(PeerConfig::new("dnd"), node.metrics.clone());
+        PeerClient::new(liar, node.metrics.clone());
     let ask = |request: ReplicaRequest| {
         let peer = peer.clone();
         let addr = node.gossip_addr;
         async move { peer.request(addr, &request).await.expect("an answer") }
     };
-    let stranger = dnd::node_id::NodeId::from_u64(42);
+    let stranger = node.id;
     // Branches out of range are ignored; buckets out of range are refused.
     match ask(ReplicaRequest::TreeLeaves {
         pair: stranger,

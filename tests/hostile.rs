@@ -798,3 +798,43 @@ async fn handshakes_past_the_per_address_limit_are_closed_and_counted() {
     assert_eq!(node.metrics.peer_connections_refused_limit.get(), 1);
     drop(held);
 }
+
+/// A replayed first handshake message completes a Noise handshake, but its
+/// sender holds no session key: it must not take the member's place.
+#[actix_rt::test]
+async fn replayed_handshakes_do_not_shut_a_member_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = ClusterKey::generate();
+    let cluster = Cluster::start_with(2, StorageKind::Memory, secured_cluster_config(&key)).await;
+    let nodes: Vec<_> = cluster.running().map(|s| s.node()).collect();
+    let (x, y) = (nodes[0], nodes[1]);
+    // A first message as x would send it, captured once and replayed.
+    let psk = Keyring::new(key.clone()).peer_psks()[0];
+    let mut state =
+        dnd::peer::secure::initiator(&psk, &dnd::peer::secure::prologue(CLUSTER)).unwrap();
+    let introduction =
+        frame::encode_frame(&Introduction { node_id: x.id }, frame::MAX_HELLO_BYTES).unwrap();
+    let first = dnd::peer::secure::handshake_message(&mut state, &introduction[4..]).unwrap();
+    let mut replays = Vec::new();
+    for _ in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(y.gossip_addr).await.unwrap();
+        stream.write_all(&first).await.unwrap();
+        let mut answer = [0u8; 2];
+        stream.read_exact(&mut answer).await.unwrap();
+        replays.push(stream);
+    }
+    // x itself still gets in and is served while the replays hang on.
+    let as_x = PeerConfig {
+        node_id: x.id,
+        keyring: Some(Keyring::new(key.clone())),
+        ..PeerConfig::new(CLUSTER)
+    };
+    let client =
+        PeerClient::<ReplicaRequest, ReplicaReply>::new(as_x, Arc::new(Metrics::default()));
+    let answer = client
+        .request(y.gossip_addr, &ReplicaRequest::Read { key: "any".into() })
+        .await
+        .unwrap();
+    assert!(matches!(answer, ReplicaReply::Object(_)), "{answer:?}");
+    drop(replays);
+}

@@ -283,7 +283,8 @@ enum Command {
 enum KeyringAction {
     /// Each live member's keys, by fingerprint, primary first.
     List,
-    /// Add a key (base64) to every member's keyring; all accept it from now.
+    /// Add a key (base64, or `-` to read it from stdin) to every member's
+    /// keyring; all accept it from now.
     Install { key: String },
     /// Make a key (base64 or fingerprint) every member's primary: all send
     /// with it from now.
@@ -580,7 +581,21 @@ fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow
         KeyringAction::Use { key } => ("POST", Some(("use", key))),
         KeyringAction::Remove { key } => ("POST", Some(("remove", key))),
     };
-    let json = body.map(|(op, key)| serde_json::json!({ "op": op, "key": key }).to_string());
+    // `-` reads the key from stdin, so that it never shows in a process list.
+    let from_stdin = |key: &String| -> anyhow::Result<String> {
+        if key != "-" {
+            return Ok(key.clone());
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        Ok(text.trim().to_string())
+    };
+    let json = match body {
+        Some((op, key)) => {
+            Some(serde_json::json!({ "op": op, "key": from_stdin(key)? }).to_string())
+        }
+        None => None,
+    };
     let (status, answer) = http_exchange(target, method, "/cluster/keyring", json.as_deref())?;
     let report: serde_json::Value = serde_json::from_str(&answer)
         .with_context(|| format!("the node at {target} answered {status:?}: {answer}"))?;

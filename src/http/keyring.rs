@@ -4,8 +4,9 @@
 //! Owns the fan-out of a keyring change and its report, node by node. The
 //! change itself is the keyring's (`crate::keyring`), and other members are
 //! reached over the authenticated node-to-node channel, never over their
-//! HTTP ports. Admin calls are taken only from loopback clients, and a
-//! change only with a JSON body, which a browser's cross-site form cannot
+//! HTTP ports. Admin calls are taken only from clients on this host (from
+//! loopback, or from the node's own address), and a change only with a
+//! JSON body, which a browser's cross-site form cannot
 //! send. It never shows a key: members report fingerprints.
 
 use std::time::Duration;
@@ -18,7 +19,9 @@ use super::{ApiError, AppState};
 use crate::actors::membership::ListMembers;
 use crate::keyring::{KeyringChange, KeyringOp, KeyringView};
 use crate::member::MemberState;
+use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};
+use std::net::SocketAddr;
 
 /// How long one member may take to answer a keyring request.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,18 +56,20 @@ struct Report {
     nodes: Vec<NodeResult>,
 }
 
-/// Admin calls come from this host only until the API has tokens.
-fn from_loopback(req: &HttpRequest) -> Result<(), ApiError> {
+/// Admin calls come from this host only until the API has tokens: from
+/// loopback, or from the address the node itself is bound to (where a
+/// client on this host arrives from when the node is not on loopback).
+fn from_this_host(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     match req.peer_addr() {
-        Some(addr) if addr.ip().is_loopback() => Ok(()),
+        Some(addr) if addr.ip().is_loopback() || addr.ip() == state.http_addr.ip() => Ok(()),
         _ => Err(ApiError::Forbidden(
-            "keyring calls are taken only from clients on this host (loopback)".into(),
+            "keyring calls are taken only from clients on this node's host".into(),
         )),
     }
 }
 
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    from_loopback(&req)?;
+    from_this_host(&req, &state)?;
     let keyring = state.keyring.as_ref().ok_or_else(no_keyring)?;
     let local = Ok(keyring.view());
     fan_out(&state, None, local).await
@@ -75,7 +80,7 @@ async fn change(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    from_loopback(&req)?;
+    from_this_host(&req, &state)?;
     let is_json = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -114,6 +119,18 @@ async fn fan_out(
     local: Result<KeyringView, String>,
 ) -> Result<HttpResponse, ApiError> {
     let members = state.ask(&state.membership, ListMembers).await?;
+    // A dead member cannot be asked; it is reported, so the operator knows
+    // its keyring must be changed by hand (or the member removed).
+    let unreachable: Vec<(NodeId, SocketAddr, Result<KeyringView, String>)> = members
+        .iter()
+        .map(|status| &status.member)
+        .filter(|m| m.id != state.node_id && m.state == MemberState::Dead)
+        .map(|m| {
+            let why =
+                "not asked: the member is dead; change its DATA_DIR/keyring by hand, or remove it";
+            (m.id, m.http_addr, Err(why.to_string()))
+        })
+        .collect();
     let request = ReplicaRequest::Keyring(change);
     let asked = members
         .into_iter()
@@ -137,6 +154,7 @@ async fn fan_out(
         });
     let mut results = vec![(state.node_id, state.http_addr, local)];
     results.extend(join_all(asked).await);
+    results.extend(unreachable);
     let all_ok = results.iter().all(|(_, _, r)| r.is_ok());
     let nodes = results
         .into_iter()

@@ -209,6 +209,38 @@ async fn serve_connection<Req, Resp, H, Fut>(
             return;
         }
     };
+    // A replayed first handshake message completes a handshake too, though
+    // its sender holds no session key; only a first frame that opens shows
+    // the client really is the member. Until then the connection keeps its
+    // address's handshake slot, for at most the connect timeout.
+    let mut opener = session.opener();
+    let first = match session {
+        // Without a secret there is nothing to prove.
+        Session::Plain => None,
+        Session::Noise(_) => {
+            let first = read_sealed_frame(&mut reader, &mut opener, config.max_frame_bytes);
+            Some(tokio::time::timeout(config.connect_timeout, first).await)
+        }
+    };
+    let first = match first {
+        None => None,
+        Some(Ok(Ok(body))) => Some(body),
+        Some(Ok(Err(ReadError::Unsealed))) => {
+            metrics.peer_handshakes_refused_unauthenticated.inc();
+            if refusals.allow(remote.ip()) {
+                tracing::warn!(%remote, "a peer connection's first frame did not open (a replayed handshake?); closed (logged once a minute per address)");
+            }
+            return;
+        }
+        Some(Ok(Err(error))) => {
+            tracing::debug!(%remote, %error, "peer connection closed before its first request");
+            return;
+        }
+        Some(Err(_)) => {
+            tracing::debug!(%remote, "no request in time after the handshake; closing");
+            return;
+        }
+    };
     drop(handshaking);
     let limits = (MAX_CONNECTIONS_PER_MEMBER, config.max_connections);
     let Some(_connected) = connected.take(client, limits) else {
@@ -233,9 +265,8 @@ async fn serve_connection<Req, Resp, H, Fut>(
     };
     // Whichever direction ends first ends the connection; the handlers still
     // running are then aborted with their JoinSet.
-    let mut opener = session.opener();
     let reason = tokio::select! {
-        reason = serving.read_requests(&mut reader, &mut opener, &mut handlers) => reason,
+        reason = serving.read_requests(&mut reader, &mut opener, first, &mut handlers) => reason,
         written = write_frames(writer, outgoing, session.sealer()) => match written {
             Ok(()) => "no more replies".to_string(),
             Err(e) => e.to_string(),
@@ -362,6 +393,7 @@ impl<H> Serving<'_, H> {
         self,
         reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
         opener: &mut secure::Opener,
+        mut first: Option<Vec<u8>>,
         handlers: &mut JoinSet<()>,
     ) -> String
     where
@@ -373,10 +405,16 @@ impl<H> Serving<'_, H> {
         let max_frame_bytes = self.config.max_frame_bytes;
         let idle_timeout = self.config.idle_timeout;
         loop {
-            let read = read_sealed_frame(reader, opener, max_frame_bytes);
-            let Ok(read) = tokio::time::timeout(idle_timeout, read).await else {
-                self.metrics.peer_connections_idle_closed.inc();
-                return format!("idle for {idle_timeout:?}");
+            let read = match first.take() {
+                Some(body) => Ok(body),
+                None => {
+                    let read = read_sealed_frame(reader, opener, max_frame_bytes);
+                    let Ok(read) = tokio::time::timeout(idle_timeout, read).await else {
+                        self.metrics.peer_connections_idle_closed.inc();
+                        return format!("idle for {idle_timeout:?}");
+                    };
+                    read
+                }
             };
             let body = match read {
                 Ok(body) => body,

@@ -980,8 +980,20 @@ impl Swim {
             mut member,
             accuser,
         } = rumor;
-        if member.incarnation > MAX_INCARNATION {
+        // At the ceiling only a member's word that it is alive is believed,
+        // so an accusation there can always be refuted.
+        let past_ceiling = member.incarnation > MAX_INCARNATION
+            || (member.incarnation == MAX_INCARNATION && member.state != MemberState::Alive);
+        if past_ceiling {
             self.metrics.gossip_rumors_refused_incarnation.inc();
+            if self.refusal_log.allow(member.gossip_addr, now) {
+                tracing::warn!(
+                    member = %member.id,
+                    incarnation = member.incarnation,
+                    state = member.state.as_str(),
+                    "refused a rumor with an incarnation no member reaches (logged once a minute per member address)"
+                );
+            }
             if member.id == self.table.local_id() && member.state != MemberState::Alive {
                 // Refuted as an accusation at this node's own incarnation.
                 member.incarnation = self.local().incarnation;
@@ -1585,7 +1597,11 @@ mod tests {
         let accusation = Datagram {
             sender: NodeId::from_u64(9),
             message: GossipMessage::Gossip {
-                rumors: vec![Rumor::about(member(1, MemberState::Dead, MAX_INCARNATION))],
+                rumors: vec![Rumor::about(member(
+                    1,
+                    MemberState::Dead,
+                    MAX_INCARNATION - 1,
+                ))],
             },
         };
         swim.handle_bytes(
@@ -1594,6 +1610,20 @@ mod tests {
             start,
         );
         assert_eq!(swim.local().incarnation, MAX_INCARNATION);
+        // An accusation at the ceiling itself is refused: the refutation
+        // there (alive) always wins.
+        let at_ceiling = Datagram {
+            sender: NodeId::from_u64(9),
+            message: GossipMessage::Gossip {
+                rumors: vec![Rumor::about(member(2, MemberState::Dead, MAX_INCARNATION))],
+            },
+        };
+        swim.handle_bytes(
+            member(9, MemberState::Alive, 0).gossip_addr,
+            &codec.encode(&at_ceiling).unwrap(),
+            start,
+        );
+        assert!(swim.table().get(NodeId::from_u64(2)).is_none());
         assert_eq!(swim.local().state, MemberState::Alive);
     }
 
