@@ -784,7 +784,7 @@ async fn handshakes_past_the_per_address_limit_are_closed_and_counted() {
     let extra = tokio::net::TcpStream::connect(node.gossip_addr)
         .await
         .unwrap();
-    let closed = eventually(
+    eventually(
         Duration::from_secs(5),
         "the extra connection closed",
         || {
@@ -794,7 +794,6 @@ async fn handshakes_past_the_per_address_limit_are_closed_and_counted() {
         },
     )
     .await;
-    let _ = closed;
     assert_eq!(node.metrics.peer_connections_refused_limit.get(), 1);
     drop(held);
 }
