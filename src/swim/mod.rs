@@ -120,6 +120,10 @@ pub enum RemoveError {
 
 pub const DEFAULT_MAX_MEMBERS: usize = 1024;
 
+/// How many more joins a node sends its seed once it knows other members
+/// but has not heard from the seed itself.
+const JOINS_AFTER_PEERS: u32 = 30;
+
 /// The highest incarnation believed. Only a member raises its own, by one
 /// per refutation, so no honest member comes near it in any lifetime; a
 /// rumor above it is refused rather than obeyed, and a refutation stops
@@ -213,6 +217,14 @@ pub struct Swim {
     metrics: SharedMetrics,
     /// Why the cluster refused this node's join, once it did.
     join_refusal: Option<String>,
+    /// Whether a datagram that opened came from a seed: until then a node
+    /// that knows other members (a node that joined through it first)
+    /// keeps asking its seed, or the two would stay apart.
+    heard_from_seed: bool,
+    /// Joins sent since this node first knew another member, so that a
+    /// seed known under another address than it answers from is not asked
+    /// for ever.
+    joins_since_peers: u32,
     /// Refusals are counted always, logged at most once a minute a sender.
     refusal_log: LogLimit<SocketAddr>,
 }
@@ -268,6 +280,8 @@ impl Swim {
             config,
             codec,
             join_refusal: None,
+            heard_from_seed: false,
+            joins_since_peers: 0,
             refusal_log: LogLimit::default(),
         }
     }
@@ -344,7 +358,11 @@ impl Swim {
     }
 
     fn wants_to_join(&self) -> bool {
-        !self.leaving && !self.seeds.is_empty() && !self.has_peers() && self.join_refusal.is_none()
+        !self.leaving
+            && !self.seeds.is_empty()
+            && self.join_refusal.is_none()
+            && !self.heard_from_seed
+            && !(self.has_peers() && self.joins_since_peers >= JOINS_AFTER_PEERS)
     }
 
     /// Why the seed refused this node's join, if it did; the node then
@@ -780,6 +798,9 @@ impl Swim {
         if sender == self.table.local_id() {
             return;
         }
+        if self.seeds.contains(&from) {
+            self.heard_from_seed = true;
+        }
         // A ping's ack tells its sender itself; a join is not a member yet.
         let tell_if_accused = !matches!(
             datagram.message,
@@ -844,7 +865,7 @@ impl Swim {
             GossipMessage::Gossip { rumors } => self.apply_rumors(rumors, sender, now),
             GossipMessage::JoinRefused { reason } => {
                 // Only the seed this node asked, and only while it asks.
-                if self.wants_to_join() && self.seeds.contains(&from) {
+                if self.seeds.contains(&from) && self.join_refusal.is_none() && !self.has_peers() {
                     tracing::error!(seed = %from, %reason, "the cluster refused to let this node join");
                     self.join_refusal = Some(reason);
                 }
@@ -1123,6 +1144,9 @@ impl Swim {
     // ----- join, push-pull, leave -----
 
     fn send_joins(&mut self) {
+        if self.has_peers() {
+            self.joins_since_peers += 1;
+        }
         let member = self.local().clone();
         let settings = self.config.settings;
         for seed in self.seeds.clone() {
@@ -1720,6 +1744,64 @@ mod tests {
         // It stops asking.
         joiner.tick(start + Duration::from_secs(5));
         assert!(joiner.take_outgoing().is_empty());
+    }
+
+    #[test]
+    fn a_joiner_that_hears_of_others_first_keeps_asking_its_seed_until_it_answers() {
+        let start = Instant::now();
+        let codec = Codec::new("dnd", 1400);
+        let seed = member(2, MemberState::Alive, 0);
+        let mut joiner = Swim::new(
+            member(1, MemberState::Alive, 0),
+            SwimConfig::default(),
+            codec.clone(),
+            vec![seed.gossip_addr],
+            7,
+            Arc::new(Metrics::default()),
+            start,
+        );
+        // A third node joined through this one before the seed answered.
+        let third = member(3, MemberState::Alive, 0);
+        let join = Datagram {
+            sender: third.id,
+            message: GossipMessage::Join {
+                member: third.clone(),
+                settings: ClusterSettings::default(),
+            },
+        };
+        joiner.handle_bytes(third.gossip_addr, &codec.encode(&join).unwrap(), start);
+        assert!(joiner.has_peers());
+        let joins_to_seed = |sent: &[(Instant, Outgoing)]| {
+            sent.iter()
+                .filter(|(_, o)| o.to == seed.gossip_addr)
+                .filter(|(_, o)| {
+                    matches!(
+                        codec.decode(&o.bytes).unwrap().message,
+                        GossipMessage::Join { .. }
+                    )
+                })
+                .count()
+        };
+        let sent = run(&mut joiner, start + Duration::from_secs(3));
+        assert!(joins_to_seed(&sent) >= 2, "the seed is still asked");
+        let answer = Datagram {
+            sender: seed.id,
+            message: GossipMessage::Sync {
+                members: vec![seed.clone()],
+                reply: false,
+            },
+        };
+        joiner.handle_bytes(
+            seed.gossip_addr,
+            &codec.encode(&answer).unwrap(),
+            start + Duration::from_secs(3),
+        );
+        let sent = run(&mut joiner, start + Duration::from_secs(6));
+        assert_eq!(
+            joins_to_seed(&sent),
+            0,
+            "once the seed answered, it is not asked again"
+        );
     }
 
     #[test]
