@@ -7,12 +7,14 @@
 #   (`dnd dev --nodes 5`), without the secret and with it.
 #
 #   bench/secret.sh [SECONDS_PER_PHASE]      # default 5; the report goes to stdout
+#   ROUNDS=3 bench/secret.sh 10              # more alternations, longer phases
 #
 # The secret sealing gossip (XChaCha20-Poly1305) and the Noise sessions of
 # the node-to-node channel are the only difference between the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-5}
+rounds=${ROUNDS:-2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet
@@ -25,12 +27,12 @@ ops() { awk -v section="$2" '$0 ~ "^## " section {on=1; next} /^## /{on=0} on &&
 
 echo "# The price of the cluster secret"
 echo
-echo "$(date -u +%Y-%m-%d) · $(nproc) cores · ${phase} s per phase · \`bench/secret.sh $phase\`"
+echo "$(date -u +%Y-%m-%d) · $(nproc) cores · ${phase} s per phase · \`ROUNDS=$rounds bench/secret.sh $phase\`"
 echo
 echo "| run | secret | PUT ops/s | GET ops/s |"
 echo "|---:|---|---:|---:|"
 declare -A put get
-for run in 1 2; do
+for run in $(seq 1 "$rounds"); do
   for mode in off on; do
     flags=()
     [[ $mode == on ]] && flags=(--node-flags "--cluster-secret-file $work/secret")
@@ -41,7 +43,7 @@ for run in 1 2; do
   done
 done
 echo
-for run in 1 2; do
+for run in $(seq 1 "$rounds"); do
   awk -v r="$run" -v p1="${put[${run}off]}" -v p2="${put[${run}on]}" -v g1="${get[${run}off]}" -v g2="${get[${run}on]}" \
     'BEGIN { printf "run %s with the secret: PUT %.2f×, GET %.2f× of without\n", r, p2 / p1, g2 / g1 }'
 done

@@ -204,6 +204,78 @@ fn a_wildcard_address_is_refused_because_peers_could_not_reach_it() {
     );
 }
 
+/// An address of the documentation range (RFC 5737): the node must refuse
+/// it, or fail to bind it, before a single datagram leaves.
+const NOT_LOOPBACK: &str = "192.0.2.1";
+
+#[test]
+fn a_node_off_loopback_refuses_to_run_without_a_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = run_to_exit(
+        dnd_command()
+            .args(["start", "--storage", "memory", "--address", NOT_LOOPBACK])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("DND_CLUSTER_SECRET"),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("refusing to run on 192.0.2.1 without a cluster secret")
+            && stderr.contains("dnd keygen")
+            && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    // --insecure runs it open, with a warning; here it then fails to bind
+    // an address this host does not have, which shows it got that far.
+    let (status, stderr) = run_to_exit(
+        dnd_command()
+            .args([
+                "start",
+                "--storage",
+                "memory",
+                "--insecure",
+                "--address",
+                NOT_LOOPBACK,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("running without a cluster secret (--insecure)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot bind the gossip port"), "{stderr}");
+    // A secret that is not 32 bytes of base64 is refused by name.
+    let (status, stderr) = run_to_exit(
+        dnd_command()
+            .args(["start", "--storage", "memory", "--address", NOT_LOOPBACK])
+            .env("DND_CLUSTER_SECRET", "c2hvcnQ=")
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("the cluster secret is not usable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keygen_prints_a_fresh_key_each_time() {
+    let keygen = || {
+        let out = dnd_command().arg("keygen").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (first, second) = (keygen(), keygen());
+    assert_ne!(first, second);
+    for key in [first, second] {
+        assert!(dnd::keyring::ClusterKey::from_base64(&key).is_ok(), "{key}");
+    }
+}
+
 #[test]
 fn a_corrupt_node_id_is_refused_rather_than_replaced() {
     let dir = tempfile::tempdir().unwrap();

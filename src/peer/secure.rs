@@ -5,7 +5,8 @@
 //! record layout of sealed frames. Pure: it builds and opens bytes and never
 //! touches a socket; the client and server do the I/O.
 //!
-//! The pattern is `NNpsk0` (Noise spec §9): no static keys, both sides prove
+//! The protocol is `Noise_NNpsk0_25519_AESGCM_BLAKE2s`. The pattern,
+//! `NNpsk0` (Noise spec §9), has no static keys: both sides prove
 //! they hold the pre-shared key derived from the cluster secret, and fresh
 //! ephemeral keys give every connection its own session keys (forward
 //! secrecy). The prologue binds the peer protocol version and the cluster
@@ -26,7 +27,7 @@ use snow::{HandshakeState, StatelessTransportState};
 
 use super::frame::{self, PEER_PROTOCOL_VERSION};
 
-pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 
 /// Noise's limit on one message, and what its tag takes of it.
 const MAX_NOISE_MESSAGE: usize = 65_535;

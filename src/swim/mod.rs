@@ -362,7 +362,7 @@ impl Swim {
             && !self.seeds.is_empty()
             && self.join_refusal.is_none()
             && !self.heard_from_seed
-            && !(self.has_peers() && self.joins_since_peers >= JOINS_AFTER_PEERS)
+            && (!self.has_peers() || self.joins_since_peers < JOINS_AFTER_PEERS)
     }
 
     /// Why the seed refused this node's join, if it did; the node then
