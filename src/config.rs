@@ -52,6 +52,8 @@ pub struct Config {
     pub sync: SyncPolicy,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The most concurrent versions (siblings) a write may leave a key with.
+    pub max_siblings: usize,
     /// The largest gossip datagram this node sends or accepts.
     pub gossip_mtu: usize,
     /// Timings and counts of the SWIM protocol.
@@ -121,6 +123,7 @@ impl Config {
             sync: SyncPolicy::Periodic(DEFAULT_SYNC_INTERVAL),
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_siblings: crate::actors::store::DEFAULT_MAX_SIBLINGS,
             gossip_mtu: DEFAULT_GOSSIP_MTU,
             swim: SwimConfig {
                 protocol_period: Duration::from_millis(200),

@@ -176,6 +176,7 @@ impl Node {
                 hint_interval: config.hint_interval,
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
+                max_siblings: config.max_siblings,
                 hinted_handoff: config.hinted_handoff,
                 anti_entropy_interval: config.anti_entropy_interval,
                 tombstone_grace: config.tombstone_grace,

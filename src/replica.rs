@@ -110,6 +110,17 @@ pub enum ReplicaReply {
     Refused(String),
     /// The receiver's keyring after a keyring request, or why it refused.
     Keyring(Result<KeyringView, String>),
+    /// A forwarded write whose context names versions no home replica
+    /// asked holds; nothing was stored.
+    UnknownContext {
+        every_home_answered: bool,
+    },
+    /// A forwarded write that would leave more siblings than the limit;
+    /// nothing was stored.
+    TooManySiblings {
+        siblings: usize,
+        limit: usize,
+    },
 }
 
 /// A write that reached its quorum.

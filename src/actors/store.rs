@@ -51,6 +51,11 @@ use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::key::Key;
 use crate::log_limit::LogLimit;
+
+/// From this many siblings on, a write is logged and counted: writers are
+/// not sending back the contexts they read (Riak warns at 25 too).
+pub const SIBLINGS_WARNING: usize = 25;
+pub const DEFAULT_MAX_SIBLINGS: usize = 100;
 use crate::member::{Member, MemberState};
 use crate::merkle::{bucket_of, entry_hash, HashTree};
 use crate::metrics::SharedMetrics;
@@ -86,6 +91,8 @@ pub struct StoreConfig {
     pub max_key_bytes: usize,
     /// The largest value stored, from a client or from a peer alike.
     pub max_value_bytes: usize,
+    /// The most siblings a coordinated write may leave.
+    pub max_siblings: usize,
     /// Whether stand-ins keep hints for replicas that were down.
     pub hinted_handoff: bool,
     /// How often to compare hash trees with a peer; zero turns anti-entropy
@@ -167,6 +174,19 @@ pub enum StoreError {
     NoHomeReachable,
     #[error("the home replica coordinating the write did not answer in time; the write may or may not have been stored")]
     WriteUnconfirmed,
+    /// The write's context names versions that neither the coordinator nor
+    /// the other home replicas it asked hold: forged, or from before the
+    /// key's tombstones were collected. Nothing was stored; a client reads
+    /// the key again and writes with the context that read gives.
+    #[error("the context names versions no replica of this key holds (forged, or older than the key's last deletion); read the key again and write with the context the read gives")]
+    UnknownContext {
+        /// Whether every home replica answered: if not, the versions may
+        /// be on one that did not.
+        every_home_answered: bool,
+    },
+    /// Storing the write would leave more siblings than the limit.
+    #[error("the key has {siblings} concurrent versions and a write that keeps them all would pass the limit of {limit}; write with the context of a read of the key, which resolves them")]
+    TooManySiblings { siblings: usize, limit: usize },
 }
 
 /// A client read: the merged object of at least R replicas.
@@ -253,6 +273,18 @@ struct ClientWrite {
 #[rtype(result = "Result<Written, StoreError>")]
 struct Settled(ClientWrite);
 
+/// A client write whose context named versions this node's copy lacked,
+/// with what the other home replicas hold of the key: merged into the copy,
+/// after which the context must be covered or the write is refused.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Written, StoreError>")]
+struct ContextLookedUp {
+    write: ClientWrite,
+    found: Object,
+    every_home_answered: bool,
+    forwarded: bool,
+}
+
 /// After a write's fan-out: home replicas that got the write neither
 /// directly nor through a stand-in, for which this node keeps a hint.
 #[derive(Message, Debug)]
@@ -313,11 +345,18 @@ impl Store {
     }
 
     fn count_failure<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(e) = &result {
-            if matches!(e, StoreError::Storage(_) | StoreError::Corrupt(_)) {
-                self.metrics.kv_storage_errors.inc();
+        match &result {
+            // The client's to resolve, and counted; not the node's trouble.
+            Err(StoreError::TooManySiblings { .. }) => {
+                self.metrics.kv_writes_refused_siblings.inc();
             }
-            tracing::warn!(error = %e, "store request failed");
+            Err(e) => {
+                if matches!(e, StoreError::Storage(_) | StoreError::Corrupt(_)) {
+                    self.metrics.kv_storage_errors.inc();
+                }
+                tracing::warn!(error = %e, "store request failed");
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -356,6 +395,62 @@ impl Store {
         Ok((object, Some(change)))
     }
 
+    /// Asks the other home replicas that are up for their copies of the
+    /// write's key, then carries on with [`ContextLookedUp`].
+    fn look_up_context(
+        &mut self,
+        write: ClientWrite,
+        forwarded: bool,
+        placement: &Placement,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Written, StoreError>> {
+        self.metrics.kv_contexts_looked_up.inc();
+        let local_id = self.config.local_id;
+        let others: Vec<NodeId> = placement
+            .home
+            .iter()
+            .copied()
+            .filter(|&n| n != local_id)
+            .collect();
+        let asked = self.with_addrs(others.iter().copied().filter(|&n| self.is_up(n)));
+        let every_home_asked = asked.len() == others.len();
+        let (peers, reachability, store) =
+            (self.peers.clone(), self.reachability.clone(), ctx.address());
+        let timeout = self.config.replica_timeout;
+        Box::pin(async move {
+            let request = ReplicaRequest::Read {
+                key: write.key.clone(),
+            };
+            let reads = asked.iter().map(|&(node, addr)| {
+                let (peers, reachability, request) =
+                    (peers.clone(), reachability.clone(), request.clone());
+                async move {
+                    let outcome = peers.request_within(addr, &request, timeout).await;
+                    reachability.observe(node, &outcome, Instant::now());
+                    outcome
+                }
+            });
+            let mut found = Object::new();
+            let mut answered = 0;
+            for outcome in futures_util::future::join_all(reads).await {
+                if let Ok(ReplicaReply::Object(object)) = outcome {
+                    found.merge(&object);
+                    answered += 1;
+                }
+            }
+            let looked_up = ContextLookedUp {
+                write,
+                found,
+                every_home_answered: every_home_asked && answered == asked.len(),
+                forwarded,
+            };
+            store
+                .send(looked_up)
+                .await
+                .unwrap_or(Err(StoreError::Restarting))
+        })
+    }
+
     /// Versions a client write against this node's copy and stores it.
     /// Returns the context of the new version, the object now held and the
     /// change.
@@ -367,6 +462,17 @@ impl Store {
         let before = Change::entry(&write.key, &object);
         let context = write.context.clone();
         let dot = object.write(self.config.local_id, &context, write.payload.clone())?;
+        let siblings = object.siblings().len();
+        if siblings > self.config.max_siblings {
+            return Err(StoreError::TooManySiblings {
+                siblings: siblings - 1,
+                limit: self.config.max_siblings,
+            });
+        }
+        if siblings >= SIBLINGS_WARNING {
+            self.metrics.kv_sibling_warnings.inc();
+            tracing::warn!(key = %write.key, siblings, limit = self.config.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
+        }
         self.store_local(&write.key, &object)?;
         let mut written = context;
         written.add(dot);
@@ -560,6 +666,18 @@ impl Store {
         forwarded: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Written, StoreError>> {
+        self.coordinate_write_within(write, forwarded, false, ctx)
+    }
+
+    /// Coordinates `write`; `looked_up` once the other home replicas were
+    /// asked for what its context names.
+    fn coordinate_write_within(
+        &mut self,
+        write: ClientWrite,
+        forwarded: bool,
+        looked_up: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Written, StoreError>> {
         let local_id = self.config.local_id;
         let replicas = self.effective_replicas();
         let needed = write
@@ -598,6 +716,19 @@ impl Store {
         if reachable < needed {
             self.metrics.kv_refused_unreachable.inc();
             return ready(Err(StoreError::Unreachable { reachable, needed }));
+        }
+        // A number only the client vouches for must never enter the key's
+        // clock: a context naming versions this copy lacks is checked
+        // against the other home replicas first (a read right after a write
+        // elsewhere may be ahead of this copy; a forged one is ahead of all).
+        if !looked_up {
+            let known = match self.read_local(&write.key) {
+                Ok(object) => object.clock(),
+                Err(e) => return ready(self.count_failure(Err(e))),
+            };
+            if !known.descends(&write.context) {
+                return self.look_up_context(write, forwarded, &placement, ctx);
+            }
         }
         self.metrics.kv_writes_coordinated.inc();
         let written = {
@@ -968,6 +1099,14 @@ impl Store {
                         Err(StoreError::WriteQuorum(shortfall)) => {
                             ReplicaReply::Written(Err(shortfall))
                         }
+                        Err(StoreError::UnknownContext {
+                            every_home_answered,
+                        }) => ReplicaReply::UnknownContext {
+                            every_home_answered,
+                        },
+                        Err(StoreError::TooManySiblings { siblings, limit }) => {
+                            ReplicaReply::TooManySiblings { siblings, limit }
+                        }
                         Err(e) => ReplicaReply::Refused(e.to_string()),
                     }
                 });
@@ -1142,6 +1281,17 @@ async fn forward(
             Ok(ReplicaReply::Written(Ok(written))) => return Ok(written),
             Ok(ReplicaReply::Written(Err(shortfall))) => {
                 return Err(StoreError::WriteQuorum(shortfall))
+            }
+            // Another home replica would judge the write the same way.
+            Ok(ReplicaReply::UnknownContext {
+                every_home_answered,
+            }) => {
+                return Err(StoreError::UnknownContext {
+                    every_home_answered,
+                })
+            }
+            Ok(ReplicaReply::TooManySiblings { siblings, limit }) => {
+                return Err(StoreError::TooManySiblings { siblings, limit })
             }
             // Refused, or never sent: the next home replica may take it.
             Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),
@@ -1552,6 +1702,46 @@ impl Handler<Delete> for Store {
             at_ms: anti_entropy::now_ms(),
         };
         self.client_write(msg.key, msg.supersedes, payload, msg.quorum, ctx)
+    }
+}
+
+impl Handler<ContextLookedUp> for Store {
+    type Result = ResponseFuture<Result<Written, StoreError>>;
+
+    fn handle(&mut self, msg: ContextLookedUp, ctx: &mut Self::Context) -> Self::Result {
+        let ContextLookedUp {
+            write,
+            found,
+            every_home_answered,
+            forwarded,
+        } = msg;
+        if !found.is_empty() {
+            // What the other home replicas hold is this copy's to have too.
+            let merged = {
+                let this = &*self;
+                contain_panic("store", ctx, || this.merge_local(&write.key, &found))
+            };
+            match merged {
+                Some(Ok((_, change))) => {
+                    if let Some(change) = change {
+                        self.note_change(change);
+                    }
+                }
+                Some(Err(e)) => return ready(self.count_failure(Err(e))),
+                None => return ready(Err(StoreError::Restarting)),
+            }
+        }
+        let covered = match self.read_local(&write.key) {
+            Ok(object) => object.clock().descends(&write.context),
+            Err(e) => return ready(self.count_failure(Err(e))),
+        };
+        if !covered {
+            self.metrics.kv_writes_refused_unknown_context.inc();
+            return ready(Err(StoreError::UnknownContext {
+                every_home_answered,
+            }));
+        }
+        self.coordinate_write_within(write, forwarded, true, ctx)
     }
 }
 

@@ -80,6 +80,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     max_value_bytes: u64,
 
+    /// Most concurrent versions (siblings) a write may leave a key with; a
+    /// write past it gets 409 until one is written with a read's context.
+    #[arg(long, global = true, env = "DND_MAX_SIBLINGS", default_value_t = dnd::actors::store::DEFAULT_MAX_SIBLINGS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_siblings: u64,
+
     /// Largest gossip datagram sent or accepted, in bytes.
     #[arg(long, global = true, env = "DND_GOSSIP_MTU", default_value_t = config::DEFAULT_GOSSIP_MTU as u64,
           value_parser = clap::value_parser!(u64).range(512..=65_507))]
@@ -379,6 +385,7 @@ impl Cli {
             cluster_name: self.cluster_name,
             max_key_bytes: config::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: usize::try_from(self.max_value_bytes)?,
+            max_siblings: usize::try_from(self.max_siblings)?,
             gossip_mtu: usize::try_from(self.gossip_mtu)?,
             swim: SwimConfig {
                 protocol_period: Duration::from_millis(self.protocol_period_ms),

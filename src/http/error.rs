@@ -47,6 +47,14 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// 409 naming the sibling limit: the writer must resolve the siblings
+    /// by writing with a read's context.
+    #[error("{message}")]
+    TooManySiblings {
+        message: String,
+        siblings: usize,
+        limit: usize,
+    },
     /// An admin action from where admin actions are not taken.
     #[error("{0}")]
     Forbidden(String),
@@ -59,7 +67,16 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
             StoreError::Version(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Storage(_)
+            StoreError::UnknownContext {
+                every_home_answered: true,
+            } => ApiError::Conflict(e.to_string()),
+            StoreError::TooManySiblings { siblings, limit } => ApiError::TooManySiblings {
+                message: e.to_string(),
+                siblings,
+                limit,
+            },
+            StoreError::UnknownContext { .. }
+            | StoreError::Storage(_)
             | StoreError::Restarting
             | StoreError::NotHome
             | StoreError::NoHomeReachable
@@ -105,7 +122,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_)
             | ApiError::Quorum { .. }
             | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,6 +135,16 @@ impl ResponseError for ApiError {
                 "replicas_needed": shortfall.needed,
                 "replicas_answered": shortfall.answered,
                 "stored_on": shortfall.stored_on.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }));
+        }
+        if let ApiError::TooManySiblings {
+            siblings, limit, ..
+        } = self
+        {
+            return HttpResponse::build(self.status_code()).json(json!({
+                "error": self.to_string(),
+                "siblings": siblings,
+                "max_siblings": limit,
             }));
         }
         if let ApiError::UnavailableCounted { counts, .. } = self {

@@ -1,0 +1,142 @@
+//! What one client request can do to a key, tried as an attacker would: a
+//! context forged to name every member at a counter near `u64::MAX` (it
+//! used to make the key unwritable for ever), and a flood of writes without
+//! a context (siblings without bound). Each is refused with a clear JSON
+//! error, and every later ordinary write and delete of the key succeeds.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::cluster::{get, put, request, Cluster};
+use dnd::config::StorageKind;
+use dnd::node_id::NodeId;
+use dnd::version::{Dot, VersionVector};
+
+/// A context naming every member at `counter`.
+fn forged_context(ids: &[String], counter: u64) -> String {
+    let mut forged = VersionVector::new();
+    for id in ids {
+        forged.add(Dot {
+            node: id.parse::<NodeId>().unwrap(),
+            counter,
+        });
+    }
+    forged.to_context()
+}
+
+#[actix_rt::test]
+async fn a_forged_context_is_refused_and_the_key_stays_writable_through_every_node() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let https: Vec<SocketAddr> = cluster.running().map(|s| s.http()).collect();
+    let ids = cluster.ids();
+    assert_eq!(put(https[0], "target", "before").await.status, 204);
+    for counter in [u64::MAX, u64::MAX - 1, 1 << 40] {
+        for &http in &https {
+            let forged = forged_context(&ids, counter);
+            let reply = request("PUT", http, "target", Some(&forged), "forged").await;
+            assert_eq!(reply.status, 409, "{}", reply.text());
+            assert!(reply.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("read the key again"));
+            let reply = request("DELETE", http, "target", Some(&forged), "").await;
+            assert_eq!(reply.status, 409, "{}", reply.text());
+        }
+    }
+    // Nothing of it was stored, and the key takes ordinary writes through
+    // every node: without a context, with the context a read gave, and a
+    // delete.
+    let read = get(https[1], "target?r=3").await;
+    assert_eq!((read.status, read.text()), (200, "before".to_string()));
+    for (i, &http) in https.iter().enumerate() {
+        let read = get(http, "target").await;
+        let reply = request(
+            "PUT",
+            http,
+            "target",
+            read.context.as_deref(),
+            &format!("v{i}"),
+        )
+        .await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+        assert_eq!(
+            get(https[(i + 1) % 3], "target?r=3").await.text(),
+            format!("v{i}")
+        );
+    }
+    assert_eq!(put(https[2], "target", "blind").await.status, 204);
+    for &http in &https {
+        let read = get(http, "target").await;
+        let reply = request("DELETE", http, "target", read.context.as_deref(), "").await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+        assert_eq!(get(http, "target?r=3").await.status, 404);
+        assert_eq!(put(http, "target", "again").await.status, 204);
+    }
+    // Each forged write was refused once, by the home replica that would
+    // have versioned it: three counters, three nodes, a PUT and a DELETE.
+    let refused: u64 = cluster
+        .running()
+        .map(|s| s.node().metrics.kv_writes_refused_unknown_context.get())
+        .sum();
+    assert_eq!(refused, 18);
+}
+
+#[actix_rt::test]
+async fn a_read_modify_write_loop_through_every_node_never_gets_a_refusal() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let https: Vec<SocketAddr> = cluster.running().map(|s| s.http()).collect();
+    let mut rng_state = 7u64;
+    let mut next = |n: usize| {
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng_state >> 33) as usize % n
+    };
+    for round in 0..60 {
+        // Reads and writes through different nodes, so the context often
+        // comes from replicas the coordinator has not heard from yet.
+        let read = get(https[next(3)], &format!("loop?r={}", 1 + next(2))).await;
+        let value = format!("round-{round}");
+        let reply = request(
+            "PUT",
+            https[next(3)],
+            "loop?w=1",
+            read.context.as_deref(),
+            &value,
+        )
+        .await;
+        assert_eq!(reply.status, 204, "round {round}: {}", reply.text());
+    }
+    let looked_up: u64 = cluster
+        .running()
+        .map(|s| s.node().metrics.kv_writes_refused_unknown_context.get())
+        .sum();
+    assert_eq!(looked_up, 0);
+}
+
+#[actix_rt::test]
+async fn a_flood_of_writes_without_a_context_stops_at_the_sibling_limit_and_one_read_resolves_it() {
+    let cluster = Cluster::start_with(3, StorageKind::Memory, |c| c.max_siblings = 10).await;
+    let http = cluster.running().next().unwrap().http();
+    for i in 0..10 {
+        assert_eq!(put(http, "flooded", &format!("s{i}")).await.status, 204);
+    }
+    let refused = put(http, "flooded", "one too many").await;
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let body = refused.json();
+    assert_eq!(body["max_siblings"], 10);
+    assert!(
+        body["error"].as_str().unwrap().contains("context"),
+        "{body}"
+    );
+    // Nothing of the refused write was stored.
+    let read = get(http, "flooded?r=3").await;
+    assert_eq!(read.status, 300);
+    assert!(!read.text().contains("one too many"));
+    // A write with the read's context supersedes them all.
+    let reply = request("PUT", http, "flooded", read.context.as_deref(), "resolved").await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let read = get(http, "flooded?r=3").await;
+    assert_eq!((read.status, read.text()), (200, "resolved".to_string()));
+}
