@@ -140,3 +140,47 @@ async fn a_flood_of_writes_without_a_context_stops_at_the_sibling_limit_and_one_
     let read = get(http, "flooded?r=3").await;
     assert_eq!((read.status, read.text()), (200, "resolved".to_string()));
 }
+
+#[actix_rt::test]
+async fn a_cross_site_form_cannot_make_a_node_leave_or_remove_a_member() {
+    let cluster = Cluster::start(2, StorageKind::Memory).await;
+    let node = cluster.running().next().unwrap().node();
+    let other = cluster.ids()[1].clone();
+    for (path, content_type) in [
+        (
+            "/cluster/leave".to_string(),
+            "application/x-www-form-urlencoded",
+        ),
+        ("/cluster/leave".to_string(), "text/plain"),
+        (
+            format!("/cluster/remove/{other}"),
+            "multipart/form-data; boundary=x",
+        ),
+    ] {
+        let mut response = common::client()
+            .post(format!("http://{}{path}", node.http_addr))
+            .insert_header(("Content-Type", content_type))
+            .send_body("a=1")
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path} as {content_type}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("application/json"),
+            "{body}"
+        );
+    }
+    // Nothing happened: both still list each other alive.
+    cluster.wait_until_all_see_all().await;
+    let (status, _) = dnd::dev::http_get(node.http_addr, "/ready").unwrap();
+    assert_eq!(status, 200);
+}
+
+#[actix_rt::test]
+async fn ready_answers_once_every_actor_storage_and_the_ring_do() {
+    let cluster = Cluster::start(1, StorageKind::Disk).await;
+    let node = cluster.running().next().unwrap().node();
+    let (status, body) = dnd::dev::http_get(node.http_addr, "/ready").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ready\""), "{body}");
+}

@@ -269,7 +269,8 @@ async fn after_a_dead_node_is_removed_every_key_has_three_copies_again() {
     let post = |path: String| async move {
         let mut response = client()
             .post(format!("http://{a}{path}"))
-            .send()
+            .insert_header(("Content-Type", "application/json"))
+            .send_body("{}")
             .await
             .expect("the node answers");
         let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -531,7 +531,7 @@ fn admin_request(
 ) -> anyhow::Result<()> {
     use std::io::Write;
     let target = SocketAddr::new(address, port);
-    let (status, body) = http_exchange(target, "POST", path, None)?;
+    let (status, body) = http_exchange(target, "POST", path, Some("{}"))?;
     if !status.contains(&format!(" {expected} ")) {
         return Err(anyhow!("the node at {target} answered {status:?}: {body}"));
     }

@@ -1,11 +1,12 @@
 //! `/cluster/...`: what this node knows of the cluster: its members, the
-//! ring, and the admin call to leave. Read-only views over Membership's
-//! state; it must never change membership except by asking to leave.
+//! ring, and the admin calls to leave and to remove a dead member (each
+//! only as [`super::admin`] allows). Read-only views over Membership's
+//! state otherwise; it must never change membership but through those.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::{ApiError, AppState};
+use super::{admin, ApiError, AppState};
 use crate::actors::gossip::Remove;
 use crate::actors::membership::{GetRing, ListMembers, MemberStatus};
 use crate::actors::store::HandoffStatus;
@@ -53,9 +54,13 @@ async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Asks the node to leave the cluster and stop. The leave itself (gossiping
 /// `left`, then stopping) is done by whoever runs the node, after answering.
-async fn leave(state: web::Data<AppState>) -> HttpResponse {
+async fn leave(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    admin::state_changing(&req, &state)?;
     state.leave_requested.notify_one();
-    HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" }))
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" })))
 }
 
 #[derive(Serialize)]
@@ -129,9 +134,11 @@ async fn handoff(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Removes a dead member for good; the others then re-replicate its keys.
 async fn remove(
+    req: actix_web::HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    admin::state_changing(&req, &state)?;
     let id: NodeId = path
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{:?} is not a node id", path.as_str())))?;

@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState};
+use super::{admin, ApiError, AppState};
 use crate::actors::membership::ListMembers;
 use crate::keyring::{KeyringChange, KeyringOp, KeyringView};
 use crate::member::MemberState;
@@ -56,20 +56,8 @@ struct Report {
     nodes: Vec<NodeResult>,
 }
 
-/// Admin calls come from this host only until the API has tokens: from
-/// loopback, or from the address the node itself is bound to (where a
-/// client on this host arrives from when the node is not on loopback).
-fn from_this_host(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    match req.peer_addr() {
-        Some(addr) if addr.ip().is_loopback() || addr.ip() == state.http_addr.ip() => Ok(()),
-        _ => Err(ApiError::Forbidden(
-            "keyring calls are taken only from clients on this node's host".into(),
-        )),
-    }
-}
-
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    from_this_host(&req, &state)?;
+    admin::from_this_host(&req, &state)?;
     let keyring = state.keyring.as_ref().ok_or_else(no_keyring)?;
     let local = Ok(keyring.view());
     fan_out(&state, None, local).await
@@ -80,17 +68,7 @@ async fn change(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    from_this_host(&req, &state)?;
-    let is_json = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().starts_with("application/json"));
-    if !is_json {
-        return Err(ApiError::BadRequest(
-            "a keyring change needs a JSON body (Content-Type: application/json): {\"op\": \"install\" | \"use\" | \"remove\", \"key\": \"...\"}".into(),
-        ));
-    }
+    admin::state_changing(&req, &state)?;
     let ChangeBody { op, key } = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a keyring change: {e}")))?;
     let keyring = state.keyring.as_ref().ok_or_else(no_keyring)?;

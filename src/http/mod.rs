@@ -5,6 +5,7 @@
 //! in one place (`error`). Handlers hold no state of their own and never
 //! touch storage or sockets; they send a message and shape the reply.
 
+mod admin;
 mod cluster;
 mod error;
 mod keyring;
