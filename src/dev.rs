@@ -249,7 +249,7 @@ impl DevCluster {
         Ok(())
     }
 
-    /// Stops every node: SIGTERM (a node leaves the cluster on it), then
+    /// Stops every node: SIGTERM (a node stops, staying a member), then
     /// SIGKILL for any still running after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         for i in 0..self.nodes.len() {

@@ -14,7 +14,7 @@ use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
-use crate::actors::gossip::{Gossip, HasPeers, Leave};
+use crate::actors::gossip::{AnnounceStop, Gossip, HasPeers, Leave};
 use crate::actors::membership::ListMembers;
 use crate::actors::membership::{Membership, Subscribe};
 use crate::actors::store::{FromPeer, HandOffForLeave, ReplicaClient, Store, StoreConfig};
@@ -327,6 +327,18 @@ impl Node {
             return;
         }
         tracing::info!(node = %self.id, "left the cluster");
+        tokio::time::sleep(grace).await;
+    }
+
+    /// Tells the cluster this node stops but stays a member (SIGTERM, a
+    /// restart, an upgrade): the others mark it dead at once and keep hints
+    /// for it, and no key moves. Then gives the news `grace` to spread.
+    pub async fn announce_stop(&self, grace: std::time::Duration) {
+        if self.gossip.send(AnnounceStop).await.is_err() {
+            tracing::warn!("could not announce the stop: gossip is not running");
+            return;
+        }
+        tracing::info!(node = %self.id, "stopping; still a member (`dnd leave` decommissions a node)");
         tokio::time::sleep(grace).await;
     }
 

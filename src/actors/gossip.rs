@@ -53,6 +53,12 @@ pub struct Gossip {
 #[rtype(result = "()")]
 pub struct Leave;
 
+/// Announce that this node stops (and will be back): the others mark it
+/// dead at once and keep hints for it, but its keys stay where they are.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AnnounceStop;
+
 /// Whether this node knows any other live member yet, or why the cluster
 /// refused to let it in.
 #[derive(Message, Debug)]
@@ -218,6 +224,15 @@ impl Handler<Leave> for Gossip {
 
     fn handle(&mut self, _msg: Leave, ctx: &mut Self::Context) {
         self.swim.leave(Instant::now());
+        self.carry_out(ctx);
+    }
+}
+
+impl Handler<AnnounceStop> for Gossip {
+    type Result = ();
+
+    fn handle(&mut self, _msg: AnnounceStop, ctx: &mut Self::Context) {
+        self.swim.stop(Instant::now());
         self.carry_out(ctx);
     }
 }

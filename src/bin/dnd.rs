@@ -510,11 +510,15 @@ fn run(run: Run) -> anyhow::Result<()> {
                 }
             }
         }
+        // A signal stops the node and it stays a member; only a leave
+        // request decommissions it and hands its keys away.
         tokio::select! {
-            _ = shutdown_signal() => {}
-            _ = node.leave_requested() => tracing::info!("leave requested over HTTP"),
+            _ = shutdown_signal() => node.announce_stop(leave_grace).await,
+            _ = node.leave_requested() => {
+                tracing::info!("leave requested over HTTP");
+                node.leave(leave_grace).await;
+            }
         }
-        node.leave(leave_grace).await;
         node.stop().await;
         Ok(())
     })

@@ -1270,7 +1270,23 @@ impl Swim {
         Ok(removed)
     }
 
+    /// Leaves the cluster for good: the others take this node off the ring.
     pub fn leave(&mut self, now: Instant) {
+        self.depart(MemberState::Left, now);
+    }
+
+    /// Stops without leaving: the others mark this node dead at once, so
+    /// they stop asking it and keep hints for it, while it keeps its place
+    /// on the ring (a dead member keeps its tokens, so no key moves). On
+    /// its return it refutes, as after any death, with a higher
+    /// incarnation.
+    pub fn stop(&mut self, now: Instant) {
+        self.depart(MemberState::Dead, now);
+    }
+
+    /// Announces this node as `state` straight to a few members (and in
+    /// gossip), and from then on neither refutes nor lets anyone join.
+    fn depart(&mut self, state: MemberState, now: Instant) {
         if self.leaving {
             return;
         }
@@ -1278,7 +1294,7 @@ impl Swim {
         self.probe = None;
         self.suspicions.clear();
         let left = Member {
-            state: MemberState::Left,
+            state,
             ..self.local().clone()
         };
         self.table.set_local(left.clone(), now);
