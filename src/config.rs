@@ -62,6 +62,8 @@ pub struct Config {
     pub join_timeout: Duration,
     /// How long an HTTP request waits for the Store before answering 503.
     pub request_timeout: Duration,
+    /// How long an HTTP request body may take to arrive before 408.
+    pub body_timeout: Duration,
     /// N, R and W; the same on every node of a cluster.
     pub replication: Replication,
     /// Tokens per node on the ring; the same on every node of a cluster.
@@ -100,6 +102,7 @@ pub const DEFAULT_HINT_INTERVAL: Duration = Duration::from_millis(1000);
 pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LEAVE_HANDOFF_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// The data directory used when none is given: one folder per node under
@@ -133,6 +136,7 @@ impl Config {
             },
             join_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             replication: Replication::default(),
             vnodes: crate::ring::DEFAULT_VNODES,
             replica_timeout: DEFAULT_REPLICA_TIMEOUT,

@@ -157,10 +157,11 @@ impl Node {
                 Gossip::new(swim, udp, mtu, membership, metrics)
             })
         };
+        let max_frame_bytes =
+            peer::DEFAULT_MAX_FRAME_BYTES.max(config.max_value_bytes.saturating_mul(8) + (1 << 20));
         let peer_config = PeerConfig {
             request_timeout: config.replica_timeout * 3,
-            max_frame_bytes: peer::DEFAULT_MAX_FRAME_BYTES
-                .max(config.max_value_bytes.saturating_mul(8) + (1 << 20)),
+            max_frame_bytes,
             bind_ip: Some(config.address),
             node_id: id,
             keyring: keyring.clone(),
@@ -177,6 +178,8 @@ impl Node {
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
                 max_siblings: config.max_siblings,
+                // Room in a frame for the key and the request around it.
+                max_object_bytes: max_frame_bytes - (64 << 10),
                 hinted_handoff: config.hinted_handoff,
                 anti_entropy_interval: config.anti_entropy_interval,
                 tombstone_grace: config.tombstone_grace,
@@ -237,6 +240,7 @@ impl Node {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
             request_timeout: config.request_timeout,
+            body_timeout: config.body_timeout,
             replication: config.replication,
         };
         let mut server = HttpServer::new(move || {

@@ -121,6 +121,9 @@ pub enum ReplicaReply {
         siblings: usize,
         limit: usize,
     },
+    /// A forwarded write that would leave an object too large to
+    /// replicate; nothing was stored. The reason is for the client.
+    ObjectTooLarge(String),
 }
 
 /// A write that reached its quorum.

@@ -184,3 +184,91 @@ async fn ready_answers_once_every_actor_storage_and_the_ring_do() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"ready\""), "{body}");
 }
+
+/// Sends `head` and `body_part` on a raw connection, then waits for the
+/// answer and for the node to close the connection.
+fn raw_exchange(http: SocketAddr, head: &str, body_part: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body_part).unwrap();
+    let mut answer = Vec::new();
+    // Ends when the node closes; a read timeout would fail the test below.
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_rt::test]
+async fn a_slow_or_overdeclared_body_gets_408_and_its_connection_closed_and_nothing_stored() {
+    let cluster = Cluster::start_with(1, StorageKind::Memory, |c| {
+        c.body_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let http = cluster.running().next().unwrap().http();
+    for declared in [100, 1_000_000] {
+        let head =
+            format!("PUT /kv/slow HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n");
+        let started = std::time::Instant::now();
+        let answer = tokio::task::spawn_blocking(move || raw_exchange(http, &head, b"0123456789"))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("did not arrive"), "{answer}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    assert_eq!(get(http, "slow?r=1").await.status, 404);
+}
+
+#[actix_rt::test]
+async fn an_overlong_content_type_is_refused() {
+    let cluster = Cluster::start(1, StorageKind::Memory).await;
+    let http = cluster.running().next().unwrap().http();
+    let mut response = common::client()
+        .put(format!("http://{http}/kv/typed"))
+        .insert_header(("Content-Type", "t".repeat(300)))
+        .send_body("v")
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("256"), "{body}");
+    assert_eq!(get(http, "typed?r=1").await.status, 404);
+}
+
+#[actix_rt::test]
+async fn a_key_whose_versions_would_outgrow_a_replica_message_refuses_the_write() {
+    let cluster = Cluster::start(1, StorageKind::Memory).await;
+    let http = cluster.running().next().unwrap().http();
+    let value = "x".repeat(1024 * 1024 - 64);
+    let mut stored = 0;
+    let refused = loop {
+        let reply = put(http, "big", &value).await;
+        if reply.status != 204 {
+            break reply;
+        }
+        stored += 1;
+        assert!(stored < 100, "never refused");
+    };
+    assert_eq!(refused.status, 413, "{}", refused.text());
+    assert!(refused.text().contains("context"), "{}", refused.text());
+    // Just under what a 64 MiB frame carries, then no more.
+    assert!((60..64).contains(&stored), "{stored} siblings stored");
+    // Its siblings' 60-odd MiB need not be read: the context is a header.
+    let read = common::client()
+        .get(format!("http://{http}/kv/big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 300);
+    let context = read
+        .headers()
+        .get("x-dnd-context")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    drop(read);
+    let reply = request("PUT", http, "big", context.as_deref(), "small").await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+}

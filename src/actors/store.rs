@@ -93,6 +93,9 @@ pub struct StoreConfig {
     pub max_value_bytes: usize,
     /// The most siblings a coordinated write may leave.
     pub max_siblings: usize,
+    /// The largest object (all of a key's siblings) a write may leave: what
+    /// one peer frame can carry, so every copy can still be replicated.
+    pub max_object_bytes: usize,
     /// Whether stand-ins keep hints for replicas that were down.
     pub hinted_handoff: bool,
     /// How often to compare hash trees with a peer; zero turns anti-entropy
@@ -174,6 +177,10 @@ pub enum StoreError {
     NoHomeReachable,
     #[error("the home replica coordinating the write did not answer in time; the write may or may not have been stored")]
     WriteUnconfirmed,
+    /// [`StoreError::ObjectTooLarge`] at the home replica a write was
+    /// forwarded to, in its words.
+    #[error("{0}")]
+    ForwardedObjectTooLarge(String),
     /// The write's context names versions that neither the coordinator nor
     /// the other home replicas it asked hold: forged, or from before the
     /// key's tombstones were collected. Nothing was stored; a client reads
@@ -184,6 +191,9 @@ pub enum StoreError {
         /// be on one that did not.
         every_home_answered: bool,
     },
+    /// Storing the write would leave an object too large to replicate.
+    #[error("the key's versions would take {size} bytes with this write, over the {limit} one replica message carries; write with the context of a read of the key, which resolves them")]
+    ObjectTooLarge { size: usize, limit: usize },
     /// Storing the write would leave more siblings than the limit.
     #[error("the key has {siblings} concurrent versions and a write that keeps them all would pass the limit of {limit}; write with the context of a read of the key, which resolves them")]
     TooManySiblings { siblings: usize, limit: usize },
@@ -467,6 +477,13 @@ impl Store {
             return Err(StoreError::TooManySiblings {
                 siblings: siblings - 1,
                 limit: self.config.max_siblings,
+            });
+        }
+        let size = object.approximate_size();
+        if size > self.config.max_object_bytes {
+            return Err(StoreError::ObjectTooLarge {
+                size,
+                limit: self.config.max_object_bytes,
             });
         }
         if siblings >= SIBLINGS_WARNING {
@@ -1107,6 +1124,9 @@ impl Store {
                         Err(StoreError::TooManySiblings { siblings, limit }) => {
                             ReplicaReply::TooManySiblings { siblings, limit }
                         }
+                        Err(e @ StoreError::ObjectTooLarge { .. }) => {
+                            ReplicaReply::ObjectTooLarge(e.to_string())
+                        }
                         Err(e) => ReplicaReply::Refused(e.to_string()),
                     }
                 });
@@ -1292,6 +1312,9 @@ async fn forward(
             }
             Ok(ReplicaReply::TooManySiblings { siblings, limit }) => {
                 return Err(StoreError::TooManySiblings { siblings, limit })
+            }
+            Ok(ReplicaReply::ObjectTooLarge(reason)) => {
+                return Err(StoreError::ForwardedObjectTooLarge(reason))
             }
             // Refused, or never sent: the next home replica may take it.
             Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),

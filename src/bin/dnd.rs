@@ -165,6 +165,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     request_timeout_ms: u64,
 
+    /// How long a request body may take to arrive; a slower one gets 408
+    /// and its connection is closed.
+    #[arg(long, global = true, env = "DND_BODY_TIMEOUT_MS", default_value_t = config::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    body_timeout_ms: u64,
+
     /// N: copies of each key. The same on every node of a cluster.
     #[arg(long, global = true, env = "DND_REPLICAS", default_value_t = replication::DEFAULT_REPLICAS,
           value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
@@ -404,6 +410,7 @@ impl Cli {
             },
             join_timeout: Duration::from_millis(self.join_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
             replication,
             vnodes: self.vnodes,
             replica_timeout: Duration::from_millis(self.replica_timeout_ms),

@@ -27,6 +27,9 @@ pub enum ApiError {
     BadKey(#[from] KeyError),
     #[error("the value exceeds the limit of {limit} bytes")]
     ValueTooLarge { limit: usize },
+    /// The key's versions together would be too large to replicate.
+    #[error("{0}")]
+    ObjectTooLarge(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -47,6 +50,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The body did not arrive in time; the connection is closed.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// 409 naming the sibling limit: the writer must resolve the siblings
     /// by writing with a read's context.
     #[error("{message}")]
@@ -75,6 +81,9 @@ impl From<StoreError> for ApiError {
                 siblings,
                 limit,
             },
+            StoreError::ObjectTooLarge { .. } | StoreError::ForwardedObjectTooLarge(_) => {
+                ApiError::ObjectTooLarge(e.to_string())
+            }
             StoreError::UnknownContext { .. }
             | StoreError::Storage(_)
             | StoreError::Restarting
@@ -118,11 +127,14 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadKey(KeyError::TooLong { .. }) => StatusCode::URI_TOO_LONG,
             ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ValueTooLarge { .. } | ApiError::ObjectTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Unavailable(_)
             | ApiError::Quorum { .. }
             | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -155,7 +167,12 @@ impl ResponseError for ApiError {
             }
             return HttpResponse::build(self.status_code()).json(body);
         }
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::BodyTimeout(_)) {
+            // The rest of a late body would be read as the next request.
+            response.force_close();
+        }
+        response.json(json!({ "error": self.to_string() }))
     }
 }
 

@@ -190,7 +190,13 @@ async fn put(
         },
     };
     let content_type = content_type_of(req.headers())?;
-    let value = read_body(body, req.headers(), state.max_value_bytes).await?;
+    let value = read_body(
+        body,
+        req.headers(),
+        state.max_value_bytes,
+        state.body_timeout,
+    )
+    .await?;
     let written = state
         .ask(
             &state.store,
@@ -233,22 +239,38 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         .finish())
 }
 
+/// The longest `Content-Type` stored with a value: it is kept with every
+/// sibling and sent back with every read.
+const MAX_CONTENT_TYPE_BYTES: usize = 256;
+
 fn content_type_of(headers: &HeaderMap) -> Result<String, ApiError> {
-    match headers.get(header::CONTENT_TYPE) {
-        None => Ok(DEFAULT_CONTENT_TYPE.to_string()),
-        Some(value) => value.to_str().map(str::to_string).map_err(|_| {
-            ApiError::BadRequest("the Content-Type header is not visible ASCII".into())
-        }),
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(DEFAULT_CONTENT_TYPE.to_string());
+    };
+    if value.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "the Content-Type header is longer than {MAX_CONTENT_TYPE_BYTES} bytes"
+        )));
     }
+    value
+        .to_str()
+        .map(str::to_string)
+        .map_err(|_| ApiError::BadRequest("the Content-Type header is not visible ASCII".into()))
 }
 
 /// Reads the whole body, refusing it as soon as it is known to exceed the
-/// limit: from Content-Length before reading anything, or while streaming.
+/// limit: from Content-Length before reading anything, or while streaming;
+/// and one that has not all arrived within `timeout` (a slow sender holds a
+/// connection and a buffer for no longer). Memory grows with what arrived,
+/// never with what the client declared.
 async fn read_body(
     mut body: web::Payload,
     headers: &HeaderMap,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Vec<u8>, ApiError> {
+    const INITIAL_CAPACITY: usize = 64 * 1024;
+    let deadline = tokio::time::Instant::now() + timeout;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -256,8 +278,12 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::ValueTooLarge { limit });
     }
-    let mut value = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = body.next().await {
+    let mut value = Vec::with_capacity(declared.unwrap_or(0).min(INITIAL_CAPACITY));
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.next()).await else {
+            return Err(ApiError::BodyTimeout(timeout));
+        };
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
         if value.len() + chunk.len() > limit {

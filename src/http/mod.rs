@@ -42,6 +42,8 @@ pub struct AppState {
     pub max_value_bytes: usize,
     /// How long a request waits for an actor before answering 503.
     pub request_timeout: Duration,
+    /// How long a request body may take to arrive before 408.
+    pub body_timeout: Duration,
     /// The cluster's N, R and W: `?r=` and `?w=` are checked against N.
     pub replication: Replication,
     /// This node's cluster keys, if it runs with a secret.
