@@ -54,6 +54,9 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// The most concurrent versions (siblings) a write may leave a key with.
     pub max_siblings: usize,
+    /// The largest object (a key's versions together) a write may leave;
+    /// never more than one peer frame carries, whatever is set here.
+    pub max_object_bytes: usize,
     /// The largest gossip datagram this node sends or accepts.
     pub gossip_mtu: usize,
     /// Timings and counts of the SWIM protocol.
@@ -127,6 +130,7 @@ impl Config {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_siblings: crate::actors::store::DEFAULT_MAX_SIBLINGS,
+            max_object_bytes: usize::MAX,
             gossip_mtu: DEFAULT_GOSSIP_MTU,
             swim: SwimConfig {
                 protocol_period: Duration::from_millis(200),

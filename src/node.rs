@@ -179,7 +179,7 @@ impl Node {
                 max_value_bytes: config.max_value_bytes,
                 max_siblings: config.max_siblings,
                 // Room in a frame for the key and the request around it.
-                max_object_bytes: max_frame_bytes - (64 << 10),
+                max_object_bytes: config.max_object_bytes.min(max_frame_bytes - (64 << 10)),
                 hinted_handoff: config.hinted_handoff,
                 anti_entropy_interval: config.anti_entropy_interval,
                 tombstone_grace: config.tombstone_grace,

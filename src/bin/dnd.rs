@@ -392,6 +392,7 @@ impl Cli {
             max_key_bytes: config::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: usize::try_from(self.max_value_bytes)?,
             max_siblings: usize::try_from(self.max_siblings)?,
+            max_object_bytes: usize::MAX,
             gossip_mtu: usize::try_from(self.gossip_mtu)?,
             swim: SwimConfig {
                 protocol_period: Duration::from_millis(self.protocol_period_ms),
