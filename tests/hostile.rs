@@ -407,7 +407,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
     let nodes: Vec<_> = cluster.running().map(|s| s.node()).collect();
     let (x, y, z) = (nodes[0], nodes[1], nodes[2]);
     assert_eq!(
-        put(x.http_addr, "watched?overwrite=true", "kept")
+        put(x.http_addr, "watched?overwrite=true&w=3", "kept")
             .await
             .status,
         204

@@ -488,7 +488,10 @@ impl Store {
         }
         if siblings >= SIBLINGS_WARNING {
             self.metrics.kv_sibling_warnings.inc();
-            tracing::warn!(key = %write.key, siblings, limit = self.config.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
+            // Once as the key crosses the mark, not on every write after.
+            if siblings == SIBLINGS_WARNING {
+                tracing::warn!(key = %write.key, siblings, limit = self.config.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
+            }
         }
         self.store_local(&write.key, &object)?;
         let mut written = context;
