@@ -122,8 +122,11 @@ pub enum ReplicaReply {
         limit: usize,
     },
     /// A forwarded write that would leave an object too large to
-    /// replicate; nothing was stored. The reason is for the client.
-    ObjectTooLarge(String),
+    /// replicate; nothing was stored.
+    ObjectTooLarge {
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// A write that reached its quorum.

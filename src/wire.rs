@@ -255,6 +255,15 @@ impl Codec {
         Ok(rmp_serde::to_vec(&envelope)?)
     }
 
+    /// The size `encode` would give `datagram`, without sealing it: sealing
+    /// adds the same [`SEALED_OVERHEAD`] to every datagram.
+    pub fn encoded_len(&self, datagram: &Datagram) -> Result<usize, EncodeError> {
+        match &self.sealing {
+            Some(_) => Ok(SEALED_OVERHEAD + rmp_serde::to_vec(datagram)?.len()),
+            None => Ok(self.encode(datagram)?.len()),
+        }
+    }
+
     /// Encodes `datagram`, and returns `None` when the result would not fit
     /// the datagram limit.
     pub fn encode_within_limit(&self, datagram: &Datagram) -> Result<Option<Vec<u8>>, EncodeError> {
@@ -410,6 +419,17 @@ mod tests {
         }
         // A plain node reads a sealed datagram as garbage, not as news.
         assert!(plain.decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn the_encoded_length_is_the_length_encode_gives() {
+        let sealed = Codec::sealed("dnd", 1400, Keyring::new(ClusterKey::generate()));
+        for codec in [Codec::new("dnd", 1400), sealed] {
+            for news in [0, 1, 7] {
+                let expected = codec.encode(&ping(news)).unwrap().len();
+                assert_eq!(codec.encoded_len(&ping(news)).unwrap(), expected);
+            }
+        }
     }
 
     #[test]

@@ -83,7 +83,6 @@ fn node_id(node: &DndProcess) -> Option<String> {
 struct SecuredPair {
     _dir: tempfile::TempDir,
     key: ClusterKey,
-    secret: String,
     a: DndProcess,
     b: DndProcess,
     ids: Vec<String>,
@@ -104,7 +103,6 @@ fn secured_pair() -> SecuredPair {
     SecuredPair {
         _dir: dir,
         key,
-        secret,
         a,
         b,
         ids,
@@ -339,7 +337,6 @@ fn a_strangers_tcp_connection_gets_no_byte_back_and_changes_no_key() {
         .unwrap();
         assert_eq!((reply.status, reply.text()), (200, "original".to_string()));
     }
-    let _ = &pair.secret;
 }
 
 #[test]

@@ -177,10 +177,6 @@ pub enum StoreError {
     NoHomeReachable,
     #[error("the home replica coordinating the write did not answer in time; the write may or may not have been stored")]
     WriteUnconfirmed,
-    /// [`StoreError::ObjectTooLarge`] at the home replica a write was
-    /// forwarded to, in its words.
-    #[error("{0}")]
-    ForwardedObjectTooLarge(String),
     /// The write's context names versions that neither the coordinator nor
     /// the other home replicas it asked hold: forged, or from before the
     /// key's tombstones were collected. Nothing was stored; a client reads
@@ -1127,8 +1123,8 @@ impl Store {
                         Err(StoreError::TooManySiblings { siblings, limit }) => {
                             ReplicaReply::TooManySiblings { siblings, limit }
                         }
-                        Err(e @ StoreError::ObjectTooLarge { .. }) => {
-                            ReplicaReply::ObjectTooLarge(e.to_string())
+                        Err(StoreError::ObjectTooLarge { size, limit }) => {
+                            ReplicaReply::ObjectTooLarge { size, limit }
                         }
                         Err(e) => ReplicaReply::Refused(e.to_string()),
                     }
@@ -1316,8 +1312,8 @@ async fn forward(
             Ok(ReplicaReply::TooManySiblings { siblings, limit }) => {
                 return Err(StoreError::TooManySiblings { siblings, limit })
             }
-            Ok(ReplicaReply::ObjectTooLarge(reason)) => {
-                return Err(StoreError::ForwardedObjectTooLarge(reason))
+            Ok(ReplicaReply::ObjectTooLarge { size, limit }) => {
+                return Err(StoreError::ObjectTooLarge { size, limit })
             }
             // Refused, or never sent: the next home replica may take it.
             Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),
@@ -1741,25 +1737,21 @@ impl Handler<ContextLookedUp> for Store {
             every_home_answered,
             forwarded,
         } = msg;
-        if !found.is_empty() {
-            // What the other home replicas hold is this copy's to have too.
-            let merged = {
-                let this = &*self;
-                contain_panic("store", ctx, || this.merge_local(&write.key, &found))
-            };
-            match merged {
-                Some(Ok((_, change))) => {
-                    if let Some(change) = change {
-                        self.note_change(change);
-                    }
+        // What the other home replicas hold is this copy's to have too; the
+        // merge gives back the copy it leaves, read once.
+        let merged = {
+            let this = &*self;
+            contain_panic("store", ctx, || this.merge_local(&write.key, &found))
+        };
+        let covered = match merged {
+            Some(Ok((object, change))) => {
+                if let Some(change) = change {
+                    self.note_change(change);
                 }
-                Some(Err(e)) => return ready(self.count_failure(Err(e))),
-                None => return ready(Err(StoreError::Restarting)),
+                object.clock().descends(&write.context)
             }
-        }
-        let covered = match self.read_local(&write.key) {
-            Ok(object) => object.clock().descends(&write.context),
-            Err(e) => return ready(self.count_failure(Err(e))),
+            Some(Err(e)) => return ready(self.count_failure(Err(e))),
+            None => return ready(Err(StoreError::Restarting)),
         };
         if !covered {
             self.metrics.kv_writes_refused_unknown_context.inc();

@@ -81,9 +81,7 @@ impl From<StoreError> for ApiError {
                 siblings,
                 limit,
             },
-            StoreError::ObjectTooLarge { .. } | StoreError::ForwardedObjectTooLarge(_) => {
-                ApiError::ObjectTooLarge(e.to_string())
-            }
+            StoreError::ObjectTooLarge { .. } => ApiError::ObjectTooLarge(e.to_string()),
             StoreError::UnknownContext { .. }
             | StoreError::Storage(_)
             | StoreError::Restarting

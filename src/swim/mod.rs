@@ -1335,13 +1335,13 @@ impl Swim {
         make: impl Fn(Vec<Rumor>) -> GossipMessage,
     ) {
         let sender = self.table.local_id();
+        // Measured, not sealed: a seal here would be thrown away.
         let base = self
             .codec
-            .encode(&Datagram {
+            .encoded_len(&Datagram {
                 sender,
                 message: make(extra.clone()),
             })
-            .map(|b| b.len())
             .unwrap_or(usize::MAX);
         let room = self.codec.max_datagram_bytes().saturating_sub(base);
         let limit = self.retransmit_limit();
