@@ -91,6 +91,12 @@ pub struct Config {
     /// in. The keyring kept in the data directory wins over it once a
     /// rotation happened.
     pub cluster_key: Option<ClusterKey>,
+    /// TLS on the HTTP API: without it the API speaks plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The bearer tokens the HTTP API accepts. Without them `/kv` and the
+    /// read-only routes are open, and admin calls are taken only from this
+    /// host.
+    pub tokens: Option<crate::tokens::TokenTable>,
 }
 
 pub const DEFAULT_GOSSIP_PORT: u16 = 5000;
@@ -151,6 +157,8 @@ impl Config {
             leave_handoff_timeout: Duration::from_secs(20),
             http_workers: 1,
             cluster_key: None,
+            tls: None,
+            tokens: None,
         }
     }
 }

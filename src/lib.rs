@@ -60,5 +60,7 @@ pub mod replication;
 pub mod ring;
 pub mod storage;
 pub mod swim;
+pub mod tls;
+pub mod tokens;
 pub mod version;
 pub mod wire;

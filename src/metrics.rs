@@ -84,6 +84,10 @@ pub struct Metrics {
     pub peer_requests_refused_too_large: Counter,
     pub peer_bytes_sent: Counter,
     pub peer_bytes_received: Counter,
+    pub http_requests_refused_no_token: Counter,
+    pub http_requests_refused_unknown_token: Counter,
+    pub http_requests_refused_role: Counter,
+    pub http_requests_refused_not_this_host: Counter,
 }
 
 pub type SharedMetrics = Arc<Metrics>;
@@ -237,6 +241,12 @@ impl Metrics {
                 ("{reason=\"not_member\"}", c(&self.peer_requests_refused_not_member)),
                 ("{reason=\"role\"}", c(&self.peer_requests_refused_role)),
                 ("{reason=\"too_large\"}", c(&self.peer_requests_refused_too_large)),
+            ]),
+            ("http_requests_refused_total", "HTTP requests refused before their handler, by reason: no bearer token, a token the node does not know, a role too weak for the call, or an admin call from another host on a node without tokens.", &[
+                ("{reason=\"no_token\"}", c(&self.http_requests_refused_no_token)),
+                ("{reason=\"unknown_token\"}", c(&self.http_requests_refused_unknown_token)),
+                ("{reason=\"role\"}", c(&self.http_requests_refused_role)),
+                ("{reason=\"not_this_host\"}", c(&self.http_requests_refused_not_this_host)),
             ]),
         ];
         let gauges: &[(&str, &str, u64)] = &[

@@ -54,6 +54,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve HTTPS")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("invalid replication settings: {0}")]
     Replication(#[from] crate::replication::QuorumError),
     #[error("cannot open storage")]
@@ -111,6 +113,12 @@ impl Node {
             addr: http_bind,
             source,
         })?;
+        // Before anything is opened, so a bad file fails the start at once.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let engine = storage::open(config.storage, &config.data_dir, config.sync)?;
         let metrics: SharedMetrics = Arc::new(Metrics::default());
         let keyring = open_keyring(&config)?;
@@ -242,10 +250,13 @@ impl Node {
             request_timeout: config.request_timeout,
             body_timeout: config.body_timeout,
             replication: config.replication,
+            tokens: config.tokens.clone().map(Arc::new),
+            refusal_log: Arc::default(),
         };
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .wrap(actix_web::middleware::from_fn(http::auth::admit))
                 .configure(http::routes)
                 .default_service(web::to(http::no_route))
         })
@@ -254,7 +265,12 @@ impl Node {
         if config.http_workers > 0 {
             server = server.workers(config.http_workers);
         }
-        let server = server.listen(tcp).map_err(StartError::Http)?.run();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(tcp, tls),
+            None => server.listen(tcp),
+        }
+        .map_err(StartError::Http)?
+        .run();
         let handle = server.handle();
         actix_rt::spawn(server);
 
@@ -265,6 +281,8 @@ impl Node {
             storage = ?config.storage,
             cluster = %config.cluster_name,
             sealed = keyring.is_some(),
+            https = config.tls.is_some(),
+            tokens = config.tokens.as_ref().map_or(0, |t| t.len()),
             "node started"
         );
         Ok(Node {

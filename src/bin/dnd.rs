@@ -19,6 +19,8 @@ use dnd::node::Node;
 use dnd::replication::{self, Replication};
 use dnd::ring;
 use dnd::swim::SwimConfig;
+use dnd::tls::TlsFiles;
+use dnd::tokens::{Role, TokenTable};
 use tracing_subscriber::EnvFilter;
 
 /// definitely not dynamo: a Dynamo-style distributed key-value store.
@@ -240,6 +242,47 @@ struct Cli {
     #[arg(long, global = true, env = "DND_INSECURE")]
     insecure: bool,
 
+    /// Serve the HTTP API over TLS with this certificate chain (PEM, leaf
+    /// first); needs --tls-key.
+    #[arg(long, global = true, env = "DND_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "DND_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require HTTPS clients to present a certificate signed by this CA (PEM).
+    #[arg(long, global = true, env = "DND_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Take HTTP requests only with a bearer token listed in this TOML file
+    /// (`dnd token new` makes entries); `/health` and `/ready` stay open.
+    #[arg(long, global = true, env = "DND_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+
+    /// Where the admin commands (leave, remove, keyring) send their request
+    /// [default: http://ADDRESS:SERVER_PORT].
+    #[arg(long, global = true, env = "DND_ENDPOINT")]
+    endpoint: Option<String>,
+
+    /// Bearer token the admin commands send (better given as DND_TOKEN,
+    /// which no process list shows).
+    #[arg(long, global = true, env = "DND_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// CA certificate (PEM) the admin commands trust for an https endpoint,
+    /// instead of the public roots.
+    #[arg(long, global = true, env = "DND_CACERT")]
+    cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) the admin commands present; needs --key.
+    #[arg(long, global = true, env = "DND_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "DND_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+
     /// Most members (not counting those that left) a node's table takes;
     /// news of more is refused and counted.
     #[arg(long, global = true, env = "DND_MAX_MEMBERS", default_value_t = dnd::swim::DEFAULT_MAX_MEMBERS,
@@ -266,6 +309,11 @@ enum Command {
     },
     /// Print a fresh cluster secret (base64 of 32 random bytes).
     Keygen,
+    /// Make API tokens for --tokens-file.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// List or change the cluster keys of every live member, through the
     /// node at --address/--server-port.
     Keyring {
@@ -304,6 +352,40 @@ enum KeyringAction {
     /// Remove a key (base64 or fingerprint) from every member; the primary
     /// cannot be removed.
     Remove { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Print a fresh token, and the [[token]] table that makes nodes take
+    /// it (only its SHA-256 is kept there).
+    New {
+        /// The token's name, as logs and refusals show it.
+        name: String,
+        /// What it allows: read, write (and read) or admin (and both).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Append the table to this tokens file (created, mode 0600, if
+        /// missing) instead of printing it.
+        #[arg(long)]
+        append: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoleArg {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Read => Role::Read,
+            RoleArg::Write => Role::Write,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -422,6 +504,19 @@ impl Cli {
             leave_handoff_timeout: Duration::from_millis(self.leave_handoff_timeout_ms),
             http_workers: self.http_workers,
             cluster_key,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca,
+                }),
+                _ => None,
+            },
+            tokens: self
+                .tokens_file
+                .as_deref()
+                .map(TokenTable::load)
+                .transpose()?,
         })
     }
 
@@ -532,68 +627,161 @@ fn run(run: Run) -> anyhow::Result<()> {
     })
 }
 
-/// `dnd leave` and `dnd remove`: one admin request over HTTP, so that the
-/// binary needs no client library. Prints the node's answer.
-fn admin_request(
-    address: IpAddr,
-    port: u16,
-    path: &str,
-    expected: &str,
-    success: Option<&str>,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let target = SocketAddr::new(address, port);
-    let (status, body) = http_exchange(target, "POST", path, Some("{}"))?;
-    if !status.contains(&format!(" {expected} ")) {
-        return Err(anyhow!("the node at {target} answered {status:?}: {body}"));
+/// The admin commands' side of the API: where the node is, how to reach
+/// it, and the token to show.
+struct AdminClient {
+    endpoint: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let endpoint = match &cli.endpoint {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", SocketAddr::new(cli.address, cli.server_port)),
+        };
+        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            return Err(anyhow!(
+                "--endpoint {endpoint:?} must start with http:// or https://"
+            ));
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = &cli.cacert {
+            let pem = read(path)?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            if certs.is_empty() {
+                return Err(anyhow!("{} holds no PEM certificate", path.display()));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+            let chain = ureq::tls::parse_pem(&read(cert)?)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            let key = ureq::tls::PrivateKey::from_pem(&read(key)?)
+                .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(tls.build())
+            .build()
+            .into();
+        Ok(AdminClient {
+            endpoint,
+            token: cli.token.clone(),
+            agent,
+        })
     }
-    match success {
-        Some(message) => writeln!(std::io::stdout(), "the node at {target} {message}")?,
-        None => writeln!(std::io::stdout(), "{body}")?,
+
+    /// One request, with a JSON body if given: the status and the body of
+    /// the answer.
+    fn call(&self, method: &str, path: &str, json: Option<&str>) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}{path}", self.endpoint);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if json.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let request = request
+            .body(json.unwrap_or("").to_string())
+            .with_context(|| format!("{url:?} is not a usable URL"))?;
+        let mut response = self
+            .agent
+            .run(request)
+            .with_context(|| format!("cannot reach a node at {}", self.endpoint))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("the answer from {} was cut short", self.endpoint))?;
+        Ok((status, body.trim().to_string()))
+    }
+
+    /// `dnd leave` and `dnd remove`: one admin call; prints the node's
+    /// answer, or `success` instead when given.
+    fn admin(&self, path: &str, expected: u16, success: Option<&str>) -> anyhow::Result<()> {
+        use std::io::Write;
+        let (status, body) = self.call("POST", path, Some("{}"))?;
+        if status != expected {
+            return Err(anyhow!(
+                "the node at {} answered {status}: {body}",
+                self.endpoint
+            ));
+        }
+        match success {
+            Some(message) => {
+                writeln!(std::io::stdout(), "the node at {} {message}", self.endpoint)?
+            }
+            None => writeln!(std::io::stdout(), "{body}")?,
+        }
+        Ok(())
+    }
+}
+
+/// `dnd token new`: the token on stdout, and its table printed or
+/// appended to a tokens file.
+fn token_new(name: &str, role: Role, append: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write;
+    dnd::tokens::check_name(name)?;
+    let token = dnd::tokens::generate_token();
+    let table = dnd::tokens::token_table_entry(name, role, &token);
+    let mut out = std::io::stdout();
+    match append {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Read back first, so that a name already there is refused
+            // before the file changes.
+            let existing = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+            };
+            let combined = format!("{existing}\n{table}");
+            TokenTable::from_toml(&combined)
+                .with_context(|| format!("not appended to {}", path.display()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            write!(file, "\n{table}")?;
+            writeln!(out, "{token}")?;
+            tracing::info!(file = %path.display(), name, %role, "token added; nodes take it once restarted with this file");
+        }
+        None => {
+            writeln!(out, "{token}")?;
+            writeln!(out)?;
+            write!(out, "{table}")?;
+        }
     }
     Ok(())
 }
 
-/// One HTTP/1.1 request with an optional JSON body: the status line and
-/// the body of the answer.
-fn http_exchange(
-    target: SocketAddr,
-    method: &str,
-    path: &str,
-    json: Option<&str>,
-) -> anyhow::Result<(String, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach a node at {target}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = json.unwrap_or("");
-    let content_type = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {target}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let status = reply.lines().next().unwrap_or_default().to_string();
-    let body = reply
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok((status, body))
-}
-
 /// `dnd keyring ...`: asks the node, which asks every live member, and
 /// prints the result node by node; fails if any member did not apply it.
-fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow::Result<()> {
+fn keyring_command(client: &AdminClient, action: &KeyringAction) -> anyhow::Result<()> {
     use std::io::Write;
-    let target = SocketAddr::new(address, port);
+    let target = &client.endpoint;
     let (method, body) = match action {
         KeyringAction::List => ("GET", None),
         KeyringAction::Install { key } => ("POST", Some(("install", key))),
@@ -615,7 +803,7 @@ fn keyring_command(address: IpAddr, port: u16, action: &KeyringAction) -> anyhow
         }
         None => None,
     };
-    let (status, answer) = http_exchange(target, method, "/cluster/keyring", json.as_deref())?;
+    let (status, answer) = client.call(method, "/cluster/keyring", json.as_deref())?;
     let report: serde_json::Value = serde_json::from_str(&answer)
         .with_context(|| format!("the node at {target} answered {status:?}: {answer}"))?;
     let Some(nodes) = report.get("nodes").and_then(|n| n.as_array()) else {
@@ -762,21 +950,21 @@ fn main() -> ExitCode {
             writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64())
                 .map_err(Into::into)
         }
-        Command::Keyring { ref action } => keyring_command(cli.address, cli.server_port, action),
-        Command::Leave => admin_request(
-            cli.address,
-            cli.server_port,
-            "/cluster/leave",
-            "202",
-            Some("is leaving the cluster"),
-        ),
-        Command::Remove { ref node_id } => admin_request(
-            cli.address,
-            cli.server_port,
-            &format!("/cluster/remove/{node_id}"),
-            "202",
-            None,
-        ),
+        Command::Token {
+            action:
+                TokenAction::New {
+                    ref name,
+                    role,
+                    ref append,
+                },
+        } => token_new(name, role.into(), append.as_deref()),
+        Command::Keyring { ref action } => {
+            AdminClient::new(&cli).and_then(|client| keyring_command(&client, action))
+        }
+        Command::Leave => AdminClient::new(&cli)
+            .and_then(|client| client.admin("/cluster/leave", 202, Some("is leaving the cluster"))),
+        Command::Remove { ref node_id } => AdminClient::new(&cli)
+            .and_then(|client| client.admin(&format!("/cluster/remove/{node_id}"), 202, None)),
         Command::Dev {
             nodes,
             distinct_addresses,

@@ -1,32 +1,20 @@
-//! Who may make a state-changing admin call (leave, remove, keyring): until
-//! the API has tokens, a client on the node's own host, sending JSON.
+//! The rule for a state-changing admin call (leave, remove, keyring): it
+//! carries a JSON body.
 //!
 //! Owns that one rule, so every admin route applies it the same way. A
 //! browser can send a cross-site form (urlencoded, multipart or plain
 //! text) without asking, but not `application/json`, so a web page an
-//! operator opens cannot make a node leave. It never looks at a body's
-//! content: the routes parse their own.
+//! operator opens cannot make a node leave. Who may call is decided before
+//! the handler, by [`super::auth`]; this never looks at a body's content:
+//! the routes parse their own.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::HttpRequest;
 
-use super::{ApiError, AppState};
+use super::ApiError;
 
-/// The call comes from this host: from loopback, or from the address the
-/// node is bound to (where a client on this host arrives from when the
-/// node is not on loopback).
-pub fn from_this_host(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    match req.peer_addr() {
-        Some(addr) if addr.ip().is_loopback() || addr.ip() == state.http_addr.ip() => Ok(()),
-        _ => Err(ApiError::Forbidden(
-            "admin calls are taken only from clients on this node's host".into(),
-        )),
-    }
-}
-
-/// A state-changing admin call: from this host, with a JSON body.
-pub fn state_changing(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    from_this_host(req, state)?;
+/// A state-changing admin call must say its body is JSON.
+pub fn state_changing(req: &HttpRequest) -> Result<(), ApiError> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)

@@ -58,7 +58,7 @@ async fn leave(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    admin::state_changing(&req, &state)?;
+    admin::state_changing(&req)?;
     state.leave_requested.notify_one();
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" })))
 }
@@ -138,7 +138,7 @@ async fn remove(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    admin::state_changing(&req, &state)?;
+    admin::state_changing(&req)?;
     let id: NodeId = path
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{:?} is not a node id", path.as_str())))?;

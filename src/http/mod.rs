@@ -6,6 +6,7 @@
 //! touch storage or sockets; they send a message and shape the reply.
 
 mod admin;
+pub mod auth;
 mod cluster;
 mod error;
 mod keyring;
@@ -50,6 +51,10 @@ pub struct AppState {
     pub keyring: Option<crate::keyring::Keyring>,
     /// The node-to-node channel, for admin calls that reach every member.
     pub replica_client: crate::actors::store::ReplicaClient,
+    /// The bearer tokens taken, if the node runs with a tokens file.
+    pub tokens: Option<std::sync::Arc<crate::tokens::TokenTable>>,
+    /// When each client was last logged for a refused request.
+    pub refusal_log: std::sync::Arc<auth::RefusalLog>,
 }
 
 impl AppState {
