@@ -383,6 +383,12 @@ async fn every_call_needs_a_token_of_its_role_and_a_refusal_changes_nothing() {
 
     // Admin calls need the admin role, however the path is spelled.
     let json = ("application/json", "{}");
+    assert_eq!(
+        call(http, "POST", "/cluster/leave", None, Some(json))
+            .await
+            .0,
+        401
+    );
     for token in [&read, &write] {
         assert_eq!(
             call(http, "POST", "/cluster/leave", Some(token), Some(json))
@@ -406,7 +412,7 @@ async fn every_call_needs_a_token_of_its_role_and_a_refusal_changes_nothing() {
         400
     );
     let metrics = call(http, "GET", "/metrics", Some(&read), None).await.2;
-    for (reason, at_least) in [("no_token", 4), ("unknown_token", 1), ("role", 6)] {
+    for (reason, at_least) in [("no_token", 5), ("unknown_token", 1), ("role", 6)] {
         let line = format!("dnd_http_requests_refused_total{{reason=\"{reason}\"}} ");
         let count: u64 = metrics
             .lines()

@@ -299,10 +299,10 @@ enum Command {
         /// Gossip address (HOST:PORT) of any member.
         peer: String,
     },
-    /// Ask the node at --address/--server-port to leave the cluster and exit.
+    /// Ask the node at --endpoint to leave the cluster and exit.
     Leave,
     /// Remove a dead member for good, through the node at
-    /// --address/--server-port; the others re-replicate its keys.
+    /// --endpoint; the others re-replicate its keys.
     Remove {
         /// The member's id, as `/cluster/members` lists it.
         node_id: String,
@@ -315,7 +315,7 @@ enum Command {
         action: TokenAction,
     },
     /// List or change the cluster keys of every live member, through the
-    /// node at --address/--server-port.
+    /// node at --endpoint.
     Keyring {
         #[command(subcommand)]
         action: KeyringAction,
