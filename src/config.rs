@@ -8,31 +8,9 @@ use std::time::Duration;
 
 use crate::keyring::ClusterKey;
 use crate::replication::Replication;
+/// The storage choices belong to `storage`; a configuration only names them.
+pub use crate::storage::{StorageKind, SyncPolicy};
 use crate::swim::SwimConfig;
-
-/// Where the Store keeps its data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageKind {
-    /// The durable embedded engine (fjall), in the data directory.
-    Disk,
-    /// A concurrent hash map; gone when the process ends.
-    Memory,
-}
-
-/// When an acknowledged write reaches the disk itself.
-///
-/// Under both policies a write has been handed to the operating system before
-/// it is acknowledged, so it survives the node process being killed (even
-/// with `kill -9`). They differ only on a power loss or kernel crash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// `fdatasync` before every acknowledgement: nothing acknowledged is ever
-    /// lost, at the price of one disk flush per write.
-    Always,
-    /// `fdatasync` in the background at this interval: a power loss loses at
-    /// most this much of the most recent writes on this replica.
-    Periodic(Duration),
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {

@@ -44,6 +44,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod data;
 pub mod dev;
 pub mod http;
 pub mod key;

@@ -23,11 +23,9 @@
 //! a peer to exchange only the keys that differ (`anti_entropy`); and it
 //! collects tombstones every home replica holds once their grace passed.
 //!
-//! Storage layout, one engine: `d` + bucket (2 bytes) + key holds a key's
-//! [`Object`], so one hash-tree bucket is one prefix scan; `h` + owner id
-//! (8 bytes) + key marks a hint (the data itself is the `d` entry); `m` +
-//! name holds the Store's own small records (the ring its data was placed
-//! for).
+//! Its decisions that need no I/O (the storage layout, placement, what a
+//! read may answer, hints, whether a peer may ask) are in [`crate::data`];
+//! this module carries them out.
 
 mod anti_entropy;
 mod reachability;
@@ -37,7 +35,7 @@ pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView
 
 use reachability::Reachability;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +47,11 @@ use tokio::sync::oneshot;
 
 use super::contain_panic;
 use super::membership::MembersChanged;
+use crate::data::admission::{PeerJudge, PeerRefusal};
+use crate::data::hints::Hints;
+use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
+use crate::data::placement::{home_of, shared_peers};
+use crate::data::read::{read_verdict, ReadVerdict};
 use crate::key::Key;
 use crate::log_limit::LogLimit;
 
@@ -72,10 +75,6 @@ use crate::version::{CorruptObject, Dot, Object, Payload, VersionError, VersionV
 const MAILBOX_CAPACITY: usize = 1024;
 /// Hinted keys handed to one owner per delivery round.
 const HINT_BATCH: usize = 256;
-
-const DATA_PREFIX: u8 = b'd';
-const HINT_PREFIX: u8 = b'h';
-const META_PREFIX: u8 = b'm';
 
 pub type ReplicaClient = PeerClient<ReplicaRequest, ReplicaReply>;
 
@@ -134,17 +133,6 @@ pub struct Store {
     reachability: Arc<Reachability>,
     /// Refused peer requests are logged at most once a minute a sender.
     refusal_log: LogLimit<NodeId>,
-}
-
-/// Why a peer request is not served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PeerRefusal {
-    /// The sender is not a member of the cluster (or has left it).
-    NotMember,
-    /// The request is not the sender's to make.
-    Role,
-    /// It carries a value larger than this node stores.
-    TooLarge,
 }
 
 #[derive(Debug, Error)]
@@ -965,62 +953,6 @@ impl Store {
 
     // ---- requests from other nodes -------------------------------------
 
-    fn is_member(&self, node: NodeId) -> bool {
-        node == self.config.local_id
-            || self
-                .members
-                .get(&node)
-                .is_some_and(|m| m.state != MemberState::Left)
-    }
-
-    /// Whether `from` may make `request`: a member, acting in its own name,
-    /// with values no larger than this node takes from a client.
-    fn judge_peer_request(&self, from: NodeId, request: &ReplicaRequest) -> Option<PeerRefusal> {
-        if !self.is_member(from) {
-            return Some(PeerRefusal::NotMember);
-        }
-        let too_large = |object: &Object| {
-            object
-                .values()
-                .any(|(_, _, bytes)| bytes.len() > self.config.max_value_bytes)
-        };
-        let in_role = match request {
-            // A hint is kept only for a member, or it would never be
-            // delivered and never dropped.
-            ReplicaRequest::Write {
-                hint_for: Some(owner),
-                ..
-            } => self.is_member(*owner),
-            // A tree or an exchange is between the sender and this node.
-            ReplicaRequest::TreeBranches { pair }
-            | ReplicaRequest::TreeLeaves { pair, .. }
-            | ReplicaRequest::ExchangeBuckets { pair, .. } => *pair == from,
-            // Only the leaving node hands its own data over.
-            ReplicaRequest::HandOver { leaving, .. } => *leaving == from,
-            // Only the key's first home replica decides a tombstone's end.
-            ReplicaRequest::Purge { key, .. } => {
-                home_of(&self.ring, &self.config.replication, key).first() == Some(&from)
-            }
-            ReplicaRequest::Keyring(_) => false,
-            _ => true,
-        };
-        if !in_role {
-            return Some(PeerRefusal::Role);
-        }
-        let oversized = match request {
-            ReplicaRequest::Write { object, .. } => too_large(object),
-            ReplicaRequest::Coordinate {
-                payload: Payload::Value { bytes, .. },
-                ..
-            } => bytes.len() > self.config.max_value_bytes,
-            ReplicaRequest::WriteBatch { objects } | ReplicaRequest::HandOver { objects, .. } => {
-                objects.iter().any(|(_, object)| too_large(object))
-            }
-            _ => false,
-        };
-        oversized.then_some(PeerRefusal::TooLarge)
-    }
-
     fn refuse_peer(&mut self, from: NodeId, refusal: PeerRefusal, kind: &str) -> ReplicaReply {
         let reason = match refusal {
             PeerRefusal::NotMember => {
@@ -1052,7 +984,14 @@ impl Store {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<ReplicaReply> {
         self.metrics.kv_replica_requests.inc();
-        if let Some(refusal) = self.judge_peer_request(from, &request) {
+        let judge = PeerJudge {
+            local_id: self.config.local_id,
+            members: &self.members,
+            ring: &self.ring,
+            replication: &self.config.replication,
+            max_value_bytes: self.config.max_value_bytes,
+        };
+        if let Some(refusal) = judge.judge(from, &request) {
             return ready(self.refuse_peer(from, refusal, request.kind()));
         }
         let max_key_bytes = self.config.max_key_bytes;
@@ -1157,27 +1096,6 @@ fn ready<T: 'static>(value: T) -> ResponseFuture<T> {
     Box::pin(async move { value })
 }
 
-fn data_key(key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 3);
-    out.extend_from_slice(&bucket_prefix(bucket_of(key)));
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-/// The storage prefix of every key in one hash-tree bucket.
-fn bucket_prefix(bucket: u16) -> [u8; 3] {
-    let [high, low] = bucket.to_be_bytes();
-    [DATA_PREFIX, high, low]
-}
-
-/// The client key inside a data key, if it is one.
-fn key_of_data_key(raw: &[u8]) -> Option<&str> {
-    match raw {
-        [DATA_PREFIX, _, _, key @ ..] if !key.is_empty() => std::str::from_utf8(key).ok(),
-        _ => None,
-    }
-}
-
 /// A change to this node's copy of a key, as the hash trees see it: the
 /// entry hash before and after (`None`: no copy).
 #[derive(Debug)]
@@ -1190,91 +1108,6 @@ struct Change {
 impl Change {
     fn entry(key: &str, object: &Object) -> Option<u64> {
         (!object.is_empty()).then(|| entry_hash(key, object))
-    }
-}
-
-/// The key's home replicas on `ring`.
-fn home_of(ring: &Ring, replication: &Replication, key: &str) -> Vec<NodeId> {
-    ring.preference_list(key.as_bytes(), replication.effective_replicas(ring.len()))
-}
-
-/// The other home replicas of `key` if this node is one, else none: the
-/// peers whose trees the key belongs in.
-fn shared_peers(
-    ring: &Ring,
-    replication: &Replication,
-    local_id: NodeId,
-    key: &str,
-) -> Vec<NodeId> {
-    let home = home_of(ring, replication, key);
-    if !home.contains(&local_id) {
-        return Vec::new();
-    }
-    home.into_iter().filter(|&n| n != local_id).collect()
-}
-
-fn hint_key(owner: NodeId, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 9);
-    out.push(HINT_PREFIX);
-    out.extend_from_slice(&owner.as_u64().to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-fn parse_hint_key(raw: &[u8]) -> Option<(NodeId, String)> {
-    let rest = raw.strip_prefix(&[HINT_PREFIX])?;
-    let (owner, key) = rest.split_at_checked(8)?;
-    let owner = NodeId::from_u64(u64::from_be_bytes(owner.try_into().ok()?));
-    let key = std::str::from_utf8(key).ok()?.to_string();
-    Some((owner, key))
-}
-
-/// The hints this node keeps, in memory (they are also in storage).
-#[derive(Debug, Default)]
-struct Hints {
-    by_owner: BTreeMap<NodeId, BTreeSet<String>>,
-    /// Whether storage has been read; a restarted actor keeps what it has.
-    loaded: bool,
-}
-
-impl Hints {
-    fn contains(&self, owner: NodeId, key: &str) -> bool {
-        self.by_owner
-            .get(&owner)
-            .is_some_and(|keys| keys.contains(key))
-    }
-
-    fn insert(&mut self, owner: NodeId, key: String) {
-        self.by_owner.entry(owner).or_default().insert(key);
-    }
-
-    fn remove(&mut self, owner: NodeId, key: &str) {
-        if let Some(keys) = self.by_owner.get_mut(&owner) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_owner.remove(&owner);
-            }
-        }
-    }
-
-    fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.by_owner.keys().copied()
-    }
-
-    fn keys_for(&self, owner: NodeId) -> impl Iterator<Item = &String> {
-        self.by_owner.get(&owner).into_iter().flatten()
-    }
-
-    fn any_for_key(&self, key: &str) -> bool {
-        self.by_owner.values().any(|keys| keys.contains(key))
-    }
-
-    fn len(&self) -> usize {
-        self.by_owner.values().map(BTreeSet::len).sum()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.by_owner.is_empty()
     }
 }
 
@@ -1626,45 +1459,6 @@ fn answer_read(
     }
 }
 
-/// What a read may answer, from the replies so far.
-#[derive(Debug, PartialEq, Eq)]
-enum ReadVerdict {
-    /// The merged object: a live value from any `needed` replicas, or
-    /// (tombstones, or nothing) once a home replica is among them.
-    Answer,
-    /// Not yet: more replicas may answer.
-    Wait,
-    /// Enough replicas answered, but only stand-ins, and none held a value:
-    /// a not-found from them would be a guess (Riak's `notfound_ok`).
-    NoHome,
-    /// Every replica asked has answered or failed, fewer than `needed`
-    /// answered.
-    Short,
-}
-
-/// `finished`: no replica is left to ask. An object with no live value
-/// is only answered early if it holds tombstones: an empty one waits for
-/// every replica, since a key being handed over may be on one alone.
-fn read_verdict(
-    answered: usize,
-    homes_answered: usize,
-    needed: usize,
-    merged: &Object,
-    finished: bool,
-) -> ReadVerdict {
-    let live = merged.values().next().is_some();
-    let enough = answered >= needed;
-    if enough && (live || (homes_answered > 0 && !merged.is_empty())) {
-        return ReadVerdict::Answer;
-    }
-    match (finished, enough, homes_answered > 0) {
-        (false, _, _) => ReadVerdict::Wait,
-        (true, false, _) => ReadVerdict::Short,
-        (true, true, true) => ReadVerdict::Answer,
-        (true, true, false) => ReadVerdict::NoHome,
-    }
-}
-
 impl Actor for Store {
     type Context = Context<Self>;
 
@@ -1856,60 +1650,5 @@ impl Handler<super::fault::InjectFault> for Store {
                 contain_panic("store", ctx, || panic!("injected panic"));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn holding(payload: Payload) -> Object {
-        let mut object = Object::new();
-        object
-            .write(NodeId::from_u64(1), &VersionVector::new(), payload)
-            .unwrap();
-        object
-    }
-
-    #[test]
-    fn a_read_says_not_found_only_once_a_home_replica_has_answered() {
-        use ReadVerdict::*;
-        let nothing = Object::new();
-        let deleted = holding(Payload::Tombstone { at_ms: 1 });
-        let value = holding(Payload::Value {
-            content_type: "text/plain".into(),
-            bytes: b"v".to_vec(),
-        });
-        // A value is a value, whoever held it.
-        assert_eq!(read_verdict(2, 0, 2, &value, false), Answer);
-        assert_eq!(read_verdict(1, 1, 2, &value, false), Wait);
-        // A tombstone from a home replica answers at once; from stand-ins
-        // alone it waits, and then is not trusted.
-        assert_eq!(read_verdict(2, 1, 2, &deleted, false), Answer);
-        assert_eq!(read_verdict(2, 0, 2, &deleted, false), Wait);
-        assert_eq!(read_verdict(2, 0, 2, &deleted, true), NoHome);
-        // Nothing at all waits for every replica asked.
-        assert_eq!(read_verdict(2, 2, 2, &nothing, false), Wait);
-        assert_eq!(read_verdict(2, 1, 2, &nothing, true), Answer);
-        assert_eq!(read_verdict(3, 0, 2, &nothing, true), NoHome);
-        // Too few answers is a shortfall, whatever they held.
-        assert_eq!(read_verdict(1, 1, 2, &value, true), Short);
-        assert_eq!(read_verdict(0, 0, 1, &nothing, true), Short);
-    }
-
-    #[test]
-    fn hint_keys_round_trip_and_garbage_is_skipped() {
-        let owner = NodeId::from_u64(0xabc);
-        let raw = hint_key(owner, "a/b é");
-        assert_eq!(parse_hint_key(&raw), Some((owner, "a/b é".to_string())));
-        assert_eq!(parse_hint_key(b"h123"), None, "too short");
-        assert_eq!(parse_hint_key(b"d12345678k"), None, "not a hint");
-        let mut bad = hint_key(owner, "k");
-        bad.push(0xff);
-        assert_eq!(parse_hint_key(&bad), None, "not UTF-8");
-        assert_ne!(data_key("k"), hint_key(owner, "k"));
-        assert_eq!(key_of_data_key(&data_key("a/b é")), Some("a/b é"));
-        assert_eq!(key_of_data_key(&hint_key(owner, "k")), None);
-        assert!(data_key("k").starts_with(&bucket_prefix(bucket_of("k"))));
     }
 }

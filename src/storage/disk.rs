@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
+use super::SyncPolicy;
 use super::{StorageEngine, StorageError, StorageResult};
-use crate::config::SyncPolicy;
 
 const KEYSPACE: &str = "kv";
 

@@ -11,13 +11,36 @@ mod memory;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
 pub use disk::DiskEngine;
 pub use memory::MemoryEngine;
 
-use crate::config::{StorageKind, SyncPolicy};
+/// Where the Store keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// The durable embedded engine (fjall), in the data directory.
+    Disk,
+    /// A concurrent hash map; gone when the process ends.
+    Memory,
+}
+
+/// When an acknowledged write reaches the disk itself.
+///
+/// Under both policies a write has been handed to the operating system before
+/// it is acknowledged, so it survives the node process being killed (even
+/// with `kill -9`). They differ only on a power loss or kernel crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fdatasync` before every acknowledgement: nothing acknowledged is ever
+    /// lost, at the price of one disk flush per write.
+    Always,
+    /// `fdatasync` in the background at this interval: a power loss loses at
+    /// most this much of the most recent writes on this replica.
+    Periodic(Duration),
+}
 
 #[derive(Debug, Error)]
 pub enum StorageError {

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::{AsyncContext, Context, Handler, Message};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::{
-    bucket_prefix, home_of, key_of_data_key, shared_peers, Store, StoreError, DATA_PREFIX,
-};
+use super::{Store, StoreError};
+use crate::data::layout::{bucket_prefix, key_of_data_key, DATA_PREFIX};
+use crate::data::placement::{home_of, shared_peers};
 use crate::key::Key;
 use crate::member::MemberState;
 use crate::merkle::{

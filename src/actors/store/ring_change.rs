@@ -20,7 +20,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{home_of, key_of_data_key, shared_peers, Store, DATA_PREFIX, META_PREFIX};
+use super::Store;
+use crate::data::layout::{key_of_data_key, DATA_PREFIX, META_PREFIX};
+use crate::data::placement::{home_of, shared_peers};
 use crate::merkle::{bucket_of, entry_hash, HashTree};
 use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};

@@ -1,0 +1,86 @@
+//! The hints a node keeps: for each replica that was down when a write it
+//! stood in for was stored, the keys to hand over once it is back.
+//!
+//! Owns the in-memory index only; the marks themselves are in storage
+//! (`layout::hint_key`), written and read by the Store.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::node_id::NodeId;
+
+/// The hints this node keeps, by owner (the replica they are for).
+#[derive(Debug, Default)]
+pub struct Hints {
+    by_owner: BTreeMap<NodeId, BTreeSet<String>>,
+    /// Whether storage has been read; a restarted actor keeps what it has.
+    pub loaded: bool,
+}
+
+impl Hints {
+    pub fn contains(&self, owner: NodeId, key: &str) -> bool {
+        self.by_owner
+            .get(&owner)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    pub fn insert(&mut self, owner: NodeId, key: String) {
+        self.by_owner.entry(owner).or_default().insert(key);
+    }
+
+    pub fn remove(&mut self, owner: NodeId, key: &str) {
+        if let Some(keys) = self.by_owner.get_mut(&owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+
+    pub fn owners(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_owner.keys().copied()
+    }
+
+    pub fn keys_for(&self, owner: NodeId) -> impl Iterator<Item = &String> {
+        self.by_owner.get(&owner).into_iter().flatten()
+    }
+
+    pub fn any_for_key(&self, key: &str) -> bool {
+        self.by_owner.values().any(|keys| keys.contains(key))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_owner.values().map(BTreeSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_owner.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_is_forgotten_with_its_last_hint() {
+        let (a, b) = (NodeId::from_u64(1), NodeId::from_u64(2));
+        let mut hints = Hints::default();
+        assert!(hints.is_empty());
+        hints.insert(a, "k".into());
+        hints.insert(a, "k".into());
+        hints.insert(a, "l".into());
+        hints.insert(b, "k".into());
+        assert_eq!(hints.len(), 3, "a repeated hint is one");
+        assert!(hints.contains(a, "l") && !hints.contains(b, "l"));
+        assert_eq!(hints.owners().collect::<Vec<_>>(), vec![a, b]);
+        hints.remove(b, "k");
+        assert_eq!(hints.owners().collect::<Vec<_>>(), vec![a]);
+        assert!(hints.any_for_key("k"), "a still holds one for k");
+        hints.remove(a, "k");
+        hints.remove(a, "missing");
+        assert!(!hints.any_for_key("k"));
+        assert_eq!(hints.keys_for(a).collect::<Vec<_>>(), vec!["l"]);
+        hints.remove(a, "l");
+        assert!(hints.is_empty() && hints.owners().next().is_none());
+    }
+}

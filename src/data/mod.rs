@@ -1,0 +1,15 @@
+//! The data path's decisions, as plain functions and data: where a key's
+//! bytes live in storage, which nodes are a key's home, what a read may
+//! answer from the replies so far, which hints are kept, and whether a
+//! peer may make a request.
+//!
+//! Owns no I/O: nothing here opens a socket, touches a storage engine,
+//! reads a clock or knows of actix. The Store actor (`actors::store`)
+//! feeds these decisions what it received and carries out what they say,
+//! so each can be tested beside its code.
+
+pub mod admission;
+pub mod hints;
+pub mod layout;
+pub mod placement;
+pub mod read;
