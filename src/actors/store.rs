@@ -52,6 +52,7 @@ use crate::data::hints::Hints;
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
 use crate::data::read::{read_verdict, ReadVerdict};
+use crate::data::write::{Step as WriteStep, WriteRound};
 use crate::key::Key;
 use crate::log_limit::LogLimit;
 
@@ -1179,6 +1180,8 @@ struct FanOut {
 }
 
 impl FanOut {
+    /// Drives a [`WriteRound`]: sends what it says, feeds it each outcome,
+    /// answers and keeps hints when it says so.
     async fn run(
         self,
         targets: Vec<(Target, SocketAddr)>,
@@ -1188,14 +1191,16 @@ impl FanOut {
         reply: oneshot::Sender<Result<Written, StoreError>>,
     ) {
         let mut reply = Some(reply);
-        let mut stored_on = vec![self.local_id];
-        // Each copy counts once: never this node again, nor a target.
-        let asked: HashSet<NodeId> = targets.iter().map(|(t, _)| t.node).collect();
-        let local_id = self.local_id;
-        let mut spares = spares
-            .into_iter()
-            .filter(move |(n, _)| *n != local_id && !asked.contains(n));
-        let mut unplaced = Vec::new();
+        let addrs: HashMap<NodeId, SocketAddr> = targets
+            .iter()
+            .map(|(t, a)| (t.node, *a))
+            .chain(spares.iter().copied())
+            .collect();
+        let target_list: Vec<Target> = targets.iter().map(|(t, _)| *t).collect();
+        let spare_list: Vec<NodeId> = spares.iter().map(|(n, _)| *n).collect();
+        let (mut round, first) =
+            WriteRound::start(self.local_id, &target_list, &spare_list, needed);
+        let mut steps: std::collections::VecDeque<WriteStep> = first.into();
         let mut pending = FuturesUnordered::new();
         let send = |target: Target, addr: SocketAddr| {
             let request = ReplicaRequest::Write {
@@ -1212,50 +1217,29 @@ impl FanOut {
                 (target, stored(outcome))
             }
         };
-        for (target, addr) in targets {
-            pending.push(send(target, addr));
-        }
-        if stored_on.len() >= needed {
-            answer_write(&mut reply, Ok((&context, &stored_on)));
-        }
-        while let Some((target, ok)) = pending.next().await {
-            if ok && !stored_on.contains(&target.node) {
-                stored_on.push(target.node);
-                if stored_on.len() >= needed {
-                    answer_write(&mut reply, Ok((&context, &stored_on)));
-                }
-                continue;
-            }
-            if ok {
-                continue;
-            }
-            let owner = target.hint_for.unwrap_or(target.node);
-            match spares.next() {
-                Some((spare, addr)) => pending.push(send(
-                    Target {
-                        node: spare,
-                        hint_for: Some(owner),
+        loop {
+            while let Some(step) = steps.pop_front() {
+                match step {
+                    WriteStep::Send(target) => match addrs.get(&target.node) {
+                        Some(&addr) => pending.push(send(target, addr)),
+                        // Every node a round names came with an address;
+                        // one without counts as a replica that failed.
+                        None => steps.extend(round.on_reply(target, false)),
                     },
-                    addr,
-                )),
-                None => unplaced.push(owner),
+                    WriteStep::Answer(Ok(stored_on)) => {
+                        answer_write(&mut reply, Ok((&context, &stored_on)))
+                    }
+                    WriteStep::Answer(Err(shortfall)) => answer_write(&mut reply, Err(shortfall)),
+                    WriteStep::KeepHints(owners) => self.store.do_send(KeepHints {
+                        key: self.key.clone(),
+                        owners,
+                    }),
+                }
             }
-        }
-        if reply.is_some() {
-            answer_write(
-                &mut reply,
-                Err(QuorumShortfall {
-                    needed,
-                    answered: stored_on.len(),
-                    stored_on: stored_on.clone(),
-                }),
-            );
-        }
-        if !unplaced.is_empty() {
-            self.store.do_send(KeepHints {
-                key: self.key,
-                owners: unplaced,
-            });
+            match pending.next().await {
+                Some((target, ok)) => steps.extend(round.on_reply(target, ok)),
+                None => break,
+            }
         }
     }
 }

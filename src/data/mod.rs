@@ -13,3 +13,4 @@ pub mod hints;
 pub mod layout;
 pub mod placement;
 pub mod read;
+pub mod write;
