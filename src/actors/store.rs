@@ -51,7 +51,7 @@ use crate::data::admission::{PeerJudge, PeerRefusal};
 use crate::data::hints::Hints;
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
-use crate::data::read::{read_verdict, ReadVerdict};
+use crate::data::read::{ReadAnswer, ReadRound, ReadStep};
 use crate::data::write::{Step as WriteStep, WriteRound};
 use crate::key::Key;
 use crate::log_limit::LogLimit;
@@ -1290,6 +1290,8 @@ struct Gather {
 }
 
 impl Gather {
+    /// Drives a [`ReadRound`]: asks whom it says, feeds it each copy or
+    /// failure, answers when it says so, then carries out its repairs.
     async fn run(
         self,
         local: Option<Object>,
@@ -1299,23 +1301,21 @@ impl Gather {
         reply: oneshot::Sender<Result<ReadOutcome, StoreError>>,
     ) {
         let mut reply = Some(reply);
-        let mut merged = Object::new();
-        // Who answered, where, and what it held.
-        let mut answers: Vec<(NodeId, Option<SocketAddr>, BTreeSet<Dot>)> = Vec::new();
-        let homes_in = |answers: &[(NodeId, Option<SocketAddr>, BTreeSet<Dot>)]| {
-            answers.iter().filter(|a| self.home.contains(&a.0)).count()
-        };
-        if let Some(object) = local {
-            answers.push((self.local_id, None, object.dots()));
-            merged.merge(&object);
-        }
-        // Each replica counts once: never this node again, nor one asked.
-        let asked: HashSet<NodeId> = remote.iter().map(|(n, _)| *n).collect();
-        let local_id = self.local_id;
-        let mut spares = spares
-            .into_iter()
-            .filter(move |(n, _)| *n != local_id && !asked.contains(n));
+        let addrs: HashMap<NodeId, SocketAddr> =
+            remote.iter().chain(spares.iter()).copied().collect();
+        let remote: Vec<NodeId> = remote.iter().map(|(n, _)| *n).collect();
+        let spares: Vec<NodeId> = spares.iter().map(|(n, _)| *n).collect();
+        let (mut round, first) = ReadRound::start(
+            self.local_id,
+            local,
+            &remote,
+            &spares,
+            self.home.clone(),
+            needed,
+        );
+        let mut steps: std::collections::VecDeque<ReadStep> = first.into();
         let mut pending = FuturesUnordered::new();
+        let mut repairs = FuturesUnordered::new();
         let read = |node: NodeId, addr: SocketAddr| {
             let request = ReplicaRequest::Read {
                 key: self.key.clone(),
@@ -1326,106 +1326,71 @@ impl Gather {
             async move {
                 let outcome = peers.request_within(addr, &request, timeout).await;
                 reachability.observe(node, &outcome, Instant::now());
-                (node, addr, outcome)
+                (node, outcome)
             }
         };
-        for (node, addr) in remote {
-            pending.push(read(node, addr));
-        }
-        // An empty answer waits for every replica, and then for one more
-        // node: while a ring change moves a key, the replica it moved away
-        // from may be the only one that has it.
-        let mut asked_beyond_home = false;
-        if read_verdict(answers.len(), homes_in(&answers), needed, &merged, false)
-            == ReadVerdict::Answer
-        {
-            answer_read(&mut reply, Ok(&merged));
-        }
         loop {
-            let Some((node, addr, outcome)) = pending.next().await else {
-                if reply.is_some() && merged.is_empty() && !asked_beyond_home {
-                    asked_beyond_home = true;
-                    if let Some((spare, addr)) = spares.next() {
-                        pending.push(read(spare, addr));
-                        continue;
+            while let Some(step) = steps.pop_front() {
+                match step {
+                    ReadStep::Ask(node) => match addrs.get(&node) {
+                        Some(&addr) => pending.push(read(node, addr)),
+                        // Every node a round names came with an address;
+                        // one without counts as a replica that failed.
+                        None => steps.extend(round.on_reply(node, None)),
+                    },
+                    ReadStep::Answer(answer) => {
+                        let outcome = match answer {
+                            ReadAnswer::Found(object) => Ok(object),
+                            ReadAnswer::NoHome { answered, needed } => {
+                                self.metrics.kv_reads_without_home.inc();
+                                Err(StoreError::NoHomeAnswered { answered, needed })
+                            }
+                            ReadAnswer::Short { answered, needed } => {
+                                Err(StoreError::ReadQuorum(QuorumShortfall {
+                                    needed,
+                                    answered,
+                                    stored_on: Vec::new(),
+                                }))
+                            }
+                        };
+                        answer_read(&mut reply, outcome);
                     }
-                }
-                break;
-            };
-            match outcome {
-                Ok(ReplicaReply::Object(object)) => {
-                    answers.push((node, Some(addr), object.dots()));
-                    merged.merge(&object);
-                    if read_verdict(answers.len(), homes_in(&answers), needed, &merged, false)
-                        == ReadVerdict::Answer
-                    {
-                        answer_read(&mut reply, Ok(&merged));
-                    }
-                }
-                other => {
-                    tracing::debug!(%node, outcome = ?other.err(), "replica read failed");
-                    if let Some((spare, addr)) = spares.next() {
-                        pending.push(read(spare, addr));
-                    }
-                }
-            }
-        }
-        let answered = answers.len();
-        match read_verdict(answered, homes_in(&answers), needed, &merged, true) {
-            ReadVerdict::Answer | ReadVerdict::Wait => answer_read(&mut reply, Ok(&merged)),
-            ReadVerdict::NoHome => {
-                self.metrics.kv_reads_without_home.inc();
-                answer_read(
-                    &mut reply,
-                    Err(StoreError::NoHomeAnswered { answered, needed }),
-                )
-            }
-            ReadVerdict::Short => answer_read(
-                &mut reply,
-                Err(StoreError::ReadQuorum(QuorumShortfall {
-                    needed,
-                    answered,
-                    stored_on: Vec::new(),
-                })),
-            ),
-        }
-        self.repair(merged, answers).await;
-    }
-
-    async fn repair(
-        self,
-        merged: Object,
-        answers: Vec<(NodeId, Option<SocketAddr>, BTreeSet<Dot>)>,
-    ) {
-        if merged.is_empty() {
-            return;
-        }
-        let current = merged.dots();
-        let mut repairs = FuturesUnordered::new();
-        for (node, addr, dots) in answers {
-            if dots == current {
-                continue;
-            }
-            self.metrics.kv_read_repairs.inc();
-            match addr {
-                None => self.store.do_send(MergeLocal {
-                    key: self.key.clone(),
-                    object: merged.clone(),
-                }),
-                Some(addr) => {
-                    let request = ReplicaRequest::Write {
-                        key: self.key.clone(),
-                        object: merged.clone(),
-                        hint_for: None,
-                    };
-                    let peers = self.peers.clone();
-                    let timeout = self.timeout;
-                    repairs.push(async move {
-                        if let Err(e) = peers.request_within(addr, &request, timeout).await {
-                            tracing::debug!(%node, error = %e, "read repair failed");
+                    ReadStep::Repair { node, object } => {
+                        self.metrics.kv_read_repairs.inc();
+                        if node == self.local_id {
+                            self.store.do_send(MergeLocal {
+                                key: self.key.clone(),
+                                object,
+                            });
+                        } else if let Some(&addr) = addrs.get(&node) {
+                            let request = ReplicaRequest::Write {
+                                key: self.key.clone(),
+                                object,
+                                hint_for: None,
+                            };
+                            let (peers, timeout) = (self.peers.clone(), self.timeout);
+                            repairs.push(async move {
+                                if let Err(e) = peers.request_within(addr, &request, timeout).await
+                                {
+                                    tracing::debug!(%node, error = %e, "read repair failed");
+                                }
+                            });
                         }
-                    });
+                    }
                 }
+            }
+            match pending.next().await {
+                Some((node, outcome)) => {
+                    let copy = match outcome {
+                        Ok(ReplicaReply::Object(object)) => Some(object),
+                        other => {
+                            tracing::debug!(%node, outcome = ?other.err(), "replica read failed");
+                            None
+                        }
+                    };
+                    steps.extend(round.on_reply(node, copy));
+                }
+                None => break,
             }
         }
         while repairs.next().await.is_some() {}
@@ -1434,12 +1399,10 @@ impl Gather {
 
 fn answer_read(
     reply: &mut Option<oneshot::Sender<Result<ReadOutcome, StoreError>>>,
-    outcome: Result<&Object, StoreError>,
+    outcome: Result<Object, StoreError>,
 ) {
     if let Some(reply) = reply.take() {
-        let _ = reply.send(outcome.map(|object| ReadOutcome {
-            object: object.clone(),
-        }));
+        let _ = reply.send(outcome.map(|object| ReadOutcome { object }));
     }
 }
 
