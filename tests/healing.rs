@@ -389,10 +389,10 @@ async fn tombstones_are_collected_only_once_every_replica_holds_them() {
         .running()
         .map(|s| s.node().metrics.tombstones_purged.get())
         .sum();
-    // At least each of the 20 tombstones on each of the 3 replicas; more
-    // when anti-entropy hands a tombstone back to a replica that purged it
-    // a moment before the others, which then collect it again.
-    assert!(purged >= 60, "20 tombstones on 3 replicas, purged {purged}");
+    // Each of the 20 tombstones once on each of the 3 replicas: a replica
+    // that purged one a moment before another is not handed it back by
+    // that other's anti-entropy (it used to be, and collected it again).
+    assert_eq!(purged, 60, "20 tombstones on 3 replicas");
     // The stale value the returned replica had never comes back.
     for slot in cluster.running() {
         assert_eq!(get(slot.http(), "k7?r=all").await.status, 404);
@@ -486,4 +486,80 @@ async fn a_peer_that_lies_or_sends_garbage_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(status["status"], "ok", "the node keeps serving");
+}
+
+#[actix_rt::test]
+async fn a_replica_that_purged_a_tombstone_first_is_not_handed_it_back() {
+    // Collection never starts by itself here; the test plays the first home
+    // replica and tells one replica alone to purge, as happens for a moment
+    // while the purge requests go out one by one.
+    let cluster = Cluster::start_with(3, StorageKind::Memory, |c| {
+        c.anti_entropy_interval = Duration::from_millis(50);
+        c.tombstone_grace = Duration::from_secs(3600);
+    })
+    .await;
+    let a = cluster.slots[0].http();
+    assert_eq!(put(a, "gone?w=all", "v").await.status, 204);
+    assert_eq!(
+        request("DELETE", a, "gone?w=all", None, "").await.status,
+        204
+    );
+    let tombstone = cluster.local_copy(0, "gone").await;
+    assert!(!tombstone.is_empty() && tombstone.values().next().is_none());
+    let ring = cluster.slots[0]
+        .node()
+        .membership
+        .send(dnd::actors::membership::GetRing)
+        .await
+        .unwrap();
+    let home = ring.ring.preference_list(b"gone", 3);
+    let (first, purging) = (home[0], home[1]);
+    let index_of = |id| {
+        cluster
+            .running()
+            .position(|s| s.node().id == id)
+            .expect("a running node")
+    };
+    let purging_index = index_of(purging);
+    let as_first = PeerClient::<ReplicaRequest, ReplicaReply>::new(
+        PeerConfig {
+            node_id: first,
+            ..PeerConfig::new(dnd::config::DEFAULT_CLUSTER_NAME)
+        },
+        std::sync::Arc::new(dnd::metrics::Metrics::default()),
+    );
+    let answer = as_first
+        .request(
+            cluster.slots[purging_index].node().gossip_addr,
+            &ReplicaRequest::Purge {
+                key: "gone".into(),
+                dots: tombstone.dots().into_iter().collect(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, ReplicaReply::Stored), "{answer:?}");
+    let purger = cluster.slots[purging_index].node();
+    assert_eq!(purger.metrics.tombstones_purged.get(), 1);
+    // The two others still hold the tombstone and keep offering it through
+    // anti-entropy; the purger refuses it every time and stays empty.
+    eventually(HEAL, "anti-entropy to offer the tombstone back", || async {
+        let offered = purger.metrics.tombstones_refused_after_purge.get() >= 2;
+        let taken_back = !cluster.local_copy(purging_index, "gone").await.is_empty();
+        (offered || taken_back).then_some(())
+    })
+    .await;
+    assert!(
+        cluster.local_copy(purging_index, "gone").await.is_empty(),
+        "the purged tombstone came back"
+    );
+    assert_eq!(
+        purger.metrics.tombstones_purged.get(),
+        1,
+        "never collected twice"
+    );
+    // The key stays deleted through every node.
+    for slot in cluster.running() {
+        assert_eq!(get(slot.http(), "gone?r=all").await.status, 404);
+    }
 }

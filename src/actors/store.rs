@@ -51,6 +51,7 @@ use crate::data::admission::{PeerJudge, PeerRefusal};
 use crate::data::hints::Hints;
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
+use crate::data::purge::PurgedTombstones;
 use crate::data::read::{ReadAnswer, ReadRound, ReadStep};
 use crate::data::write::{Step as WriteStep, WriteRound};
 use crate::key::Key;
@@ -74,6 +75,8 @@ use crate::version::{CorruptObject, Dot, Object, Payload, VersionError, VersionV
 /// Requests wait here rather than fail while the Store is busy: the HTTP
 /// layer bounds how long they wait.
 const MAILBOX_CAPACITY: usize = 1024;
+/// The shortest a purge is remembered (see [`PurgedTombstones`]).
+const PURGE_MEMORY_FLOOR: Duration = Duration::from_secs(60);
 /// Hinted keys handed to one owner per delivery round.
 const HINT_BATCH: usize = 256;
 
@@ -134,6 +137,9 @@ pub struct Store {
     reachability: Arc<Reachability>,
     /// Refused peer requests are logged at most once a minute a sender.
     refusal_log: LogLimit<NodeId>,
+    /// Tombstones purged here lately, so a copy still on its way is not
+    /// taken back.
+    purged: PurgedTombstones,
 }
 
 #[derive(Debug, Error)]
@@ -319,6 +325,10 @@ impl Store {
     ) -> Self {
         let ring = Arc::new(Ring::new([config.local_id], 1));
         let reachability = Arc::new(Reachability::new(config.replica_timeout, metrics.clone()));
+        // Long enough for every exchange and purge request under way when a
+        // tombstone was collected to have ended.
+        let purged =
+            PurgedTombstones::new(PURGE_MEMORY_FLOOR.max(config.anti_entropy_interval * 10));
         Store {
             engine,
             metrics,
@@ -336,6 +346,7 @@ impl Store {
             reachability,
             config,
             refusal_log: LogLimit::default(),
+            purged,
         }
     }
 
@@ -377,6 +388,10 @@ impl Store {
         incoming: &Object,
     ) -> Result<(Object, Option<Change>), StoreError> {
         let mut object = self.read_local(key)?;
+        if self.purged.absorbs(key, incoming, Instant::now()) {
+            self.metrics.tombstones_refused_after_purge.inc();
+            return Ok((object, None));
+        }
         let before = Change::entry(key, &object);
         if !object.merge(incoming) {
             return Ok((object, None));

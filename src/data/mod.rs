@@ -12,5 +12,6 @@ pub mod admission;
 pub mod hints;
 pub mod layout;
 pub mod placement;
+pub mod purge;
 pub mod read;
 pub mod write;

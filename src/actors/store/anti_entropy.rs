@@ -540,6 +540,7 @@ impl Store {
         let dropped = self.drop_local_if(key, dots)?;
         if dropped {
             self.metrics.tombstones_purged.inc();
+            self.purged.remember(key, dots.clone(), Instant::now());
         }
         Ok(dropped)
     }
