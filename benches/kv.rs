@@ -399,20 +399,10 @@ impl Cluster {
 
 /// The `(id, state)` of each member the node at `addr` lists.
 fn members(addr: SocketAddr) -> Option<Vec<(String, String)>> {
-    let (200, body) = http_get(addr, "/cluster/members")? else {
-        return None;
-    };
-    let members: serde_json::Value = serde_json::from_str(&body).ok()?;
     Some(
-        members
-            .as_array()?
-            .iter()
-            .map(|m| {
-                (
-                    m["id"].as_str().unwrap_or_default().to_string(),
-                    m["state"].as_str().unwrap_or_default().to_string(),
-                )
-            })
+        dnd::dev::members(addr)?
+            .into_iter()
+            .map(|m| (m.id, m.state))
             .collect(),
     )
 }

@@ -489,30 +489,8 @@ fn procs() {
 }
 
 fn members_over_http(http_port: u16) -> Option<Vec<(String, String)>> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET /cluster/members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let body = reply.split("\r\n\r\n").nth(1)?;
-    let members: serde_json::Value = serde_json::from_str(body).ok()?;
-    Some(
-        members
-            .as_array()?
-            .iter()
-            .map(|m| {
-                (
-                    m["id"].as_str().unwrap_or_default().to_string(),
-                    m["state"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
-    )
+    let members = dnd::dev::members(std::net::SocketAddr::from(([127, 0, 0, 1], http_port)))?;
+    Some(members.into_iter().map(|m| (m.id, m.state)).collect())
 }
 
 fn procs_measure(ports: &[(u16, u16)]) -> (usize, Duration) {
@@ -652,17 +630,7 @@ fn procs_pause(ports: &[(u16, u16)], already_dead: usize) -> Vec<PauseFigures> {
 }
 
 fn health_id(http_port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
-    write!(
-        stream,
-        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let body: serde_json::Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1)?).ok()?;
-    body["node_id"].as_str().map(str::to_string)
+    dnd::dev::node_id(std::net::SocketAddr::from(([127, 0, 0, 1], http_port)))
 }
 
 /// The pid of the `dnd` process serving HTTP on `port`, from its command line.

@@ -5,11 +5,10 @@
 //! files. It must never signal a process it did not start, and it stops every
 //! node it started when dropped, so a failing test leaves nothing behind.
 //! Blocking on purpose: it is used from a plain `main` and from test threads,
-//! and talks to the nodes with one-shot HTTP/1.1 requests over std sockets.
+//! and talks to the nodes through ureq, a blocking HTTP client.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,22 +204,14 @@ impl DevCluster {
             .filter_map(|n| n.is_running().then(|| (n.gossip_addr(), n.http_addr())))
             .collect();
         running.iter().all(|&(_, http)| {
-            let Some((200, body)) = http_get(http, "/cluster/members") else {
+            let Some(members) = members(http) else {
                 return false;
             };
-            let Ok(members) = serde_json::from_str::<serde_json::Value>(&body) else {
-                return false;
-            };
-            let alive: Vec<String> = members
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|m| m["state"] == "alive")
-                .filter_map(|m| m["gossip_addr"].as_str().map(str::to_string))
-                .collect();
-            running
-                .iter()
-                .all(|(gossip, _)| alive.iter().any(|a| a == &gossip.to_string()))
+            running.iter().all(|(gossip, _)| {
+                members
+                    .iter()
+                    .any(|m| m.state == "alive" && m.gossip_addr == gossip.to_string())
+            })
         })
     }
 
@@ -333,8 +324,11 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on a connection of its own (`Connection: close`),
-/// waiting at most `timeout` for each read and write. Errors are one line.
+/// The largest answer [`request`] reads.
+const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One HTTP request (through ureq), waiting at most `timeout` in all.
+/// Errors are one line.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -343,71 +337,45 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let io = |what: &str, e: std::io::Error| format!("{what} {addr}: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1).min(timeout))
-        .map_err(|e| io("connecting to", e))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| io("setting timeouts on", e))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(1).min(timeout)))
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        builder = builder.header(*name, *value);
     }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .map_err(|e| io("sending to", e))?;
-    let mut reply = Vec::new();
-    stream
-        .read_to_end(&mut reply)
-        .map_err(|e| io("reading from", e))?;
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{addr} answered no complete head"))?;
-    let head = String::from_utf8_lossy(&reply[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr} answered no status"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = reply[split + 4..].to_vec();
-    let chunked = headers
+    let request = builder
+        .body(body.to_vec())
+        .map_err(|e| format!("not a request to {addr}: {e}"))?;
+    let mut response = agent
+        .run(request)
+        .map_err(|e| format!("requesting {path} from {addr}: {e}"))?;
+    let headers = response
+        .headers()
         .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| format!("{addr} sent a bad chunked body"))?;
-    }
+        .map(|(name, value)| {
+            (
+                name.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_REPLY_BYTES)
+        .read_to_vec()
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
     Ok(Reply {
-        status,
+        status: response.status().as_u16(),
         headers,
         body,
     })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 /// One `GET`: the status and the body as text, or `None` if the node
@@ -436,4 +404,61 @@ pub fn metrics(addr: SocketAddr, names: &[&str]) -> Option<Vec<Option<u64>>> {
         })
     };
     Some(names.iter().map(|name| value(name)).collect())
+}
+
+/// One member as a node's `/cluster/members` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    pub id: String,
+    pub state: String,
+    pub gossip_addr: String,
+    pub http_addr: String,
+    pub incarnation: u64,
+}
+
+/// The members the node at `addr` lists, or `None` if it does not answer
+/// with a member list.
+pub fn members(addr: SocketAddr) -> Option<Vec<MemberRow>> {
+    let (status, body) = http_get(addr, "/cluster/members")?;
+    if status != 200 {
+        return None;
+    }
+    let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let text =
+        |m: &serde_json::Value, field: &str| m[field].as_str().unwrap_or_default().to_string();
+    Some(
+        list.as_array()?
+            .iter()
+            .map(|m| MemberRow {
+                id: text(m, "id"),
+                state: text(m, "state"),
+                gossip_addr: text(m, "gossip_addr"),
+                http_addr: text(m, "http_addr"),
+                incarnation: m["incarnation"].as_u64().unwrap_or_default(),
+            })
+            .collect(),
+    )
+}
+
+/// The id of the node at `addr`, from its `/health`.
+pub fn node_id(addr: SocketAddr) -> Option<String> {
+    let (_, body) = http_get(addr, "/health")?;
+    let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+    health["node_id"].as_str().map(String::from)
+}
+
+/// A port free for both UDP and TCP on loopback at the time of asking (a
+/// node's gossip and peer ports share a number).
+pub fn free_port() -> u16 {
+    loop {
+        let Ok(udp) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(local) = udp.local_addr() else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", local.port())).is_ok() {
+            return local.port();
+        }
+    }
 }

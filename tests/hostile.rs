@@ -53,30 +53,22 @@ fn spawn(dir: &Path, secret: Option<&str>, args: &[&str]) -> DndProcess {
     DndProcess::spawn(dir, &all)
 }
 
-fn members(node: &DndProcess) -> Option<Vec<Value>> {
-    let (status, body) = dnd::dev::http_get(node.http_addr(), "/cluster/members")?;
-    (status == 200).then(|| {
-        serde_json::from_str::<Value>(&body)
-            .ok()?
-            .as_array()
-            .cloned()
-    })?
+fn members(node: &DndProcess) -> Option<Vec<dnd::dev::MemberRow>> {
+    dnd::dev::members(node.http_addr())
 }
 
 fn alive_ids(node: &DndProcess) -> Option<Vec<String>> {
-    let mut ids: Vec<String> = members(node)?
-        .iter()
-        .filter(|m| m["state"] == "alive")
-        .filter_map(|m| m["id"].as_str().map(String::from))
+    let mut ids: Vec<String> = dnd::dev::members(node.http_addr())?
+        .into_iter()
+        .filter(|m| m.state == "alive")
+        .map(|m| m.id)
         .collect();
     ids.sort();
     Some(ids)
 }
 
 fn node_id(node: &DndProcess) -> Option<String> {
-    let (_, body) = dnd::dev::http_get(node.http_addr(), "/health")?;
-    let health: Value = serde_json::from_str(&body).ok()?;
-    health["node_id"].as_str().map(String::from)
+    dnd::dev::node_id(node.http_addr())
 }
 
 /// Two secured nodes that list each other alive, and the secret's file.
@@ -130,11 +122,7 @@ fn a_node_without_the_secret_or_with_another_cannot_join_and_is_never_listed() {
     assert!(exits_with_failure(&mut open, Duration::from_secs(20)));
     assert!(exits_with_failure(&mut stranger, Duration::from_secs(20)));
     for node in [&pair.a, &pair.b] {
-        let listed: Vec<String> = members(node)
-            .unwrap()
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(String::from))
-            .collect();
+        let listed: Vec<String> = members(node).unwrap().into_iter().map(|m| m.id).collect();
         let mut listed = listed;
         listed.sort();
         assert_eq!(listed, pair.ids, "only the two members are listed");
@@ -169,11 +157,10 @@ fn forged_and_bit_flipped_datagrams_are_dropped_and_counted_and_evict_no_one() {
         .clone();
     let victim_incarnation = members(&pair.a)
         .unwrap()
-        .iter()
-        .find(|m| m["id"] == victim.as_str())
-        .unwrap()["incarnation"]
-        .as_u64()
-        .unwrap();
+        .into_iter()
+        .find(|m| m.id == victim)
+        .unwrap()
+        .incarnation;
     let target: SocketAddr = pair.a.gossip_addr().parse().unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let stranger = Codec::sealed(CLUSTER, 1400, Keyring::new(ClusterKey::generate()));

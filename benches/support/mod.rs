@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -304,33 +304,9 @@ async fn read_chunked(
     Ok(start..buf.len())
 }
 
-/// A blocking GET with `Connection: close`, for setup and checks: the status
-/// and the body.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
-
-/// A port free for both UDP and TCP on loopback at the time of asking.
-pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+// Each bench uses part of this file (see the module doc).
+#[allow(unused_imports)]
+pub use dnd::dev::{free_port, http_get};
 
 // ---------------------------------------------------------------------------
 // Latency histogram

@@ -5,7 +5,7 @@
 pub mod cluster;
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,15 +118,7 @@ pub async fn lists_alive(http_addr: SocketAddr, ids: &[String]) -> bool {
 }
 
 /// A port free for both UDP and TCP on loopback at the time of asking.
-pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use dnd::dev::free_port;
 
 /// A real `dnd` process, killed when dropped so no test leaves one behind.
 pub struct DndProcess {
