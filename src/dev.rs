@@ -337,8 +337,10 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Reply, String> {
+    // 300 is dnd's answer with siblings, not a redirect to follow.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(1).min(timeout)))
         .timeout_global(Some(timeout))
         .build()

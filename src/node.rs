@@ -15,9 +15,8 @@ use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
 use crate::actors::gossip::{AnnounceStop, Gossip, HasPeers, Leave};
-use crate::actors::membership::ListMembers;
 use crate::actors::membership::{Membership, Subscribe};
-use crate::actors::store::{FromPeer, HandOffForLeave, ReplicaClient, Store, StoreConfig};
+use crate::actors::store::{serve_peers, HandOffForLeave, ReplicaClient, Store, StoreConfig};
 use crate::config::{Config, StorageKind};
 use crate::http::{self, AppState};
 use crate::keyring::Keyring;
@@ -25,7 +24,6 @@ use crate::member::{Member, MemberState};
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::node_id::NodeId;
 use crate::peer::{self, PeerClient, PeerConfig};
-use crate::replica::{ReplicaReply, ReplicaRequest};
 use crate::storage::{self, StorageError};
 use crate::swim::{Swim, SwimConfig};
 use crate::wire::{ClusterSettings, Codec};
@@ -199,40 +197,14 @@ impl Node {
             })
         };
         membership.do_send(Subscribe(store.clone().recipient()));
-        {
-            let (store, metrics) = (store.clone(), metrics.clone());
-            let (membership, keyring) = (membership.clone(), keyring.clone());
-            store_arbiter.spawn(async move {
-                let listener = match tokio::net::TcpListener::from_std(replica_listener) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serve replica requests");
-                        return;
-                    }
-                };
-                peer::serve(
-                    listener,
-                    peer_config,
-                    metrics,
-                    move |from: NodeId, request: ReplicaRequest| {
-                        let (store, membership, keyring) =
-                            (store.clone(), membership.clone(), keyring.clone());
-                        async move {
-                            if let ReplicaRequest::Keyring(change) = request {
-                                return keyring_request(from, change, keyring, membership).await;
-                            }
-                            store
-                                .send(FromPeer { from, request })
-                                .await
-                                .unwrap_or_else(|_| {
-                                    ReplicaReply::Refused("the store is restarting".into())
-                                })
-                        }
-                    },
-                )
-                .await;
-            });
-        }
+        store_arbiter.spawn(serve_peers(
+            replica_listener,
+            peer_config,
+            metrics.clone(),
+            store.clone(),
+            membership.clone(),
+            keyring.clone(),
+        ));
 
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         let state = AppState {
@@ -399,44 +371,6 @@ fn open_keyring(config: &Config) -> Result<Option<Keyring>, StartError> {
     Keyring::open(&config.data_dir, key)
         .map(Some)
         .map_err(keyring_error)
-}
-
-/// A keyring change (or listing) from another member, sent by `dnd
-/// keyring` through it. Only a current member may ask.
-async fn keyring_request(
-    from: NodeId,
-    change: Option<crate::keyring::KeyringChange>,
-    keyring: Option<Keyring>,
-    membership: Addr<Membership>,
-) -> ReplicaReply {
-    let is_member = match membership.send(ListMembers).await {
-        Ok(members) => members
-            .iter()
-            .any(|s| s.member.id == from && s.member.state != MemberState::Left),
-        Err(_) => false,
-    };
-    if !is_member {
-        return ReplicaReply::Refused(format!("{from} is not a member of this cluster"));
-    }
-    let Some(keyring) = keyring else {
-        return ReplicaReply::Keyring(Err(
-            "this node runs without a cluster secret, so it has no keyring".into(),
-        ));
-    };
-    let result = match change {
-        Some(change) => {
-            let applied = keyring.apply(&change).map_err(|e| e.to_string());
-            match &applied {
-                Ok(view) => {
-                    tracing::info!(op = ?change.op, primary = %view.primary, keys = view.keys.len(), "keyring changed at a member's request")
-                }
-                Err(error) => tracing::warn!(op = ?change.op, %error, "keyring change refused"),
-            }
-            applied
-        }
-        None => Ok(keyring.view()),
-    };
-    ReplicaReply::Keyring(result)
 }
 
 /// The node's id: kept in the data directory for the disk engine, so a

@@ -92,6 +92,7 @@ fn https_agent(ca_pem: Option<&str>, client: Option<&Issued>) -> ureq::Agent {
     }
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(10)))
         .tls_config(tls.build())
         .build()

@@ -28,8 +28,11 @@
 //! this module carries them out.
 
 mod anti_entropy;
+mod inbound;
 mod reachability;
 mod ring_change;
+
+pub use inbound::serve_peers;
 
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
 
