@@ -83,8 +83,14 @@ pub enum DevError {
         node: String,
         source: std::io::Error,
     },
-    #[error("{node} exited before it was ready; its log is {log}")]
-    Exited { node: String, log: PathBuf },
+    #[error("{node} exited before it was ready; its log is {log}, which ends:\n{tail}")]
+    Exited {
+        node: String,
+        log: PathBuf,
+        /// The log's last lines, since a test removes the file with its
+        /// directory.
+        tail: String,
+    },
     #[error("{what} within {seconds:.0} s")]
     NotReady { what: String, seconds: f64 },
     #[error("a cluster needs at least one node")]
@@ -181,6 +187,7 @@ impl DevCluster {
                     return Err(DevError::Exited {
                         node: node.name.clone(),
                         log: node.log.clone(),
+                        tail: last_lines(&node.log, 20),
                     });
                 }
             }
@@ -463,4 +470,11 @@ pub fn free_port() -> u16 {
             return local.port();
         }
     }
+}
+
+/// The last `count` lines of the file at `path` (empty if unreadable).
+fn last_lines(path: &Path, count: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }

@@ -51,6 +51,7 @@ use tokio::sync::oneshot;
 use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::data::admission::{PeerJudge, PeerRefusal};
+use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
 use crate::data::hints::Hints;
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
@@ -708,48 +709,31 @@ impl Store {
             .unwrap_or(Quorum::Count(self.config.replication.write_quorum))
             .resolve(replicas);
         let placement = self.placement(&write.key);
-        // Only a home replica versions a write. A new dot is counted from
-        // the coordinator's own copy, which must hold every dot it issued
-        // for the key; a stand-in's copy is a hint it hands over and drops,
-        // so a stand-in counting from it could issue a dot twice, and
-        // superseded values would come back. With no home replica in
-        // reach the write is refused, not versioned elsewhere.
-        if !placement.is_home(local_id) {
-            if forwarded {
-                return ready(Err(StoreError::NotHome));
+        match route_write(&placement, local_id, needed, forwarded) {
+            WriteRoute::Here => {}
+            WriteRoute::NotHome => return ready(Err(StoreError::NotHome)),
+            WriteRoute::Unreachable { reachable, needed } => {
+                self.metrics.kv_refused_unreachable.inc();
+                return ready(Err(StoreError::Unreachable { reachable, needed }));
             }
-            let homes = self.with_addrs(
-                placement
-                    .targets
-                    .iter()
-                    .filter(|t| t.hint_for.is_none())
-                    .map(|t| t.node),
-            );
-            self.metrics.kv_writes_forwarded.inc();
-            return Box::pin(forward(
-                self.peers.clone(),
-                self.reachability.clone(),
-                homes,
-                // Long enough for the home replica's own fan-out.
-                self.config.replica_timeout * 3,
-                write,
-            ));
+            WriteRoute::Forward(homes) => {
+                self.metrics.kv_writes_forwarded.inc();
+                return Box::pin(forward(
+                    self.peers.clone(),
+                    self.reachability.clone(),
+                    self.with_addrs(homes),
+                    // Long enough for the home replica's own fan-out.
+                    self.config.replica_timeout * 3,
+                    write,
+                ));
+            }
         }
-        let reachable = placement.targets.len() + placement.spares.len();
-        if reachable < needed {
-            self.metrics.kv_refused_unreachable.inc();
-            return ready(Err(StoreError::Unreachable { reachable, needed }));
-        }
-        // A number only the client vouches for must never enter the key's
-        // clock: a context naming versions this copy lacks is checked
-        // against the other home replicas first (a read right after a write
-        // elsewhere may be ahead of this copy; a forged one is ahead of all).
         if !looked_up {
             let known = match self.read_local(&write.key) {
                 Ok(object) => object.clock(),
                 Err(e) => return ready(self.count_failure(Err(e))),
             };
-            if !known.descends(&write.context) {
+            if !context_is_known(&known, &write.context) {
                 return self.look_up_context(write, forwarded, &placement, ctx);
             }
         }
@@ -764,20 +748,7 @@ impl Store {
             None => return ready(Err(StoreError::Restarting)),
         };
         self.note_change(change);
-        // A home replica that is down with no node left to stand in for it
-        // (a cluster of N nodes, or most of one gone) gets its hint here.
-        let uncovered: Vec<NodeId> = placement
-            .home
-            .iter()
-            .copied()
-            .filter(|&home| {
-                home != local_id
-                    && !placement
-                        .targets
-                        .iter()
-                        .any(|t| t.node == home || t.hint_for == Some(home))
-            })
-            .collect();
+        let uncovered = uncovered_homes(&placement, local_id);
         if !uncovered.is_empty() {
             self.keep_hints(&write.key, &uncovered);
         }

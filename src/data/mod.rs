@@ -9,6 +9,7 @@
 //! so each can be tested beside its code.
 
 pub mod admission;
+pub mod coordinate;
 pub mod hints;
 pub mod layout;
 pub mod placement;
