@@ -61,7 +61,7 @@ impl std::str::FromStr for Role {
 /// Why a tokens file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
-    #[error("cannot read the tokens file {path}: {source}")]
+    #[error("cannot read the tokens file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -124,8 +124,16 @@ impl TokenTable {
     /// Parses a tokens file: at least one token, names and digests unique,
     /// each digest 64 hex digits.
     pub fn from_toml(text: &str) -> Result<Self, TokensError> {
-        let file: TokensFile =
-            toml::from_str(text).map_err(|e| TokensError::Invalid(e.message().to_string()))?;
+        let file: TokensFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| before.matches('\n').count() + 1);
+            TokensError::Invalid(match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_string(),
+            })
+        })?;
         if file.token.is_empty() {
             return Err(TokensError::Invalid(
                 "it lists no [[token]]; every request would be refused".into(),
@@ -306,6 +314,7 @@ mod tests {
                 "same sha256",
             ),
             ("[[token]]\nname = \"a\"\n".into(), "missing field"),
+            ("[[token]]\nname = \"a\"\ngarbage\n".into(), "line 3"),
             (
                 format!("[[token]]\nname = \"a b\"\nrole = \"read\"\nsha256 = \"{digest}\"\n"),
                 "token name",

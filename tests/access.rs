@@ -731,3 +731,36 @@ fn the_secured_setup_runs_end_to_end_through_the_binary() {
     });
     assert!(status.success());
 }
+
+#[test]
+fn a_node_refuses_to_start_on_a_tokens_file_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[token]]\nname = \"ops\"\nrole = \"root\"\nsha256 = \"00\"\n",
+    )
+    .unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    for (file, reason) in [
+        (bad, "unknown variant"),
+        (empty, "no [[token]]"),
+        (
+            dir.path().join("missing.toml"),
+            "cannot read the tokens file",
+        ),
+    ] {
+        let output = common::dnd_command()
+            .args(["--storage", "memory", "--tokens-file"])
+            .arg(&file)
+            .args(["--port", &common::free_port().to_string()])
+            .args(["--server-port", &common::free_port().to_string()])
+            .arg("start")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{}", file.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{}: {stderr}", file.display());
+    }
+}

@@ -672,6 +672,9 @@ impl AdminClient {
                     _ => None,
                 })
                 .collect::<Vec<_>>();
+            if chain.is_empty() {
+                return Err(anyhow!("{} holds no PEM certificate", cert.display()));
+            }
             let key = ureq::tls::PrivateKey::from_pem(&read(key)?)
                 .with_context(|| format!("{} is not a PEM private key", key.display()))?;
             tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
