@@ -15,4 +15,5 @@ pub mod layout;
 pub mod placement;
 pub mod purge;
 pub mod read;
+pub mod sim;
 pub mod write;
