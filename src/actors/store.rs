@@ -52,7 +52,7 @@ use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::data::admission::{PeerJudge, PeerRefusal};
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
-use crate::data::hints::Hints;
+use crate::data::hints::{drops_copy_after_delivery, hint_fate, HintFate, Hints};
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
 use crate::data::purge::PurgedTombstones;
@@ -860,28 +860,24 @@ impl Store {
             let mut stale = Vec::new();
             let mut moved = Vec::new();
             for key in self.hints.keys_for(owner).take(HINT_BATCH) {
-                // The ring changed since the hint was kept (nodes joined or
-                // came back): the owner would refuse a key it no longer
-                // homes, so the copy goes to the key's home replicas now.
+                let object = match self.read_local(key) {
+                    Ok(object) => object,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a hinted key");
+                        continue;
+                    }
+                };
                 let home = self.placement(key).home;
-                if !home.contains(&owner) {
-                    moved.push((key.clone(), home));
-                    continue;
-                }
-                match self.read_local(key) {
-                    Ok(object) if !object.is_empty() => batch.push((key.clone(), object)),
-                    Ok(_) => stale.push(key.clone()),
-                    Err(e) => tracing::warn!(error = %e, "cannot read a hinted key"),
+                match hint_fate(owner, &home, self.config.local_id, object.is_empty()) {
+                    HintFate::Deliver => batch.push((key.clone(), object)),
+                    HintFate::Stale => stale.push(key.clone()),
+                    HintFate::Moved(owners) => moved.push((key.clone(), owners)),
                 }
             }
             for key in stale {
                 self.drop_hint(owner, &key);
             }
-            for (key, home) in moved {
-                let owners: Vec<NodeId> = home
-                    .into_iter()
-                    .filter(|&n| n != self.config.local_id)
-                    .collect();
+            for (key, owners) in moved {
                 self.keep_hints(&key, &owners);
                 self.drop_hint(owner, &key);
             }
@@ -929,11 +925,8 @@ impl Store {
     fn on_hint_delivered(&mut self, msg: HintDelivered) {
         self.metrics.hints_delivered.inc();
         self.drop_hint(msg.owner, &msg.key);
-        // A stand-in outside the key's home drops its copy once no owner
-        // waits for it, unless a newer write arrived meanwhile.
-        if self.placement(&msg.key).is_home(self.config.local_id)
-            || self.hints.any_for_key(&msg.key)
-        {
+        let is_home = self.placement(&msg.key).is_home(self.config.local_id);
+        if !drops_copy_after_delivery(is_home, self.hints.any_for_key(&msg.key)) {
             return;
         }
         if let Err(e) = self.drop_local_if(&msg.key, &msg.delivered) {

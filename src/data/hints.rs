@@ -57,9 +57,69 @@ impl Hints {
     }
 }
 
+/// What becomes of one hint when its owner is reachable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HintFate {
+    /// Send the copy to the owner.
+    Deliver,
+    /// This node holds no copy any more: the hint goes.
+    Stale,
+    /// The ring changed since (nodes joined or came back) and the owner no
+    /// longer homes the key, so it would refuse it: the hint goes, and
+    /// hints for these home replicas take its place.
+    Moved(Vec<NodeId>),
+}
+
+/// The fate of the hint for `owner` about a key whose home replicas are
+/// now `home`, on `local_id`, whose copy is empty or not.
+pub fn hint_fate(
+    owner: NodeId,
+    home: &[NodeId],
+    local_id: NodeId,
+    copy_is_empty: bool,
+) -> HintFate {
+    if !home.contains(&owner) {
+        return HintFate::Moved(home.iter().copied().filter(|&n| n != local_id).collect());
+    }
+    if copy_is_empty {
+        HintFate::Stale
+    } else {
+        HintFate::Deliver
+    }
+}
+
+/// Once a hint was delivered: a stand-in outside the key's home drops its
+/// copy when no other owner waits for it (and, the Store checks, when no
+/// newer write arrived meanwhile).
+pub fn drops_copy_after_delivery(is_home: bool, other_hints_for_key: bool) -> bool {
+    !is_home && !other_hints_for_key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_is_delivered_dropped_or_moved_to_the_new_homes() {
+        let n = NodeId::from_u64;
+        let home = [n(1), n(2), n(3)];
+        assert_eq!(hint_fate(n(2), &home, n(4), false), HintFate::Deliver);
+        assert_eq!(hint_fate(n(2), &home, n(4), true), HintFate::Stale);
+        assert_eq!(
+            hint_fate(n(9), &home, n(1), false),
+            HintFate::Moved(vec![n(2), n(3)]),
+            "never a hint for itself"
+        );
+        assert!(drops_copy_after_delivery(false, false));
+        assert!(
+            !drops_copy_after_delivery(true, false),
+            "a home keeps its copy"
+        );
+        assert!(
+            !drops_copy_after_delivery(false, true),
+            "another owner waits"
+        );
+    }
 
     #[test]
     fn an_owner_is_forgotten_with_its_last_hint() {

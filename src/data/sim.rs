@@ -5,8 +5,8 @@
 //! What it runs is this crate's own code: placement (`replication`), the
 //! coordinator's routing and context check (`data::coordinate`), versioning
 //! and merging (`version`), and the write and read rounds (`data::write`,
-//! `data::read`) with their stand-ins, hints and read repair. What it
-//! models in their place: the network (drops, duplicates, random delays
+//! `data::read`) with their stand-ins, hints (kept, delivered and dropped
+//! as `data::hints` says) and read repair. What it models in their place: the network (drops, duplicates, random delays
 //! and so reordering, symmetric and one-way partitions), crashes and
 //! restarts (storage is durable: a crash loses nothing stored, as with the
 //! disk engine and a killed process), a failure detector that knows at once
@@ -28,6 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
+use super::hints::{drops_copy_after_delivery, hint_fate, HintFate, Hints};
 use super::read::{ReadAnswer, ReadRound, ReadStep};
 use super::write::{Step as WriteStep, WriteRound};
 use crate::node_id::NodeId;
@@ -186,8 +187,7 @@ enum Round {
 struct Node {
     id: NodeId,
     copies: HashMap<String, Object>,
-    /// Hinted keys, by owner.
-    hints: BTreeMap<usize, BTreeSet<String>>,
+    hints: Hints,
     crashed: bool,
 }
 
@@ -233,7 +233,7 @@ impl Sim {
             .map(|i| Node {
                 id: NodeId::from_u64(i as u64 + 1),
                 copies: HashMap::new(),
-                hints: BTreeMap::new(),
+                hints: Hints::default(),
                 crashed: false,
             })
             .collect();
@@ -394,8 +394,7 @@ impl Sim {
                     .or_default()
                     .merge(&object);
                 if let Some(owner) = target.hint_for {
-                    let owner = self.index_of(owner);
-                    self.nodes[to].hints.entry(owner).or_default().insert(key);
+                    self.nodes[to].hints.insert(owner, key);
                 }
                 self.send(to, from, Msg::WriteAck { round, target });
             }
@@ -427,12 +426,20 @@ impl Sim {
                 );
             }
             Msg::HintAck { key, dots } => {
-                // Delivered: the hint goes, unless a newer write came since.
+                // Delivered: the hint goes, and a stand-in's copy with it,
+                // unless a newer write came since.
                 let current = self.nodes[to].copies.get(&key).map(Object::dots);
-                if current.as_ref() == Some(&dots) {
-                    if let Some(keys) = self.nodes[to].hints.get_mut(&from) {
-                        keys.remove(&key);
-                    }
+                if current.as_ref() != Some(&dots) {
+                    return;
+                }
+                let owner = self.nodes[from].id;
+                self.nodes[to].hints.remove(owner, &key);
+                let is_home = self
+                    .ring
+                    .preference_list(key.as_bytes(), self.config.replicas)
+                    .contains(&self.nodes[to].id);
+                if drops_copy_after_delivery(is_home, self.nodes[to].hints.any_for_key(&key)) {
+                    self.nodes[to].copies.remove(&key);
                 }
             }
         }
@@ -443,13 +450,15 @@ impl Sim {
             if self.nodes[node].crashed {
                 continue;
             }
-            let owed: Vec<(usize, String)> = self.nodes[node]
-                .hints
-                .iter()
-                .flat_map(|(owner, keys)| keys.iter().map(|k| (*owner, k.clone())))
+            let local_id = self.nodes[node].id;
+            let hints = &self.nodes[node].hints;
+            let owed: Vec<(NodeId, String)> = hints
+                .owners()
+                .flat_map(|owner| hints.keys_for(owner).map(move |k| (owner, k.clone())))
                 .collect();
             for (owner, key) in owed {
-                if !self.reaches(node, owner) {
+                let to = self.index_of(owner);
+                if !self.reaches(node, to) {
                     continue;
                 }
                 let object = self.nodes[node]
@@ -457,7 +466,19 @@ impl Sim {
                     .get(&key)
                     .cloned()
                     .unwrap_or_default();
-                self.send(node, owner, Msg::Hint { key, object });
+                let home = self
+                    .ring
+                    .preference_list(key.as_bytes(), self.config.replicas);
+                match hint_fate(owner, &home, local_id, object.is_empty()) {
+                    HintFate::Deliver => self.send(node, to, Msg::Hint { key, object }),
+                    HintFate::Stale => self.nodes[node].hints.remove(owner, &key),
+                    HintFate::Moved(owners) => {
+                        for new_owner in owners {
+                            self.nodes[node].hints.insert(new_owner, key.clone());
+                        }
+                        self.nodes[node].hints.remove(owner, &key);
+                    }
+                }
             }
         }
     }
@@ -763,12 +784,7 @@ impl Sim {
             self.report.reused_dots.push((key.clone(), dot));
         }
         for owner in uncovered_homes(&placement, local_id) {
-            let owner = self.index_of(owner);
-            self.nodes[coordinator]
-                .hints
-                .entry(owner)
-                .or_default()
-                .insert(key.clone());
+            self.nodes[coordinator].hints.insert(owner, key.clone());
         }
         let (round, steps) =
             WriteRound::start(local_id, &placement.targets, &placement.spares, needed);
@@ -871,12 +887,7 @@ impl Sim {
                 }
                 WriteStep::KeepHints(owners) => {
                     for owner in owners {
-                        let owner = self.index_of(owner);
-                        self.nodes[coordinator]
-                            .hints
-                            .entry(owner)
-                            .or_default()
-                            .insert(key.clone());
+                        self.nodes[coordinator].hints.insert(owner, key.clone());
                     }
                 }
             }
