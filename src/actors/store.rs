@@ -52,7 +52,7 @@ use super::contain_panic;
 use super::membership::MembersChanged;
 use crate::data::admission::{PeerJudge, PeerRefusal};
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
-use crate::data::hints::{drops_copy_after_delivery, hint_fate, HintFate, Hints};
+use crate::data::hints::{drops_copy_after_delivery, moved_to, Hints};
 use crate::data::layout::{data_key, hint_key, parse_hint_key, HINT_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
 use crate::data::purge::PurgedTombstones;
@@ -860,18 +860,15 @@ impl Store {
             let mut stale = Vec::new();
             let mut moved = Vec::new();
             for key in self.hints.keys_for(owner).take(HINT_BATCH) {
-                let object = match self.read_local(key) {
-                    Ok(object) => object,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read a hinted key");
-                        continue;
-                    }
-                };
                 let home = self.placement(key).home;
-                match hint_fate(owner, &home, self.config.local_id, object.is_empty()) {
-                    HintFate::Deliver => batch.push((key.clone(), object)),
-                    HintFate::Stale => stale.push(key.clone()),
-                    HintFate::Moved(owners) => moved.push((key.clone(), owners)),
+                if let Some(owners) = moved_to(owner, &home, self.config.local_id) {
+                    moved.push((key.clone(), owners));
+                    continue;
+                }
+                match self.read_local(key) {
+                    Ok(object) if !object.is_empty() => batch.push((key.clone(), object)),
+                    Ok(_) => stale.push(key.clone()),
+                    Err(e) => tracing::warn!(error = %e, "cannot read a hinted key"),
                 }
             }
             for key in stale {

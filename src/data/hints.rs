@@ -57,35 +57,13 @@ impl Hints {
     }
 }
 
-/// What becomes of one hint when its owner is reachable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HintFate {
-    /// Send the copy to the owner.
-    Deliver,
-    /// This node holds no copy any more: the hint goes.
-    Stale,
-    /// The ring changed since (nodes joined or came back) and the owner no
-    /// longer homes the key, so it would refuse it: the hint goes, and
-    /// hints for these home replicas take its place.
-    Moved(Vec<NodeId>),
-}
-
-/// The fate of the hint for `owner` about a key whose home replicas are
-/// now `home`, on `local_id`, whose copy is empty or not.
-pub fn hint_fate(
-    owner: NodeId,
-    home: &[NodeId],
-    local_id: NodeId,
-    copy_is_empty: bool,
-) -> HintFate {
-    if !home.contains(&owner) {
-        return HintFate::Moved(home.iter().copied().filter(|&n| n != local_id).collect());
-    }
-    if copy_is_empty {
-        HintFate::Stale
-    } else {
-        HintFate::Deliver
-    }
+/// Where a hint for `owner` goes instead, if the ring changed since it
+/// was kept (nodes joined or came back) and `owner` no longer homes the key
+/// (its home replicas are now `home`): it would refuse the key, so hints
+/// for the new home replicas other than `local_id` take its place. `None`:
+/// the hint is still the owner's to receive.
+pub fn moved_to(owner: NodeId, home: &[NodeId], local_id: NodeId) -> Option<Vec<NodeId>> {
+    (!home.contains(&owner)).then(|| home.iter().copied().filter(|&n| n != local_id).collect())
 }
 
 /// Once a hint was delivered: a stand-in outside the key's home drops its
@@ -100,14 +78,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_hint_is_delivered_dropped_or_moved_to_the_new_homes() {
+    fn a_hint_moves_to_the_new_homes_only_when_its_owner_is_no_home() {
         let n = NodeId::from_u64;
         let home = [n(1), n(2), n(3)];
-        assert_eq!(hint_fate(n(2), &home, n(4), false), HintFate::Deliver);
-        assert_eq!(hint_fate(n(2), &home, n(4), true), HintFate::Stale);
+        assert_eq!(moved_to(n(2), &home, n(4)), None);
         assert_eq!(
-            hint_fate(n(9), &home, n(1), false),
-            HintFate::Moved(vec![n(2), n(3)]),
+            moved_to(n(9), &home, n(1)),
+            Some(vec![n(2), n(3)]),
             "never a hint for itself"
         );
         assert!(drops_copy_after_delivery(false, false));

@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
-use super::hints::{drops_copy_after_delivery, hint_fate, HintFate, Hints};
+use super::hints::{drops_copy_after_delivery, moved_to, Hints};
 use super::read::{ReadAnswer, ReadRound, ReadStep};
 use super::write::{Step as WriteStep, WriteRound};
 use crate::node_id::NodeId;
@@ -461,23 +461,21 @@ impl Sim {
                 if !self.reaches(node, to) {
                     continue;
                 }
-                let object = self.nodes[node]
-                    .copies
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_default();
                 let home = self
                     .ring
                     .preference_list(key.as_bytes(), self.config.replicas);
-                match hint_fate(owner, &home, local_id, object.is_empty()) {
-                    HintFate::Deliver => self.send(node, to, Msg::Hint { key, object }),
-                    HintFate::Stale => self.nodes[node].hints.remove(owner, &key),
-                    HintFate::Moved(owners) => {
-                        for new_owner in owners {
-                            self.nodes[node].hints.insert(new_owner, key.clone());
-                        }
-                        self.nodes[node].hints.remove(owner, &key);
+                if let Some(owners) = moved_to(owner, &home, local_id) {
+                    for new_owner in owners {
+                        self.nodes[node].hints.insert(new_owner, key.clone());
                     }
+                    self.nodes[node].hints.remove(owner, &key);
+                    continue;
+                }
+                match self.nodes[node].copies.get(&key).cloned() {
+                    Some(object) if !object.is_empty() => {
+                        self.send(node, to, Msg::Hint { key, object })
+                    }
+                    _ => self.nodes[node].hints.remove(owner, &key),
                 }
             }
         }
