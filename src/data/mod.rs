@@ -1,7 +1,8 @@
 //! The data path's decisions, as plain functions and data: where a key's
 //! bytes live in storage, which nodes are a key's home, what a read may
-//! answer from the replies so far, which hints are kept, and whether a
-//! peer may make a request.
+//! answer from the replies so far, which hints are kept, what a ring change
+//! moves, what anti-entropy exchanges and when a tombstone may go, and
+//! whether a peer may make a request.
 //!
 //! Owns no I/O: nothing here opens a socket, touches a storage engine,
 //! reads a clock or knows of actix. The Store actor (`actors::store`)
@@ -10,10 +11,12 @@
 
 pub mod admission;
 pub mod coordinate;
+pub mod handoff;
 pub mod hints;
 pub mod layout;
 pub mod placement;
 pub mod purge;
 pub mod read;
+pub mod repair;
 pub mod sim;
 pub mod write;

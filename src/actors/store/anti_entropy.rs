@@ -28,11 +28,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::{Store, StoreError};
 use crate::data::layout::{bucket_prefix, key_of_data_key, DATA_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
+use crate::data::repair::{compare_bucket, differing_buckets, may_collect};
 use crate::key::Key;
 use crate::member::MemberState;
-use crate::merkle::{
-    differing, entry_hash, BucketEntries, HashTree, BRANCHES, LEAVES, LEAVES_PER_BRANCH,
-};
+use crate::merkle::{differing, entry_hash, BucketEntries, HashTree, BRANCHES, LEAVES};
 use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};
 use crate::ring::Ring;
@@ -181,18 +180,7 @@ impl Store {
                     return;
                 }
             };
-            let mut buckets: Vec<u16> = Vec::new();
-            for (branch, theirs) in leaves {
-                let branch = usize::from(branch);
-                if branch >= BRANCHES {
-                    continue;
-                }
-                for leaf in differing(ours.leaves_of(branch), &theirs) {
-                    buckets.push((branch * LEAVES_PER_BRANCH + leaf) as u16);
-                }
-            }
-            let more = buckets.len() > BUCKETS_PER_ROUND;
-            buckets.truncate(BUCKETS_PER_ROUND);
+            let (buckets, more) = differing_buckets(&ours, &leaves, BUCKETS_PER_ROUND);
             store.do_send(Compared {
                 peer,
                 addr,
@@ -406,29 +394,25 @@ impl Store {
             if usize::from(bucket) >= LEAVES || entries.len() > MAX_OBJECTS_PER_REQUEST {
                 return ReplicaReply::Refused("a malformed bucket".into());
             }
-            let ours = match self.entries_shared_with(pair, bucket) {
+            let mut ours = match self.entries_shared_with(pair, bucket) {
                 Ok(ours) => ours,
                 Err(e) => return ReplicaReply::Refused(e.to_string()),
             };
             let theirs: BTreeMap<String, u64> = entries.into_iter().collect();
-            for (key, (hash, object)) in &ours {
-                if theirs.get(key) != Some(hash) {
-                    objects.push((key.clone(), object.clone()));
-                }
-            }
+            let hashes: BTreeMap<String, u64> =
+                ours.iter().map(|(k, (h, _))| (k.clone(), *h)).collect();
             let ring = self.settled.clone().unwrap_or_else(|| self.ring.clone());
-            for (key, hash) in theirs {
-                let differs = ours.get(&key).is_none_or(|(h, _)| *h != hash);
-                // Only keys this node shares with the sender, by its own
-                // ring: a peer cannot make it take keys it does not own.
-                if differs
-                    && Key::new(key.as_str(), self.config.max_key_bytes).is_ok()
-                    && shared_peers(&ring, &self.config.replication, self.config.local_id, &key)
+            let (send, want) = compare_bucket(&hashes, &theirs, |key| {
+                Key::new(key, self.config.max_key_bytes).is_ok()
+                    && shared_peers(&ring, &self.config.replication, self.config.local_id, key)
                         .contains(&pair)
-                {
-                    wanted.push(key);
+            });
+            for key in send {
+                if let Some((_, object)) = ours.remove(&key) {
+                    objects.push((key, object));
                 }
             }
+            wanted.extend(want);
         }
         if !wanted.is_empty() {
             let until = Instant::now() + self.config.replica_timeout * 3;
@@ -477,28 +461,21 @@ impl Store {
             let Some(deleted_at) = object.deleted_at_ms() else {
                 continue;
             };
-            if now.saturating_sub(deleted_at) < grace {
-                continue;
-            }
             let home = home_of(&self.ring, &self.config.replication, key);
-            // One replica decides: the first home replica.
-            if home.first() != Some(&me) {
+            let alive = |n: NodeId| {
+                self.members
+                    .get(&n)
+                    .is_some_and(|m| m.state == MemberState::Alive)
+            };
+            if !may_collect(deleted_at, now, grace, &home, me, alive) {
                 continue;
             }
-            let others: Option<Vec<SocketAddr>> = home
+            let others: Vec<SocketAddr> = home
                 .iter()
                 .filter(|&&n| n != me)
-                .map(|&n| {
-                    self.members
-                        .get(&n)
-                        .filter(|m| m.state == MemberState::Alive)
-                        .map(|m| m.gossip_addr)
-                })
+                .filter_map(|n| self.members.get(n).map(|m| m.gossip_addr))
                 .collect();
-            // Every home replica must be alive to be asked.
-            if let Some(others) = others {
-                candidates.push((key.to_string(), object.dots(), others));
-            }
+            candidates.push((key.to_string(), object.dots(), others));
         }
         if candidates.is_empty() {
             return;

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::Store;
+use crate::data::handoff::{drops_after_handoff, Move, RingChange};
 use crate::data::layout::{key_of_data_key, DATA_PREFIX, META_PREFIX};
 use crate::data::placement::{home_of, shared_peers};
 use crate::merkle::{bucket_of, entry_hash, HashTree};
@@ -142,12 +143,6 @@ pub(super) struct StepSent {
     drops: Vec<(String, BTreeSet<Dot>, Vec<NodeId>)>,
 }
 
-/// What one key needs in a ring change.
-struct Move {
-    targets: Vec<NodeId>,
-    drop_here: bool,
-}
-
 impl Store {
     /// Takes in a new ring from Membership.
     pub(super) fn on_ring(&mut self, ring: Arc<Ring>, ctx: &mut Context<Self>) {
@@ -213,54 +208,17 @@ impl Store {
         ctx.notify(Step(id));
     }
 
-    /// Decides what `key` needs when data placed for `from` moves to `to`.
+    /// What `key` needs when data placed for the job's `from` ring moves
+    /// to its `to` ring ([`RingChange::plan`]).
     fn plan_move(&self, job: &RingJob, key: &str) -> Option<Move> {
-        let me = self.config.local_id;
-        let replication = &self.config.replication;
-        let old_home = home_of(&job.from, replication, key);
-        let new_home = home_of(&job.to, replication, key);
-        if old_home == new_home && new_home.contains(&me) {
-            return None;
-        }
-        let up = |n: &NodeId| self.is_up(*n) && *n != me;
-        let gaining: Vec<NodeId> = new_home
-            .iter()
-            .copied()
-            .filter(|n| !old_home.contains(n))
-            .filter(up)
-            .collect();
-        if !new_home.contains(&me) {
-            // A stand-in's copy goes to its owner by its hint.
-            if self.hints.any_for_key(key) {
-                return None;
-            }
-            let targets = if gaining.is_empty() {
-                new_home.iter().copied().filter(up).collect()
-            } else {
-                gaining
-            };
-            return Some(Move {
-                targets,
-                drop_here: job.leave.is_none(),
-            });
-        }
-        if gaining.is_empty() {
-            return None;
-        }
-        // This node keeps the key: it sends only if no replica the key
-        // moved away from can, and it is the first that stays.
-        let displaced_up = old_home.iter().any(|n| !new_home.contains(n) && up(n));
-        let first_staying = old_home
-            .iter()
-            .copied()
-            .find(|n| new_home.contains(n) && (self.is_up(*n) || *n == me));
-        if displaced_up || first_staying != Some(me) {
-            return None;
-        }
-        Some(Move {
-            targets: gaining,
-            drop_here: false,
-        })
+        let change = RingChange {
+            from: &job.from,
+            to: &job.to,
+            replication: &self.config.replication,
+            local_id: self.config.local_id,
+            leaving: job.leave.is_some(),
+        };
+        change.plan(key, |n| self.is_up(n), self.hints.any_for_key(key))
     }
 
     fn step(&mut self, job_id: u64, ctx: &mut Context<Self>) {
@@ -409,17 +367,16 @@ impl Store {
                 failed_targets.insert(*node);
             }
         }
-        let delivered_to: BTreeSet<NodeId> = msg.sent.iter().map(|(n, ..)| *n).collect();
+        let stored_by: BTreeSet<NodeId> = msg
+            .sent
+            .iter()
+            .map(|(n, ..)| *n)
+            .filter(|n| !failed_targets.contains(n))
+            .collect();
+        let me = self.config.local_id;
         for (key, dots, targets) in msg.drops {
-            // Only once every new home replica has it, and only if this
-            // node is still not one (the ring may have moved on).
-            let all_stored = !targets.is_empty()
-                && targets
-                    .iter()
-                    .all(|t| delivered_to.contains(t) && !failed_targets.contains(t));
-            let still_away = !home_of(&self.ring, &self.config.replication, &key)
-                .contains(&self.config.local_id);
-            if all_stored && still_away {
+            let home_now = home_of(&self.ring, &self.config.replication, &key);
+            if drops_after_handoff(&targets, &stored_by, &home_now, me) {
                 match self.drop_local_if(&key, &dots) {
                     Ok(true) => {
                         if let Some(job) = &mut self.job {

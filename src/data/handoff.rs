@@ -1,0 +1,249 @@
+//! What a ring change moves: for each key a node holds, whom it sends the
+//! key to when data placed for one ring is placed for the next, and when
+//! it may drop its own copy afterwards.
+//!
+//! Owns those two decisions only, as functions of the rings, the key and
+//! who is up. Never reads storage or sends anything: the Store's ring-change
+//! job (`actors::store::ring_change`) walks the keys and carries out what
+//! these say; the data-path simulation runs the same functions.
+
+use std::collections::BTreeSet;
+
+use super::placement::home_of;
+use crate::node_id::NodeId;
+use crate::replication::Replication;
+use crate::ring::Ring;
+
+/// What one key needs from this node in a ring change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// The nodes to send the key to.
+    pub targets: Vec<NodeId>,
+    /// Whether this node drops its copy once every target stored it.
+    pub drop_here: bool,
+}
+
+/// One node's view of a ring change: the ring its data was placed for, the
+/// ring it moves to, and whether the change is this node's own leave.
+pub struct RingChange<'a> {
+    pub from: &'a Ring,
+    pub to: &'a Ring,
+    pub replication: &'a Replication,
+    pub local_id: NodeId,
+    /// A leaving node keeps its copies after sending them (it is going
+    /// anyway, and still serves reads until it is gone).
+    pub leaving: bool,
+}
+
+impl RingChange<'_> {
+    /// Decides what `key` needs. `is_up` says whether another node may be
+    /// sent to now; `hinted_here` whether this node keeps a hint for the
+    /// key (a stand-in's copy goes to its owner by the hint instead).
+    ///
+    /// One node sends each key: a replica the key moved away from if one is
+    /// up, else the first home replica that keeps it. A node that is no
+    /// longer home sends to the nodes that gained the key (to every new
+    /// home replica up if none gained it, so its copy is never the only
+    /// one dropped) and drops its copy once they stored it.
+    pub fn plan(
+        &self,
+        key: &str,
+        is_up: impl Fn(NodeId) -> bool,
+        hinted_here: bool,
+    ) -> Option<Move> {
+        let me = self.local_id;
+        let old_home = home_of(self.from, self.replication, key);
+        let new_home = home_of(self.to, self.replication, key);
+        if old_home == new_home && new_home.contains(&me) {
+            return None;
+        }
+        let up = |n: &NodeId| *n != me && is_up(*n);
+        let gaining: Vec<NodeId> = new_home
+            .iter()
+            .copied()
+            .filter(|n| !old_home.contains(n))
+            .filter(up)
+            .collect();
+        if !new_home.contains(&me) {
+            if hinted_here {
+                return None;
+            }
+            let targets = if gaining.is_empty() {
+                new_home.iter().copied().filter(up).collect()
+            } else {
+                gaining
+            };
+            return Some(Move {
+                targets,
+                drop_here: !self.leaving,
+            });
+        }
+        if gaining.is_empty() {
+            return None;
+        }
+        let displaced_up = old_home.iter().any(|n| !new_home.contains(n) && up(n));
+        let first_staying = old_home
+            .iter()
+            .copied()
+            .find(|n| new_home.contains(n) && (*n == me || is_up(*n)));
+        if displaced_up || first_staying != Some(me) {
+            return None;
+        }
+        Some(Move {
+            targets: gaining,
+            drop_here: false,
+        })
+    }
+}
+
+/// Whether a node may drop its copy of a key it handed over: only once
+/// every target stored it, and only if the node is still no home replica
+/// on the ring it has now (the ring may have moved on meanwhile).
+pub fn drops_after_handoff(
+    targets: &[NodeId],
+    stored_by: &BTreeSet<NodeId>,
+    home_now: &[NodeId],
+    local_id: NodeId,
+) -> bool {
+    !targets.is_empty()
+        && targets.iter().all(|t| stored_by.contains(t))
+        && !home_now.contains(&local_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(range: std::ops::RangeInclusive<u64>) -> Vec<NodeId> {
+        range.map(NodeId::from_u64).collect()
+    }
+
+    /// Over many keys, a join moves each key the new node homes from
+    /// exactly one sender, and only to nodes that gained it.
+    #[test]
+    fn a_join_sends_each_moved_key_once_to_whom_gained_it() {
+        let replication = Replication::default();
+        let from = Ring::new(ids(1..=4), 16);
+        let to = Ring::new(ids(1..=5), 16);
+        let mut moved = 0;
+        for i in 0..500 {
+            let key = format!("k{i}");
+            let old_home = home_of(&from, &replication, &key);
+            let new_home = home_of(&to, &replication, &key);
+            let mut senders = 0;
+            for &node in &old_home {
+                let change = RingChange {
+                    from: &from,
+                    to: &to,
+                    replication: &replication,
+                    local_id: node,
+                    leaving: false,
+                };
+                if let Some(plan) = change.plan(&key, |_| true, false) {
+                    senders += 1;
+                    for target in &plan.targets {
+                        assert!(new_home.contains(target), "{key}: sent to a non-home");
+                        assert!(!old_home.contains(target) || !new_home.contains(&node));
+                    }
+                    assert_eq!(plan.drop_here, !new_home.contains(&node), "{key}");
+                }
+            }
+            if old_home == new_home {
+                assert_eq!(senders, 0, "{key}: nothing moved");
+            } else {
+                moved += 1;
+                assert_eq!(senders, 1, "{key}: one sender, not {senders}");
+            }
+        }
+        assert!(
+            moved > 50,
+            "a fifth node takes a share of the keys: {moved}"
+        );
+    }
+
+    #[test]
+    fn a_displaced_node_that_is_down_leaves_the_send_to_the_first_that_stays() {
+        let replication = Replication::default();
+        let from = Ring::new(ids(1..=4), 16);
+        let to = Ring::new(ids(1..=5), 16);
+        let key = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| {
+                let (a, b) = (
+                    home_of(&from, &replication, k),
+                    home_of(&to, &replication, k),
+                );
+                a != b && a.iter().filter(|n| b.contains(n)).count() == 2
+            })
+            .expect("some key swaps one home replica");
+        let old_home = home_of(&from, &replication, &key);
+        let new_home = home_of(&to, &replication, &key);
+        let displaced = *old_home.iter().find(|n| !new_home.contains(n)).unwrap();
+        let first_staying = *old_home.iter().find(|n| new_home.contains(n)).unwrap();
+        let up = |n: NodeId| n != displaced;
+        for &node in &old_home {
+            if node == displaced {
+                continue;
+            }
+            let change = RingChange {
+                from: &from,
+                to: &to,
+                replication: &replication,
+                local_id: node,
+                leaving: false,
+            };
+            let plan = change.plan(&key, up, false);
+            assert_eq!(plan.is_some(), node == first_staying, "{node}");
+        }
+    }
+
+    #[test]
+    fn a_leaving_node_keeps_its_copies_and_a_stand_in_leaves_them_to_its_hints() {
+        let replication = Replication::default();
+        let from = Ring::new(ids(1..=4), 16);
+        let to = Ring::new(ids(2..=4), 16);
+        let me = NodeId::from_u64(1);
+        let key = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| home_of(&from, &replication, k).contains(&me))
+            .unwrap();
+        let change = RingChange {
+            from: &from,
+            to: &to,
+            replication: &replication,
+            local_id: me,
+            leaving: true,
+        };
+        let plan = change
+            .plan(&key, |_| true, false)
+            .expect("a leaving home sends");
+        assert!(!plan.drop_here);
+        assert!(!plan.targets.is_empty() && !plan.targets.contains(&me));
+        assert_eq!(
+            change.plan(&key, |_| true, true),
+            None,
+            "the hint carries it"
+        );
+    }
+
+    #[test]
+    fn a_copy_is_dropped_only_once_every_target_stored_it_and_only_if_still_away() {
+        let (a, b, me) = (
+            NodeId::from_u64(1),
+            NodeId::from_u64(2),
+            NodeId::from_u64(9),
+        );
+        let both: BTreeSet<NodeId> = [a, b].into();
+        let one: BTreeSet<NodeId> = [a].into();
+        assert!(drops_after_handoff(&[a, b], &both, &[a, b], me));
+        assert!(!drops_after_handoff(&[a, b], &one, &[a, b], me));
+        assert!(
+            !drops_after_handoff(&[a, b], &both, &[a, me], me),
+            "home again"
+        );
+        assert!(
+            !drops_after_handoff(&[], &both, &[a, b], me),
+            "sent nowhere"
+        );
+    }
+}
