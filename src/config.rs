@@ -28,7 +28,6 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub storage: StorageKind,
     pub sync: SyncPolicy,
-    pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     /// The most concurrent versions (siblings) a write may leave a key with.
     pub max_siblings: usize,
@@ -80,7 +79,6 @@ pub struct Config {
 pub const DEFAULT_GOSSIP_PORT: u16 = 5000;
 pub const DEFAULT_HTTP_PORT: u16 = 6000;
 pub const DEFAULT_CLUSTER_NAME: &str = "dnd";
-pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_GOSSIP_MTU: usize = 1400;
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -111,7 +109,6 @@ impl Config {
             data_dir,
             storage: StorageKind::Memory,
             sync: SyncPolicy::Periodic(DEFAULT_SYNC_INTERVAL),
-            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_siblings: crate::actors::store::DEFAULT_MAX_SIBLINGS,
             max_object_bytes: usize::MAX,

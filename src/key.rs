@@ -1,14 +1,23 @@
-//! Keys as clients name them: a non-empty UTF-8 string of bounded length.
+//! Keys as clients name them: a non-empty UTF-8 string of at most
+//! [`MAX_KEY_BYTES`] bytes.
 //!
-//! Owns key validation, so every entry point (HTTP today, node-to-node
-//! requests later) refuses the same keys for the same reasons.
-//! Must never accept a key another entry point would refuse.
+//! Owns key validation, once per entry point: a [`Key`] is made only by
+//! [`Key::new`] (the HTTP layer, from the path) or by decoding one from a
+//! peer (serde runs the same check), so everything past an entry point
+//! holds a valid key and never checks again. Must never accept a key
+//! another entry point would refuse.
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The longest key, in bytes once percent-decoded: the same on every node,
+/// since a key accepted by one is stored on others.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Key(String);
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -22,15 +31,15 @@ pub enum KeyError {
 }
 
 impl Key {
-    pub fn new(key: impl Into<String>, max_bytes: usize) -> Result<Self, KeyError> {
+    pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
         if key.is_empty() {
             return Err(KeyError::Empty);
         }
-        if key.len() > max_bytes {
+        if key.len() > MAX_KEY_BYTES {
             return Err(KeyError::TooLong {
                 len: key.len(),
-                limit: max_bytes,
+                limit: MAX_KEY_BYTES,
             });
         }
         Ok(Key(key))
@@ -38,11 +47,11 @@ impl Key {
 
     /// Decodes a percent-encoded URL path segment into a key. Every escape is
     /// decoded, `%2F` included, so any UTF-8 string can be a key.
-    pub fn from_path_segment(segment: &str, max_bytes: usize) -> Result<Self, KeyError> {
+    pub fn from_path_segment(segment: &str) -> Result<Self, KeyError> {
         let decoded = percent_encoding::percent_decode_str(segment)
             .decode_utf8()
             .map_err(|_| KeyError::NotUtf8)?;
-        Key::new(decoded.into_owned(), max_bytes)
+        Key::new(decoded.into_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -60,6 +69,36 @@ impl fmt::Display for Key {
     }
 }
 
+impl TryFrom<String> for Key {
+    type Error = KeyError;
+
+    fn try_from(key: String) -> Result<Self, KeyError> {
+        Key::new(key)
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        key.0
+    }
+}
+
+// Ordered, hashed and compared as its string, so maps keyed by `Key` can
+// be looked up with a `&str`.
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Key({:?})", self.0)
@@ -72,24 +111,44 @@ mod tests {
 
     #[test]
     fn path_segments_are_fully_percent_decoded() {
-        let key = Key::from_path_segment("a%2Fb%20c%C3%A9", 1024).unwrap();
+        let key = Key::from_path_segment("a%2Fb%20c%C3%A9").unwrap();
         assert_eq!(key.as_str(), "a/b cé");
     }
 
     #[test]
     fn empty_long_and_non_utf8_keys_are_refused() {
-        assert_eq!(Key::new("", 10), Err(KeyError::Empty));
+        assert_eq!(Key::new(""), Err(KeyError::Empty));
         assert_eq!(
-            Key::new("x".repeat(11), 10),
-            Err(KeyError::TooLong { len: 11, limit: 10 })
+            Key::new("x".repeat(MAX_KEY_BYTES + 1)),
+            Err(KeyError::TooLong {
+                len: MAX_KEY_BYTES + 1,
+                limit: MAX_KEY_BYTES
+            })
         );
-        assert!(Key::new("x".repeat(10), 10).is_ok());
-        assert_eq!(Key::from_path_segment("%FF", 10), Err(KeyError::NotUtf8));
+        assert!(Key::new("x".repeat(MAX_KEY_BYTES)).is_ok());
+        assert_eq!(Key::from_path_segment("%FF"), Err(KeyError::NotUtf8));
     }
 
     #[test]
     fn the_limit_counts_decoded_bytes() {
-        assert!(Key::from_path_segment("%C3%A9", 2).is_ok());
-        assert!(Key::from_path_segment("%C3%A9", 1).is_err());
+        let two_byte = "%C3%A9".repeat(MAX_KEY_BYTES / 2);
+        assert!(Key::from_path_segment(&two_byte).is_ok());
+        assert!(Key::from_path_segment(&format!("{two_byte}x")).is_err());
+    }
+
+    /// A peer cannot slip in a key the HTTP layer would refuse: decoding
+    /// runs the same check.
+    #[test]
+    fn a_decoded_key_is_checked_like_one_from_a_client() {
+        let good = rmp_serde::to_vec(&Key::new("k").unwrap()).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Key>(&good).unwrap().as_str(), "k");
+        for bad in [String::new(), "x".repeat(MAX_KEY_BYTES + 1)] {
+            let bytes = rmp_serde::to_vec(&bad).unwrap();
+            assert!(
+                rmp_serde::from_slice::<Key>(&bytes).is_err(),
+                "{}",
+                bad.len()
+            );
+        }
     }
 }

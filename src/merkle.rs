@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::key::Key;
 use crate::ring::key_hash;
 use crate::version::Object;
 
@@ -119,7 +120,7 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<usize> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketEntries {
     pub bucket: u16,
-    pub entries: Vec<(String, u64)>,
+    pub entries: Vec<(Key, u64)>,
 }
 
 #[cfg(test)]

@@ -181,7 +181,6 @@ impl Node {
                 replication: config.replication,
                 replica_timeout: config.replica_timeout,
                 hint_interval: config.hint_interval,
-                max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
                 max_siblings: config.max_siblings,
                 // Room in a frame for the key and the request around it.
@@ -217,7 +216,6 @@ impl Node {
             store: store.clone(),
             membership: membership.clone(),
             metrics: metrics.clone(),
-            max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
             request_timeout: config.request_timeout,
             body_timeout: config.body_timeout,

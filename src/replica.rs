@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::Key;
 use crate::keyring::{KeyringChange, KeyringView};
 use crate::merkle::BucketEntries;
 use crate::node_id::NodeId;
@@ -19,30 +20,26 @@ use crate::version::{Dot, Object, Payload, VersionVector};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ReplicaRequest {
     /// This replica's copy of a key (empty if it has none).
-    Read { key: String },
+    Read { key: Key },
     /// Are you there? Sent to a peer this node set aside after a request
     /// to it got no answer; any answer takes it back.
     Ping,
     /// Merge `object` into this replica's copy. With `hint_for`, this node
     /// stands in for that home replica and keeps a hint to hand it over.
     Write {
-        key: String,
+        key: Key,
         object: Object,
         hint_for: Option<NodeId>,
     },
     /// A client's write, forwarded to a home replica to coordinate: it
     /// versions the write against its own copy, superseding exactly the
-    /// versions `context` names, then replicates it.
-    Coordinate {
-        key: String,
-        context: VersionVector,
-        payload: Payload,
-        write_quorum: Option<Quorum>,
-    },
+    /// versions the write's context names, then replicates it until
+    /// `needed` copies exist (resolved by the node the client asked).
+    Coordinate { write: ClientWrite, needed: usize },
     /// Many keys at once, merged like `Write`s: data handed over after a
     /// ring change, or sent by anti-entropy. Keys the receiver is not a
     /// home replica of are refused, not stored.
-    WriteBatch { objects: Vec<(String, Object)> },
+    WriteBatch { objects: Vec<(Key, Object)> },
     /// Anti-entropy, step 1: the branch hashes of the tree the receiver
     /// keeps over the keys it shares with `pair` (the sender).
     TreeBranches { pair: NodeId },
@@ -57,13 +54,13 @@ pub enum ReplicaRequest {
     },
     /// Drop this key if its copy is exactly these tombstones: every home
     /// replica holds them and their grace period has passed.
-    Purge { key: String, dots: Vec<Dot> },
+    Purge { key: Key, dots: Vec<Dot> },
     /// Keys handed over by `leaving` before it leaves the cluster: the
     /// receiver also takes those it will be a home replica of once
     /// `leaving` is gone, though its own ring may still hold `leaving`.
     HandOver {
         leaving: NodeId,
-        objects: Vec<(String, Object)>,
+        objects: Vec<(Key, Object)>,
     },
     /// `dnd keyring` on another member: apply this change to the
     /// receiver's keyring, or with `None` only say what it holds.
@@ -101,8 +98,8 @@ pub enum ReplicaReply {
     Branches(Vec<u64>),
     Leaves(Vec<(u16, Vec<u64>)>),
     Exchange {
-        objects: Vec<(String, Object)>,
-        wanted: Vec<String>,
+        objects: Vec<(Key, Object)>,
+        wanted: Vec<Key>,
     },
     /// The request was understood but not served (an invalid key, a store
     /// that failed, a sender that is not a member or acts outside its
@@ -129,6 +126,34 @@ pub enum ReplicaReply {
     },
 }
 
+/// A client's write: one shape from the HTTP layer to the home replica
+/// that versions it, forwarded as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientWrite {
+    pub key: Key,
+    /// What it supersedes. A [`Supersedes::FoundByQuorumRead`] is settled
+    /// into [`Supersedes::Seen`] by a quorum read before it is versioned.
+    pub supersedes: Supersedes,
+    pub payload: Payload,
+}
+
+/// Which versions of a key a client write supersedes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Supersedes {
+    /// Exactly those a context names: what the client had read. The empty
+    /// context (a client that read nothing, or sent no context) supersedes
+    /// nothing, so the write joins the key's versions as one more sibling.
+    Seen(VersionVector),
+    /// Those a quorum read finds just before the write: a `DELETE` without
+    /// a context, or an explicit overwrite. A write that reached a replica
+    /// after that read and before this write is dropped; that is why it is
+    /// never the default for a value.
+    FoundByQuorumRead {
+        /// The read's quorum (`?r=`), if the client chose one.
+        read_quorum: Option<Quorum>,
+    },
+}
+
 /// A write that reached its quorum.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
@@ -146,4 +171,29 @@ pub struct QuorumShortfall {
     pub needed: usize,
     pub answered: usize,
     pub stored_on: Vec<NodeId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request naming a key no client could use does not decode, so it
+    /// never reaches the Store: the key is checked once, at the edge.
+    #[test]
+    fn a_request_with_an_invalid_key_does_not_decode() {
+        let request = ReplicaRequest::Read {
+            key: Key::new("k").unwrap(),
+        };
+        let bytes = rmp_serde::to_vec(&request).unwrap();
+        assert!(rmp_serde::from_slice::<ReplicaRequest>(&bytes).is_ok());
+        // The same request with the one-byte string "k" made empty.
+        let at = bytes
+            .windows(2)
+            .position(|w| w == [0xa1, b'k'])
+            .expect("msgpack writes \"k\" as 0xa1 'k'");
+        let mut emptied = bytes[..at].to_vec();
+        emptied.push(0xa0);
+        emptied.extend_from_slice(&bytes[at + 2..]);
+        assert!(rmp_serde::from_slice::<ReplicaRequest>(&emptied).is_err());
+    }
 }

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 
+use dnd::key::Key;
 use dnd::keyring::{ClusterKey, Keyring};
 use dnd::member::{Member, MemberState, Rumor};
 use dnd::metrics::Metrics;
@@ -135,14 +136,16 @@ fn object() -> impl Strategy<Value = Object> {
 
 fn request() -> impl Strategy<Value = ReplicaRequest> {
     prop_oneof![
-        "[a-z0-9]{1,16}".prop_map(|key| ReplicaRequest::Read { key }),
+        "[a-z0-9]{1,16}".prop_map(|key| ReplicaRequest::Read {
+            key: Key::new(key).expect("the pattern makes valid keys")
+        }),
         (
             "[a-z0-9]{1,16}",
             object(),
             proptest::option::of(any::<u64>())
         )
             .prop_map(|(key, object, hint)| ReplicaRequest::Write {
-                key,
+                key: Key::new(key).expect("the pattern makes valid keys"),
                 object,
                 hint_for: hint.map(NodeId::from_u64),
             }),
@@ -288,7 +291,7 @@ async fn the_peer_handler_answers_arbitrary_requests_and_strangers_change_nothin
     let node = dnd::node::Node::start(dnd::config::Config::ephemeral(dir.path().to_path_buf()))
         .await
         .unwrap();
-    let kept = dnd::key::Key::new("KEPT", 1024).unwrap();
+    let kept = Key::new("KEPT").unwrap();
     let mut object = Object::new();
     object
         .write(
@@ -305,7 +308,7 @@ async fn the_peer_handler_answers_arbitrary_requests_and_strangers_change_nothin
         .send(FromPeer {
             from: node.id,
             request: ReplicaRequest::Write {
-                key: "KEPT".into(),
+                key: kept.clone(),
                 object: object.clone(),
                 hint_for: None,
             },
@@ -322,7 +325,7 @@ async fn the_peer_handler_answers_arbitrary_requests_and_strangers_change_nothin
         if i % 3 == 0 {
             match &mut request {
                 ReplicaRequest::Read { key } | ReplicaRequest::Write { key, .. } => {
-                    *key = "KEPT".into()
+                    *key = kept.clone()
                 }
                 _ => {}
             }

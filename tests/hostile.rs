@@ -260,7 +260,7 @@ fn a_strangers_tcp_connection_gets_no_byte_back_and_changes_no_key() {
     let read = frame::encode_request(
         1,
         &ReplicaRequest::Read {
-            key: "guarded".into(),
+            key: dnd::key::Key::new("guarded").unwrap(),
         },
         1 << 20,
     )
@@ -268,7 +268,7 @@ fn a_strangers_tcp_connection_gets_no_byte_back_and_changes_no_key() {
     let purge = frame::encode_request(
         2,
         &ReplicaRequest::Purge {
-            key: "guarded".into(),
+            key: dnd::key::Key::new("guarded").unwrap(),
             dots: vec![],
         },
         1 << 20,
@@ -410,7 +410,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
         async move {
             store
                 .send(dnd::actors::store::LocalCopy {
-                    key: dnd::key::Key::new("watched", 1024).unwrap(),
+                    key: dnd::key::Key::new("watched").unwrap(),
                 })
                 .await
                 .unwrap()
@@ -444,7 +444,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
             "a hand-over in another node's name",
             ReplicaRequest::HandOver {
                 leaving: z.id,
-                objects: vec![("watched".into(), tombstone.clone())],
+                objects: vec![(dnd::key::Key::new("watched").unwrap(), tombstone.clone())],
             },
         ),
         (
@@ -461,7 +461,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
         (
             "a hint for a stranger",
             ReplicaRequest::Write {
-                key: "watched".into(),
+                key: dnd::key::Key::new("watched").unwrap(),
                 object: tombstone.clone(),
                 hint_for: Some(NodeId::from_u64(42)),
             },
@@ -469,7 +469,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
         (
             "a value over the limit",
             ReplicaRequest::Write {
-                key: "watched".into(),
+                key: dnd::key::Key::new("watched").unwrap(),
                 object: big,
                 hint_for: None,
             },
@@ -495,7 +495,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
         .request(
             y.gossip_addr,
             &ReplicaRequest::Purge {
-                key: "watched".into(),
+                key: dnd::key::Key::new("watched").unwrap(),
                 dots,
             },
         )
@@ -507,7 +507,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
         .request(
             y.gossip_addr,
             &ReplicaRequest::Read {
-                key: "watched".into(),
+                key: dnd::key::Key::new("watched").unwrap(),
             },
         )
         .await
@@ -815,7 +815,12 @@ async fn replayed_handshakes_do_not_shut_a_member_out() {
     let client =
         PeerClient::<ReplicaRequest, ReplicaReply>::new(as_x, Arc::new(Metrics::default()));
     let answer = client
-        .request(y.gossip_addr, &ReplicaRequest::Read { key: "any".into() })
+        .request(
+            y.gossip_addr,
+            &ReplicaRequest::Read {
+                key: dnd::key::Key::new("any").unwrap(),
+            },
+        )
         .await
         .unwrap();
     assert!(matches!(answer, ReplicaReply::Object(_)), "{answer:?}");

@@ -471,7 +471,6 @@ impl Cli {
                 }
             },
             cluster_name: self.cluster_name,
-            max_key_bytes: config::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: usize::try_from(self.max_value_bytes)?,
             max_siblings: usize::try_from(self.max_siblings)?,
             max_object_bytes: usize::MAX,

@@ -80,10 +80,10 @@ impl PeerJudge<'_> {
         }
         let oversized = match request {
             ReplicaRequest::Write { object, .. } => too_large(object),
-            ReplicaRequest::Coordinate {
-                payload: Payload::Value { bytes, .. },
-                ..
-            } => bytes.len() > self.max_value_bytes,
+            ReplicaRequest::Coordinate { write, .. } => match &write.payload {
+                Payload::Value { bytes, .. } => bytes.len() > self.max_value_bytes,
+                Payload::Tombstone { .. } => false,
+            },
             ReplicaRequest::WriteBatch { objects } | ReplicaRequest::HandOver { objects, .. } => {
                 objects.iter().any(|(_, object)| too_large(object))
             }
@@ -145,7 +145,9 @@ mod tests {
             max_value_bytes: 10,
         };
         use PeerRefusal::*;
-        let read = ReplicaRequest::Read { key: "k".into() };
+        let read = ReplicaRequest::Read {
+            key: crate::key::Key::new("k").unwrap(),
+        };
         assert_eq!(judge.judge(alive, &read), None);
         assert_eq!(
             judge.judge(ids[3], &read),
@@ -156,7 +158,7 @@ mod tests {
         assert_eq!(judge.judge(stranger, &read), Some(NotMember));
 
         let hint = |owner| ReplicaRequest::Write {
-            key: "k".into(),
+            key: crate::key::Key::new("k").unwrap(),
             object: holding(1),
             hint_for: Some(owner),
         };
@@ -180,7 +182,7 @@ mod tests {
 
         let first_home = super::super::placement::home_of(&ring, &replication, "k")[0];
         let purge = ReplicaRequest::Purge {
-            key: "k".into(),
+            key: crate::key::Key::new("k").unwrap(),
             dots: vec![],
         };
         for node in [local, alive, ids[3]] {
@@ -189,14 +191,17 @@ mod tests {
         }
 
         let write = |bytes| ReplicaRequest::Write {
-            key: "k".into(),
+            key: crate::key::Key::new("k").unwrap(),
             object: holding(bytes),
             hint_for: None,
         };
         assert_eq!(judge.judge(alive, &write(10)), None);
         assert_eq!(judge.judge(alive, &write(11)), Some(TooLarge));
         let batch = ReplicaRequest::WriteBatch {
-            objects: vec![("a".into(), holding(1)), ("b".into(), holding(11))],
+            objects: vec![
+                (crate::key::Key::new("a").unwrap(), holding(1)),
+                (crate::key::Key::new("b").unwrap(), holding(11)),
+            ],
         };
         assert_eq!(judge.judge(alive, &batch), Some(TooLarge));
     }

@@ -43,11 +43,11 @@ pub fn differing_buckets(
 /// differently (asked for). `shares` filters the asked keys to those this
 /// side shares with the asker by its own ring, so a peer cannot make it
 /// take keys it does not own.
-pub fn compare_bucket(
-    ours: &BTreeMap<String, u64>,
-    theirs: &BTreeMap<String, u64>,
-    shares: impl Fn(&str) -> bool,
-) -> (Vec<String>, Vec<String>) {
+pub fn compare_bucket<K: Ord + Clone>(
+    ours: &BTreeMap<K, u64>,
+    theirs: &BTreeMap<K, u64>,
+    shares: impl Fn(&K) -> bool,
+) -> (Vec<K>, Vec<K>) {
     let send = ours
         .iter()
         .filter(|(key, hash)| theirs.get(*key) != Some(hash))

@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::actors::store::{self, Supersedes};
+use crate::actors::store::{self, ClientWrite, Supersedes};
 use crate::key::{Key, KeyError};
 use crate::replication::Quorum;
-use crate::version::{Object, VersionVector};
+use crate::version::{Object, Payload, VersionVector};
 
 const KV_PREFIX: &str = "/kv/";
 /// The causal context header: sent with every read, accepted with writes.
@@ -56,9 +56,9 @@ async fn dispatch(
 /// The key is taken from the raw request path and decoded here, not from the
 /// router's partly decoded copy, so that every escape (`%2F` included) means
 /// the same thing everywhere.
-fn key_of(req: &HttpRequest, state: &AppState) -> Result<Key, ApiError> {
+fn key_of(req: &HttpRequest) -> Result<Key, ApiError> {
     let segment = req.uri().path().strip_prefix(KV_PREFIX).unwrap_or_default();
-    Ok(Key::from_path_segment(segment, state.max_key_bytes)?)
+    Ok(Key::from_path_segment(segment)?)
 }
 
 /// The quorum named by query parameter `name` (`r` or `w`), if any.
@@ -113,7 +113,7 @@ fn context_header(context: &VersionVector) -> (&'static str, String) {
 }
 
 async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req, &state)?;
+    let key = key_of(&req)?;
     let quorum = quorum_of(&req, "r", &state)?;
     let outcome = state
         .ask(&state.store, store::Get { key, quorum })
@@ -173,7 +173,7 @@ async fn put(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req, &state)?;
+    let key = key_of(&req)?;
     let quorum = quorum_of(&req, "w", &state)?;
     let supersedes = match (context_of(&req)?, overwrite_of(&req)?) {
         (Some(_), true) => {
@@ -201,10 +201,14 @@ async fn put(
         .ask(
             &state.store,
             store::Put {
-                key,
-                supersedes,
-                content_type,
-                value,
+                write: ClientWrite {
+                    key,
+                    supersedes,
+                    payload: Payload::Value {
+                        content_type,
+                        bytes: value,
+                    },
+                },
                 quorum,
             },
         )
@@ -215,7 +219,7 @@ async fn put(
 }
 
 async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let key = key_of(&req, &state)?;
+    let key = key_of(&req)?;
     let quorum = quorum_of(&req, "w", &state)?;
     // A plain DELETE removes the key: what a quorum read finds now.
     let supersedes = match context_of(&req)? {
@@ -228,8 +232,13 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         .ask(
             &state.store,
             store::Delete {
-                key,
-                supersedes,
+                write: ClientWrite {
+                    key,
+                    supersedes,
+                    payload: Payload::Tombstone {
+                        at_ms: wall_clock_ms(),
+                    },
+                },
                 quorum,
             },
         )
@@ -237,6 +246,14 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     Ok(HttpResponse::NoContent()
         .insert_header(context_header(&written.context))
         .finish())
+}
+
+/// This node's wall clock in ms since the epoch: a tombstone's stamp,
+/// which tombstone collection later judges its age by.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The longest `Content-Type` stored with a value: it is kept with every

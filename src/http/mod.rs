@@ -39,7 +39,6 @@ pub struct AppState {
     /// Woken by `POST /cluster/leave`; whoever runs the node then leaves.
     pub leave_requested: std::sync::Arc<tokio::sync::Notify>,
     pub metrics: SharedMetrics,
-    pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     /// How long a request waits for an actor before answering 503.
     pub request_timeout: Duration,

@@ -39,7 +39,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     };
     // Reading a key exercises the Store and its storage engine; a read
     // changes nothing, whoever else uses the key.
-    let probe = match Key::new("\u{0}ready", state.max_key_bytes) {
+    let probe = match Key::new("\u{0}ready") {
         Ok(key) => key,
         Err(e) => return not_ready(format!("cannot build the storage probe: {e}")),
     };

@@ -23,9 +23,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Raised whenever the framing, [`HelloReply`], [`Reply`] or the
-/// request/response tuples change layout.
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+/// Raised whenever the framing, [`HelloReply`], [`Reply`], the
+/// request/response tuples or the data path's messages (`replica`) change
+/// layout. 3: a forwarded write carries the client's write as it is and
+/// the copies it needs; keys are checked as they decode.
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
 
 /// The length prefix in front of every body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;

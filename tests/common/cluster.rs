@@ -142,7 +142,7 @@ impl Cluster {
             .node()
             .store
             .send(LocalCopy {
-                key: Key::new(key, 1024).unwrap(),
+                key: Key::new(key).unwrap(),
             })
             .await
             .expect("store answers")

@@ -1,6 +1,5 @@
-//! Anti-entropy and tombstone collection: replicas that drifted apart find
-//! and exchange exactly the keys that differ, and deletions every replica
-//! holds are finally forgotten.
+//! Anti-entropy: replicas that drifted apart find and exchange exactly the
+//! keys that differ.
 //!
 //! Owns the rounds. Every `--anti-entropy-interval-ms` this node picks the
 //! next peer it shares keys with and compares the hash trees they keep for
@@ -10,55 +9,39 @@
 //! the keys that differ and the keys it wants; both sides merge by version,
 //! so a tombstone beats the value it deleted. A round that found
 //! differences is followed at once by another with the same peer, until
-//! their trees agree. A malformed or lying answer costs only that round:
-//! everything received is merged by version, and only for keys this node
-//! is a home replica of.
-//!
-//! A tombstone is collected when it is older than `--tombstone-grace-ms`,
-//! every home replica of its key is alive and holds exactly the same
-//! versions; the first home replica checks and tells the others to purge.
+//! their trees agree. Which buckets and keys differ is `data::repair`'s to
+//! decide. A malformed or lying answer costs only that round: everything
+//! received is merged by version, and only for keys this node is a home
+//! replica of. Never runs while a ring change rebuilds the trees.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use actix::{AsyncContext, Context, Handler, Message};
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use actix::{AsyncContext, Context, Message};
 
-use super::{Store, StoreError};
-use crate::data::layout::{bucket_prefix, key_of_data_key, DATA_PREFIX};
-use crate::data::placement::{home_of, shared_peers};
-use crate::data::repair::{compare_bucket, differing_buckets, may_collect};
+use super::inbound::merge_received;
+use super::local::LocalCopies;
+use super::view::ClusterView;
+use super::{ReplicaClient, Store, StoreError};
+use crate::data::placement::shared_peers;
+use crate::data::repair::{compare_bucket, differing_buckets};
 use crate::key::Key;
-use crate::member::MemberState;
-use crate::merkle::{differing, entry_hash, BucketEntries, HashTree, BRANCHES, LEAVES};
+use crate::merkle::{differing, BucketEntries, HashTree, BRANCHES, LEAVES};
+use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};
-use crate::ring::Ring;
-use crate::version::{Dot, Object};
+use crate::version::Object;
 
 /// Buckets whose entries one round exchanges.
 const BUCKETS_PER_ROUND: usize = 64;
 /// The most buckets or objects a peer may send in one request.
 const MAX_BUCKETS_PER_REQUEST: usize = 256;
-const MAX_OBJECTS_PER_REQUEST: usize = 4096;
-/// Keys examined per step of tombstone collection.
-const GC_STEP_KEYS: usize = 256;
+pub(super) const MAX_OBJECTS_PER_REQUEST: usize = 4096;
 const PUSH_BATCH: usize = 64;
 
-#[derive(Default)]
-pub(in crate::actors) struct State {
-    next_peer: usize,
-    in_round: bool,
-    /// The peer whose exchange this node answered by asking for keys, and
-    /// until when it expects them: while that push is under way, other
-    /// exchanges wait, so two replicas do not both send the same keys to a
-    /// node that was away.
-    serving: Option<(NodeId, Instant)>,
-    gc_cursor: Option<Vec<u8>>,
-    gc_running: bool,
-}
-
+/// The interval's tick: a round with the next peer, and a step of
+/// tombstone collection.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub(super) struct Tick;
@@ -66,7 +49,7 @@ pub(super) struct Tick;
 /// After comparing trees with `peer`: the buckets whose entries differ.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-struct Compared {
+pub(super) struct Compared {
     peer: NodeId,
     addr: SocketAddr,
     buckets: Vec<u16>,
@@ -76,87 +59,95 @@ struct Compared {
 /// The peer's answer to this node's entries.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-struct Exchanged {
+pub(super) struct Exchanged {
     peer: NodeId,
     addr: SocketAddr,
-    objects: Vec<(String, Object)>,
-    wanted: Vec<String>,
+    objects: Vec<(Key, Object)>,
+    wanted: Vec<Key>,
     more: bool,
 }
 
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-struct RoundOver {
+pub(super) struct RoundOver {
     peer: NodeId,
     again: bool,
 }
 
-/// Tombstones every home replica was told to purge: drop them here too.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-struct PurgeHere(Vec<(String, BTreeSet<Dot>)>);
-
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-struct GcStepOver;
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+pub(super) struct AntiEntropy {
+    peers: ReplicaClient,
+    metrics: SharedMetrics,
+    timeout: Duration,
+    next_peer: usize,
+    in_round: bool,
+    /// The peer whose exchange this node answered by asking for keys, and
+    /// until when it expects them: while that push is under way, other
+    /// exchanges wait, so two replicas do not both send the same keys to a
+    /// node that was away.
+    serving: Option<(NodeId, Instant)>,
 }
 
-impl Store {
-    pub(super) fn start_anti_entropy(&mut self, ctx: &mut Context<Self>) {
-        let interval = self.config.anti_entropy_interval;
-        if interval.is_zero() {
-            return;
+impl AntiEntropy {
+    pub(super) fn new(
+        peers: ReplicaClient,
+        metrics: SharedMetrics,
+        replica_timeout: Duration,
+    ) -> Self {
+        AntiEntropy {
+            peers,
+            metrics,
+            timeout: replica_timeout * 3,
+            next_peer: 0,
+            in_round: false,
+            serving: None,
         }
-        ctx.run_interval(interval, |_, ctx| ctx.notify(Tick));
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.gc_step(ctx);
-        if self.job.is_some() || self.anti_entropy.in_round || !self.handoff.trees_built {
+    /// Starts a round with the next peer this node shares keys with.
+    pub(super) fn tick(
+        &mut self,
+        view: &ClusterView,
+        local: &LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
+        if self.in_round || !local.trees().ready() {
             return;
         }
-        let peers: Vec<NodeId> = self
-            .trees
-            .keys()
-            .copied()
-            .filter(|p| {
-                self.members
-                    .get(p)
-                    .is_some_and(|m| m.state == MemberState::Alive)
-            })
-            .collect::<BTreeSet<_>>()
+        let peers: Vec<NodeId> = local
+            .trees()
+            .peers()
             .into_iter()
+            .filter(|&p| view.is_alive(p))
             .collect();
         if peers.is_empty() {
             return;
         }
-        let peer = peers[self.anti_entropy.next_peer % peers.len()];
-        self.anti_entropy.next_peer = self.anti_entropy.next_peer.wrapping_add(1);
-        self.start_round(peer, ctx);
+        let peer = peers[self.next_peer % peers.len()];
+        self.next_peer = self.next_peer.wrapping_add(1);
+        self.start_round(peer, view, local, ctx);
     }
 
-    fn start_round(&mut self, peer: NodeId, ctx: &mut Context<Self>) {
+    fn start_round(
+        &mut self,
+        peer: NodeId,
+        view: &ClusterView,
+        local: &LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
         if self.serving_another(peer) {
             return;
         }
-        let Some(addr) = self.addr_of(peer) else {
+        let Some(addr) = view.addr_of(peer) else {
             return;
         };
-        let ours = self.trees.get(&peer).cloned().unwrap_or_default();
-        self.anti_entropy.in_round = true;
+        let ours = local.trees().for_peer(peer).cloned().unwrap_or_default();
+        self.in_round = true;
         self.metrics.anti_entropy_rounds.inc();
-        let (peers, store, me) = (self.peers.clone(), ctx.address(), self.config.local_id);
-        let timeout = self.config.replica_timeout * 3;
+        let (peers, store, me) = (self.peers.clone(), ctx.address(), view.local_id());
+        let timeout = self.timeout;
         actix::spawn(async move {
-            let branches = match peers
-                .request_within(addr, &ReplicaRequest::TreeBranches { pair: me }, timeout)
-                .await
-            {
+            let request = ReplicaRequest::TreeBranches { pair: me };
+            let branches = match peers.request_within(addr, &request, timeout).await {
                 Ok(ReplicaReply::Branches(theirs)) => differing(&ours.branches(), &theirs),
                 other => {
                     tracing::debug!(%peer, outcome = ?other.err(), "anti-entropy: no tree from the peer");
@@ -190,48 +181,30 @@ impl Store {
         });
     }
 
-    /// This node's entries in `bucket` for the keys it shares with `peer`.
-    fn entries_shared_with(
-        &self,
-        peer: NodeId,
-        bucket: u16,
-    ) -> Result<BTreeMap<String, (u64, Object)>, StoreError> {
-        let ring = self.settled.clone().unwrap_or_else(|| self.ring.clone());
-        let mut entries = BTreeMap::new();
-        for (raw, bytes) in self.engine.scan_prefix(&bucket_prefix(bucket))? {
-            let Some(key) = key_of_data_key(&raw) else {
-                continue;
-            };
-            if !shared_peers(&ring, &self.config.replication, self.config.local_id, key)
-                .contains(&peer)
-            {
-                continue;
-            }
-            let object = Object::decode(&bytes)?;
-            if !object.is_empty() {
-                entries.insert(key.to_string(), (entry_hash(key, &object), object));
-            }
-        }
-        Ok(entries)
-    }
-
-    fn compared(&mut self, msg: Compared, ctx: &mut Context<Self>) {
+    /// Sends this node's entries of the buckets that differ.
+    pub(super) fn compared(
+        &mut self,
+        msg: Compared,
+        view: &ClusterView,
+        local: &LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
         let mut buckets = Vec::with_capacity(msg.buckets.len());
         for bucket in msg.buckets {
-            match self.entries_shared_with(msg.peer, bucket) {
+            match entries_shared_with(msg.peer, bucket, view, local) {
                 Ok(entries) => buckets.push(BucketEntries {
                     bucket,
                     entries: entries.into_iter().map(|(k, (h, _))| (k, h)).collect(),
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "anti-entropy cannot read a bucket");
-                    self.anti_entropy.in_round = false;
+                    self.in_round = false;
                     return;
                 }
             }
         }
-        let (peers, store, me) = (self.peers.clone(), ctx.address(), self.config.local_id);
-        let timeout = self.config.replica_timeout * 3;
+        let (peers, store, me) = (self.peers.clone(), ctx.address(), view.local_id());
+        let timeout = self.timeout;
         let (peer, addr, more) = (msg.peer, msg.addr, msg.more);
         actix::spawn(async move {
             let request = ReplicaRequest::ExchangeBuckets { pair: me, buckets };
@@ -251,21 +224,24 @@ impl Store {
         });
     }
 
-    fn exchanged(&mut self, msg: Exchanged, ctx: &mut Context<Self>) {
-        let (merged, _) = self.merge_objects(msg.objects, None);
+    /// Merges what the peer sent and pushes what it asked for.
+    pub(super) fn exchanged(
+        &mut self,
+        msg: Exchanged,
+        view: &ClusterView,
+        local: &mut LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
+        let (merged, _) = merge_received(msg.objects, None, view, local, &self.metrics);
         let mut push = Vec::new();
         for key in msg.wanted.into_iter().take(MAX_OBJECTS_PER_REQUEST) {
-            if Key::new(key.as_str(), self.config.max_key_bytes).is_err() {
-                continue;
-            }
-            match self.read_local(&key) {
+            match local.read(&key) {
                 Ok(object) if !object.is_empty() => push.push((key, object)),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "anti-entropy cannot read a wanted key"),
             }
         }
-        let (peers, store) = (self.peers.clone(), ctx.address());
-        let timeout = self.config.replica_timeout * 3;
+        let (peers, store, timeout) = (self.peers.clone(), ctx.address(), self.timeout);
         let (peer, addr, more) = (msg.peer, msg.addr, msg.more);
         let differed = merged > 0 || !push.is_empty();
         actix::spawn(async move {
@@ -286,84 +262,42 @@ impl Store {
         });
     }
 
-    fn round_over(&mut self, msg: RoundOver, ctx: &mut Context<Self>) {
-        self.anti_entropy.in_round = false;
-        if msg.again && self.job.is_none() {
-            self.start_round(msg.peer, ctx);
-        }
-    }
-
-    /// Merges objects another node sent, for keys this node is a home
-    /// replica of (or will be once `leaving` is gone); returns how many
-    /// changed here and how many were refused.
-    fn merge_objects(
+    /// A round ended; one that found differences goes again at once,
+    /// unless a ring change began meanwhile.
+    pub(super) fn round_over(
         &mut self,
-        objects: Vec<(String, Object)>,
-        leaving: Option<NodeId>,
-    ) -> (usize, usize) {
-        let (mut merged, mut refused) = (0, 0);
-        let without_leaving = leaving.map(|gone| {
-            Ring::new(
-                self.ring.nodes().iter().copied().filter(|&n| n != gone),
-                self.config.vnodes,
-            )
-        });
-        for (key, object) in objects {
-            let home_after_leave = without_leaving.as_ref().is_some_and(|ring| {
-                home_of(ring, &self.config.replication, &key).contains(&self.config.local_id)
-            });
-            let home = Key::new(key.as_str(), self.config.max_key_bytes).is_ok()
-                && (self.is_home_now(&key) || home_after_leave);
-            if !home {
-                refused += 1;
-                continue;
-            }
-            match self.merge_local(&key, &object) {
-                Ok((_, Some(change))) => {
-                    merged += 1;
-                    self.metrics.anti_entropy_keys_repaired.inc();
-                    self.note_change(change);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not merge a received key");
-                    refused += 1;
-                }
-            }
-        }
-        (merged, refused)
-    }
-
-    pub(super) fn merge_batch(
-        &mut self,
-        objects: Vec<(String, Object)>,
-        leaving: Option<NodeId>,
-    ) -> ReplicaReply {
-        if objects.len() > MAX_OBJECTS_PER_REQUEST {
-            return ReplicaReply::Refused("too many objects in one batch".into());
-        }
-        let count = objects.len();
-        let (_, refused) = self.merge_objects(objects, leaving);
-        ReplicaReply::StoredBatch {
-            stored: count - refused,
-            refused,
+        msg: RoundOver,
+        view: &ClusterView,
+        local: &LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
+        self.in_round = false;
+        if msg.again && local.trees().ready() {
+            self.start_round(msg.peer, view, local, ctx);
         }
     }
 
-    pub(super) fn tree_branches(&self, pair: NodeId) -> ReplicaReply {
-        if self.job.is_some() || !self.handoff.trees_built {
+    /// Step 1 for a peer: the branch hashes of the tree kept for it.
+    pub(super) fn tree_branches(&self, pair: NodeId, local: &LocalCopies) -> ReplicaReply {
+        if !local.trees().ready() {
             return ReplicaReply::Refused("the hash trees are being rebuilt".into());
         }
-        let tree = self.trees.get(&pair).cloned().unwrap_or_default();
+        let tree = local.trees().for_peer(pair).cloned().unwrap_or_default();
         ReplicaReply::Branches(tree.branches())
     }
 
-    pub(super) fn tree_leaves(&self, pair: NodeId, branches: &[u16]) -> ReplicaReply {
-        if self.job.is_some() || !self.handoff.trees_built {
+    /// Step 2 for a peer: the leaf hashes under the branches it names.
+    pub(super) fn tree_leaves(
+        &self,
+        pair: NodeId,
+        branches: &[u16],
+        local: &LocalCopies,
+    ) -> ReplicaReply {
+        if !local.trees().ready() {
             return ReplicaReply::Refused("the hash trees are being rebuilt".into());
         }
         let empty = HashTree::default();
-        let tree = self.trees.get(&pair).unwrap_or(&empty);
+        let tree = local.trees().for_peer(pair).unwrap_or(&empty);
         let wanted: BTreeSet<u16> = branches
             .iter()
             .copied()
@@ -377,35 +311,41 @@ impl Store {
         )
     }
 
+    /// Step 3 for a peer: this node's versions of the keys whose entries
+    /// differ, and the keys it wants the peer's versions of.
     pub(super) fn exchange_buckets(
         &mut self,
         pair: NodeId,
         buckets: Vec<BucketEntries>,
+        view: &ClusterView,
+        local: &LocalCopies,
     ) -> ReplicaReply {
         if buckets.len() > MAX_BUCKETS_PER_REQUEST {
             return ReplicaReply::Refused("too many buckets in one exchange".into());
         }
-        if self.anti_entropy.in_round || self.serving_another(pair) {
+        if self.in_round || self.serving_another(pair) {
             return ReplicaReply::Refused("busy with another anti-entropy exchange".into());
         }
+        let ring = local
+            .trees()
+            .settled()
+            .cloned()
+            .unwrap_or_else(|| view.ring().clone());
         let mut objects = Vec::new();
         let mut wanted = Vec::new();
         for BucketEntries { bucket, entries } in buckets {
             if usize::from(bucket) >= LEAVES || entries.len() > MAX_OBJECTS_PER_REQUEST {
                 return ReplicaReply::Refused("a malformed bucket".into());
             }
-            let mut ours = match self.entries_shared_with(pair, bucket) {
+            let mut ours = match entries_shared_with(pair, bucket, view, local) {
                 Ok(ours) => ours,
                 Err(e) => return ReplicaReply::Refused(e.to_string()),
             };
-            let theirs: BTreeMap<String, u64> = entries.into_iter().collect();
-            let hashes: BTreeMap<String, u64> =
+            let theirs: BTreeMap<Key, u64> = entries.into_iter().collect();
+            let hashes: BTreeMap<Key, u64> =
                 ours.iter().map(|(k, (h, _))| (k.clone(), *h)).collect();
-            let ring = self.settled.clone().unwrap_or_else(|| self.ring.clone());
             let (send, want) = compare_bucket(&hashes, &theirs, |key| {
-                Key::new(key, self.config.max_key_bytes).is_ok()
-                    && shared_peers(&ring, &self.config.replication, self.config.local_id, key)
-                        .contains(&pair)
+                shared_peers(&ring, view.replication(), view.local_id(), key).contains(&pair)
             });
             for key in send {
                 if let Some((_, object)) = ours.remove(&key) {
@@ -415,8 +355,7 @@ impl Store {
             wanted.extend(want);
         }
         if !wanted.is_empty() {
-            let until = Instant::now() + self.config.replica_timeout * 3;
-            self.anti_entropy.serving = Some((pair, until));
+            self.serving = Some((pair, Instant::now() + self.timeout));
         }
         ReplicaReply::Exchange { objects, wanted }
     }
@@ -424,177 +363,30 @@ impl Store {
     /// Whether a peer other than `peer` is still pushing keys this node
     /// asked it for.
     fn serving_another(&self, peer: NodeId) -> bool {
-        self.anti_entropy
-            .serving
+        self.serving
             .is_some_and(|(serving, until)| serving != peer && Instant::now() < until)
     }
-
-    // ---- tombstone collection -----------------------------------------
-
-    fn gc_step(&mut self, ctx: &mut Context<Self>) {
-        if self.anti_entropy.gc_running || self.job.is_some() || !self.handoff.trees_built {
-            return;
-        }
-        let batch = match self.engine.scan_after(
-            &[DATA_PREFIX],
-            self.anti_entropy.gc_cursor.as_deref(),
-            GC_STEP_KEYS,
-        ) {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(error = %e, "tombstone collection cannot read storage");
-                return;
-            }
-        };
-        self.anti_entropy.gc_cursor = batch.last().map(|(raw, _)| raw.clone());
-        let grace = self.config.tombstone_grace.as_millis() as u64;
-        let now = now_ms();
-        let me = self.config.local_id;
-        let mut candidates = Vec::new();
-        for (raw, bytes) in &batch {
-            let Some(key) = key_of_data_key(raw) else {
-                continue;
-            };
-            let Ok(object) = Object::decode(bytes) else {
-                continue;
-            };
-            let Some(deleted_at) = object.deleted_at_ms() else {
-                continue;
-            };
-            let home = home_of(&self.ring, &self.config.replication, key);
-            let alive = |n: NodeId| {
-                self.members
-                    .get(&n)
-                    .is_some_and(|m| m.state == MemberState::Alive)
-            };
-            if !may_collect(deleted_at, now, grace, &home, me, alive) {
-                continue;
-            }
-            let others: Vec<SocketAddr> = home
-                .iter()
-                .filter(|&&n| n != me)
-                .filter_map(|n| self.members.get(n).map(|m| m.gossip_addr))
-                .collect();
-            candidates.push((key.to_string(), object.dots(), others));
-        }
-        if candidates.is_empty() {
-            return;
-        }
-        self.anti_entropy.gc_running = true;
-        let (peers, store) = (self.peers.clone(), ctx.address());
-        let timeout = self.config.replica_timeout;
-        actix::spawn(async move {
-            let mut purged = Vec::new();
-            for (key, dots, others) in candidates {
-                if all_hold(&peers, &key, &dots, &others, timeout).await {
-                    let request = ReplicaRequest::Purge {
-                        key: key.clone(),
-                        dots: dots.iter().copied().collect(),
-                    };
-                    let mut told = FuturesUnordered::new();
-                    for addr in &others {
-                        told.push(peers.request_within(*addr, &request, timeout));
-                    }
-                    while told.next().await.is_some() {}
-                    purged.push((key, dots));
-                }
-            }
-            store.do_send(PurgeHere(purged));
-            store.do_send(GcStepOver);
-        });
-    }
-
-    /// Drops this node's copy of `key` if it is exactly these tombstones.
-    pub(super) fn purge_local(
-        &mut self,
-        key: &str,
-        dots: &BTreeSet<Dot>,
-    ) -> Result<bool, StoreError> {
-        let object = self.read_local(key)?;
-        if object.deleted_at_ms().is_none() {
-            return Ok(false);
-        }
-        let dropped = self.drop_local_if(key, dots)?;
-        if dropped {
-            self.metrics.tombstones_purged.inc();
-            self.purged.remember(key, dots.clone(), Instant::now());
-        }
-        Ok(dropped)
-    }
 }
 
-/// Whether every replica at `others` holds exactly `dots` for `key`.
-async fn all_hold(
-    peers: &super::ReplicaClient,
-    key: &str,
-    dots: &BTreeSet<Dot>,
-    others: &[SocketAddr],
-    timeout: Duration,
-) -> bool {
-    let request = ReplicaRequest::Read {
-        key: key.to_string(),
-    };
-    let mut reads: FuturesUnordered<_> = others
-        .iter()
-        .map(|addr| peers.request_within(*addr, &request, timeout))
-        .collect();
-    while let Some(answer) = reads.next().await {
-        match answer {
-            Ok(ReplicaReply::Object(object)) if object.dots() == *dots => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
-impl Handler<Tick> for Store {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Tick, ctx: &mut Self::Context) {
-        self.tick(ctx);
-    }
-}
-
-impl Handler<Compared> for Store {
-    type Result = ();
-
-    fn handle(&mut self, msg: Compared, ctx: &mut Self::Context) {
-        self.compared(msg, ctx);
-    }
-}
-
-impl Handler<Exchanged> for Store {
-    type Result = ();
-
-    fn handle(&mut self, msg: Exchanged, ctx: &mut Self::Context) {
-        self.exchanged(msg, ctx);
-    }
-}
-
-impl Handler<RoundOver> for Store {
-    type Result = ();
-
-    fn handle(&mut self, msg: RoundOver, ctx: &mut Self::Context) {
-        self.round_over(msg, ctx);
-    }
-}
-
-impl Handler<PurgeHere> for Store {
-    type Result = ();
-
-    fn handle(&mut self, msg: PurgeHere, _ctx: &mut Self::Context) {
-        for (key, dots) in msg.0 {
-            if let Err(e) = self.purge_local(&key, &dots) {
-                tracing::warn!(error = %e, "could not purge a tombstone");
-            }
-        }
-    }
-}
-
-impl Handler<GcStepOver> for Store {
-    type Result = ();
-
-    fn handle(&mut self, _msg: GcStepOver, _ctx: &mut Self::Context) {
-        self.anti_entropy.gc_running = false;
-    }
+/// This node's entries in `bucket` for the keys it shares with `peer`
+/// under the settled ring: key -> (entry hash, copy).
+fn entries_shared_with(
+    peer: NodeId,
+    bucket: u16,
+    view: &ClusterView,
+    local: &LocalCopies,
+) -> Result<BTreeMap<Key, (u64, Object)>, StoreError> {
+    let ring = local
+        .trees()
+        .settled()
+        .cloned()
+        .unwrap_or_else(|| view.ring().clone());
+    Ok(local
+        .bucket(bucket)?
+        .into_iter()
+        .filter(|(key, ..)| {
+            shared_peers(&ring, view.replication(), view.local_id(), key).contains(&peer)
+        })
+        .map(|(key, hash, object)| (key, (hash, object)))
+        .collect())
 }

@@ -1,22 +1,37 @@
 //! Where requests from other nodes come in: the node-to-node server's
 //! handler, which hands each authenticated request to the Store as
-//! [`FromPeer`], and answers keyring requests beside it.
+//! [`FromPeer`] and answers keyring requests beside it; the door every
+//! data request passes ([`PeerDoor`]); and the merge of the objects peers
+//! send in batches.
 //!
-//! Owns that dispatch only. The peer server has authenticated the channel
-//! and named the sender; the Store judges and serves data requests
-//! (`Store::serve_peer`), and a keyring request is served for a current
-//! member, asked of Membership. It never touches storage itself.
+//! The peer server has authenticated the channel and named the sender;
+//! whether that sender may make the request is `data::admission`'s to
+//! judge, and a refusal is counted and logged at most once a minute per
+//! sender. A batch is merged by version and only for keys this node homes,
+//! so no peer can make it keep a key it does not own or lose a version it
+//! holds. A keyring request is served for a current member, asked of
+//! Membership.
+
+use std::time::Instant;
 
 use actix::Addr;
 
+use super::local::LocalCopies;
+use super::view::ClusterView;
 use super::{FromPeer, Store};
 use crate::actors::membership::{ListMembers, Membership};
+use crate::data::admission::{PeerJudge, PeerRefusal};
+use crate::data::placement::home_of;
+use crate::key::Key;
 use crate::keyring::{Keyring, KeyringChange};
+use crate::log_limit::LogLimit;
 use crate::member::MemberState;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::{self, PeerConfig};
 use crate::replica::{ReplicaReply, ReplicaRequest};
+use crate::ring::Ring;
+use crate::version::Object;
 
 /// Serves node-to-node requests on `listener` until the node stops.
 pub async fn serve_peers(
@@ -89,4 +104,124 @@ async fn keyring_request(
         None => Ok(keyring.view()),
     };
     ReplicaReply::Keyring(result)
+}
+
+/// Judges every data request before it is served.
+pub(super) struct PeerDoor {
+    metrics: SharedMetrics,
+    max_value_bytes: usize,
+    /// Refused peer requests are logged at most once a minute a sender.
+    refusal_log: LogLimit<NodeId>,
+}
+
+impl PeerDoor {
+    pub(super) fn new(metrics: SharedMetrics, max_value_bytes: usize) -> Self {
+        PeerDoor {
+            metrics,
+            max_value_bytes,
+            refusal_log: LogLimit::default(),
+        }
+    }
+
+    /// `Err` with the reply to send if `from` may not make `request`.
+    pub(super) fn admit(
+        &mut self,
+        from: NodeId,
+        request: &ReplicaRequest,
+        view: &ClusterView,
+    ) -> Result<(), ReplicaReply> {
+        let judge = PeerJudge {
+            local_id: view.local_id(),
+            members: view.members(),
+            ring: view.ring(),
+            replication: view.replication(),
+            max_value_bytes: self.max_value_bytes,
+        };
+        let Some(refusal) = judge.judge(from, request) else {
+            return Ok(());
+        };
+        let kind = request.kind();
+        let reason = match refusal {
+            PeerRefusal::NotMember => {
+                self.metrics.peer_requests_refused_not_member.inc();
+                format!("{from} is not a member of this cluster")
+            }
+            PeerRefusal::Role => {
+                self.metrics.peer_requests_refused_role.inc();
+                format!("a {kind} request is not {from}'s to make")
+            }
+            PeerRefusal::TooLarge => {
+                self.metrics.peer_requests_refused_too_large.inc();
+                format!(
+                    "a value exceeds the limit of {} bytes",
+                    self.max_value_bytes
+                )
+            }
+        };
+        if self.refusal_log.allow(from, Instant::now()) {
+            tracing::warn!(peer = %from, %reason, "refused a peer request (logged once a minute per peer)");
+        }
+        Err(ReplicaReply::Refused(reason))
+    }
+}
+
+/// Merges objects another node sent (a handoff batch, an anti-entropy
+/// exchange) for keys this node is a home replica of, or will be once
+/// `leaving` is gone; returns how many changed here and how many were
+/// refused.
+pub(super) fn merge_received(
+    objects: Vec<(Key, Object)>,
+    leaving: Option<NodeId>,
+    view: &ClusterView,
+    local: &mut LocalCopies,
+    metrics: &SharedMetrics,
+) -> (usize, usize) {
+    let (mut merged, mut refused) = (0, 0);
+    let without_leaving = leaving.map(|gone| {
+        Ring::new(
+            view.ring().nodes().iter().copied().filter(|&n| n != gone),
+            view.ring().vnodes(),
+        )
+    });
+    for (key, object) in objects {
+        let home_after_leave = without_leaving
+            .as_ref()
+            .is_some_and(|ring| home_of(ring, view.replication(), &key).contains(&view.local_id()));
+        if !(view.is_home_now(&key) || home_after_leave) {
+            refused += 1;
+            continue;
+        }
+        match local.merge(&key, &object) {
+            Ok((_, true)) => {
+                merged += 1;
+                metrics.anti_entropy_keys_repaired.inc();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not merge a received key");
+                refused += 1;
+            }
+        }
+    }
+    (merged, refused)
+}
+
+/// A `WriteBatch` or `HandOver`: merged as [`merge_received`] says, with
+/// how many were stored and refused.
+pub(super) fn merge_batch(
+    objects: Vec<(Key, Object)>,
+    leaving: Option<NodeId>,
+    view: &ClusterView,
+    local: &mut LocalCopies,
+    metrics: &SharedMetrics,
+) -> ReplicaReply {
+    if objects.len() > super::anti_entropy::MAX_OBJECTS_PER_REQUEST {
+        return ReplicaReply::Refused("too many objects in one batch".into());
+    }
+    let count = objects.len();
+    let (_, refused) = merge_received(objects, leaving, view, local, metrics);
+    ReplicaReply::StoredBatch {
+        stored: count - refused,
+        refused,
+    }
 }

@@ -1,0 +1,163 @@
+//! Tombstone collection: deletions every home replica holds are finally
+//! forgotten.
+//!
+//! Owns the walk over this node's copies, [`STEP_KEYS`] per anti-entropy
+//! tick. A tombstone is collected when `data::repair::may_collect` says so
+//! (past `--tombstone-grace-ms`, this node its first home replica, every
+//! other home replica alive) and every other home replica holds exactly the
+//! same versions; then this node tells them to purge it and purges its own.
+//! A replica that purged remembers it for a while
+//! (`data::purge::PurgedTombstones`, in [`LocalCopies`]), so a copy still
+//! on its way does not bring the tombstone back. Never purges a copy that
+//! changed since it was judged: a purge drops exactly the versions named.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::{AsyncContext, Context, Message};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::local::LocalCopies;
+use super::view::ClusterView;
+use super::{ReplicaClient, Store};
+use crate::data::repair::may_collect;
+use crate::key::Key;
+use crate::replica::{ReplicaReply, ReplicaRequest};
+use crate::version::Dot;
+
+/// Keys examined per step.
+const STEP_KEYS: usize = 256;
+
+/// Tombstones every home replica was told to purge: drop them here too.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(super) struct PurgeHere(Vec<(Key, BTreeSet<Dot>)>);
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(super) struct CollectStepOver;
+
+/// This node's wall clock, in ms since the epoch: tombstones are stamped
+/// with it and judged by it.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) struct Collector {
+    peers: ReplicaClient,
+    timeout: Duration,
+    grace: Duration,
+    cursor: Option<Vec<u8>>,
+    running: bool,
+}
+
+impl Collector {
+    pub(super) fn new(peers: ReplicaClient, replica_timeout: Duration, grace: Duration) -> Self {
+        Collector {
+            peers,
+            timeout: replica_timeout,
+            grace,
+            cursor: None,
+            running: false,
+        }
+    }
+
+    /// Judges the next keys; asks the other home replicas about those that
+    /// may go, then purges them everywhere.
+    pub(super) fn step(
+        &mut self,
+        view: &ClusterView,
+        local: &LocalCopies,
+        ctx: &mut Context<Store>,
+    ) {
+        if self.running || !local.trees().ready() {
+            return;
+        }
+        let (last, copies) = match local.walk(self.cursor.as_deref(), STEP_KEYS) {
+            Ok(walked) => walked,
+            Err(e) => {
+                tracing::warn!(error = %e, "tombstone collection cannot read storage");
+                return;
+            }
+        };
+        self.cursor = last;
+        let (grace, now, me) = (self.grace.as_millis() as u64, now_ms(), view.local_id());
+        let mut candidates = Vec::new();
+        for (key, object) in copies {
+            let Some(deleted_at) = object.deleted_at_ms() else {
+                continue;
+            };
+            let home = view.home_of(&key);
+            if !may_collect(deleted_at, now, grace, &home, me, |n| view.is_alive(n)) {
+                continue;
+            }
+            let others: Vec<SocketAddr> = home
+                .iter()
+                .filter(|&&n| n != me)
+                .filter_map(|&n| view.addr_of(n))
+                .collect();
+            candidates.push((key, object.dots(), others));
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        self.running = true;
+        let (peers, store, timeout) = (self.peers.clone(), ctx.address(), self.timeout);
+        actix::spawn(async move {
+            let mut purged = Vec::new();
+            for (key, dots, others) in candidates {
+                if all_hold(&peers, &key, &dots, &others, timeout).await {
+                    let request = ReplicaRequest::Purge {
+                        key: key.clone(),
+                        dots: dots.iter().copied().collect(),
+                    };
+                    let mut told: FuturesUnordered<_> = others
+                        .iter()
+                        .map(|addr| peers.request_within(*addr, &request, timeout))
+                        .collect();
+                    while told.next().await.is_some() {}
+                    purged.push((key, dots));
+                }
+            }
+            store.do_send(PurgeHere(purged));
+            store.do_send(CollectStepOver);
+        });
+    }
+
+    pub(super) fn purge_here(&self, msg: PurgeHere, local: &mut LocalCopies) {
+        for (key, dots) in msg.0 {
+            if let Err(e) = local.purge(&key, &dots) {
+                tracing::warn!(error = %e, "could not purge a tombstone");
+            }
+        }
+    }
+
+    pub(super) fn step_over(&mut self) {
+        self.running = false;
+    }
+}
+
+/// Whether every replica at `others` holds exactly `dots` for `key`.
+async fn all_hold(
+    peers: &ReplicaClient,
+    key: &Key,
+    dots: &BTreeSet<Dot>,
+    others: &[SocketAddr],
+    timeout: Duration,
+) -> bool {
+    let request = ReplicaRequest::Read { key: key.clone() };
+    let mut reads: FuturesUnordered<_> = others
+        .iter()
+        .map(|addr| peers.request_within(*addr, &request, timeout))
+        .collect();
+    while let Some(answer) = reads.next().await {
+        match answer {
+            Ok(ReplicaReply::Object(object)) if object.dots() == *dots => {}
+            _ => return false,
+        }
+    }
+    true
+}

@@ -1,0 +1,260 @@
+//! This node's own copies of the keys it holds: reading, merging,
+//! versioning, dropping and purging them in the storage engine, with the
+//! hash trees kept in step with every change.
+//!
+//! Owns the engine's data and meta entries (the hint marks are
+//! [`super::hinted`]'s), the trees ([`Trees`]) and the memory of tombstones
+//! purged lately. Every change to a copy goes through here, so the trees
+//! never drift from storage. Never talks to another node; what a copy is
+//! merged with, and when, the Store decides.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::trees::Trees;
+use super::{StoreError, SIBLINGS_WARNING};
+use crate::data::layout::{bucket_prefix, data_key, key_of_data_key, DATA_PREFIX, META_PREFIX};
+use crate::data::purge::PurgedTombstones;
+use crate::key::Key;
+use crate::merkle::entry_hash;
+use crate::metrics::SharedMetrics;
+use crate::node_id::NodeId;
+use crate::replication::Replication;
+use crate::ring::Ring;
+use crate::storage::StorageEngine;
+use crate::version::{Dot, Object, Payload, VersionVector};
+
+const SETTLED_RING: &[u8] = b"mring";
+
+/// A step of a walk over the copies: the last data key passed (`None`:
+/// the walk is over) and the copies among them.
+pub(super) type Walked = (Option<Vec<u8>>, Vec<(Key, Object)>);
+
+/// The bounds a versioned write must stay within.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WriteLimits {
+    pub max_siblings: usize,
+    pub max_object_bytes: usize,
+}
+
+pub(super) struct LocalCopies {
+    engine: Arc<dyn StorageEngine>,
+    metrics: SharedMetrics,
+    local_id: NodeId,
+    limits: WriteLimits,
+    trees: Trees,
+    /// Tombstones purged here lately, so a copy still on its way is not
+    /// taken back.
+    purged: PurgedTombstones,
+}
+
+impl LocalCopies {
+    pub(super) fn new(
+        engine: Arc<dyn StorageEngine>,
+        metrics: SharedMetrics,
+        local_id: NodeId,
+        replication: Replication,
+        limits: WriteLimits,
+        purge_memory: Duration,
+    ) -> Self {
+        LocalCopies {
+            engine,
+            metrics,
+            local_id,
+            limits,
+            trees: Trees::new(local_id, replication),
+            purged: PurgedTombstones::new(purge_memory),
+        }
+    }
+
+    pub(super) fn engine(&self) -> &Arc<dyn StorageEngine> {
+        &self.engine
+    }
+
+    pub(super) fn trees(&self) -> &Trees {
+        &self.trees
+    }
+
+    pub(super) fn trees_mut(&mut self) -> &mut Trees {
+        &mut self.trees
+    }
+
+    pub(super) fn read(&self, key: &str) -> Result<Object, StoreError> {
+        match self.engine.get(&data_key(key))? {
+            Some(bytes) => Ok(Object::decode(&bytes)?),
+            None => Ok(Object::new()),
+        }
+    }
+
+    /// Folds `incoming` into this node's copy; writes only if it changed.
+    /// Returns the copy now held and whether it changed.
+    pub(super) fn merge(
+        &mut self,
+        key: &str,
+        incoming: &Object,
+    ) -> Result<(Object, bool), StoreError> {
+        let mut object = self.read(key)?;
+        if self.purged.absorbs(key, incoming, Instant::now()) {
+            self.metrics.tombstones_refused_after_purge.inc();
+            return Ok((object, false));
+        }
+        let before = entry(key, &object);
+        if !object.merge(incoming) {
+            return Ok((object, false));
+        }
+        self.engine.put(&data_key(key), &object.encode())?;
+        self.trees.note(key, before, entry(key, &object));
+        Ok((object, true))
+    }
+
+    /// Versions a client write against this node's copy, superseding what
+    /// `context` names, and stores it. Returns the context of the new
+    /// version and the object now held.
+    pub(super) fn version(
+        &mut self,
+        key: &str,
+        context: &VersionVector,
+        payload: Payload,
+    ) -> Result<(VersionVector, Object), StoreError> {
+        let mut object = self.read(key)?;
+        let before = entry(key, &object);
+        let dot = object.write(self.local_id, context, payload)?;
+        let siblings = object.siblings().len();
+        if siblings > self.limits.max_siblings {
+            return Err(StoreError::TooManySiblings {
+                siblings: siblings - 1,
+                limit: self.limits.max_siblings,
+            });
+        }
+        let size = object.approximate_size();
+        if size > self.limits.max_object_bytes {
+            return Err(StoreError::ObjectTooLarge {
+                size,
+                limit: self.limits.max_object_bytes,
+            });
+        }
+        if siblings >= SIBLINGS_WARNING {
+            self.metrics.kv_sibling_warnings.inc();
+            // Once as the key crosses the mark, not on every write after.
+            if siblings == SIBLINGS_WARNING {
+                tracing::warn!(key, siblings, limit = self.limits.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
+            }
+        }
+        self.engine.put(&data_key(key), &object.encode())?;
+        self.trees.note(key, before, entry(key, &object));
+        let mut written = context.clone();
+        written.add(dot);
+        Ok((written, object))
+    }
+
+    /// Removes this node's copy of `key` if it still holds exactly `dots`.
+    pub(super) fn drop_if(&mut self, key: &str, dots: &BTreeSet<Dot>) -> Result<bool, StoreError> {
+        let object = self.read(key)?;
+        if object.is_empty() || object.dots() != *dots {
+            return Ok(false);
+        }
+        self.engine.delete(&data_key(key))?;
+        self.trees.note(key, entry(key, &object), None);
+        Ok(true)
+    }
+
+    /// Drops this node's copy of `key` if it is exactly these tombstones,
+    /// and remembers that it did.
+    pub(super) fn purge(&mut self, key: &str, dots: &BTreeSet<Dot>) -> Result<bool, StoreError> {
+        let object = self.read(key)?;
+        if object.deleted_at_ms().is_none() {
+            return Ok(false);
+        }
+        let dropped = self.drop_if(key, dots)?;
+        if dropped {
+            self.metrics.tombstones_purged.inc();
+            self.purged.remember(key, dots.clone(), Instant::now());
+        }
+        Ok(dropped)
+    }
+
+    /// Up to `limit` copies after the data key `cursor`, in key order:
+    /// (data key, key, copy). Copies that do not decode are skipped.
+    pub(super) fn walk(&self, cursor: Option<&[u8]>, limit: usize) -> Result<Walked, StoreError> {
+        let batch = self.engine.scan_after(&[DATA_PREFIX], cursor, limit)?;
+        let last = batch.last().map(|(raw, _)| raw.clone());
+        let mut copies = Vec::with_capacity(batch.len());
+        for (raw, bytes) in &batch {
+            let Some(key) = stored_key(raw) else {
+                continue;
+            };
+            match Object::decode(bytes) {
+                Ok(object) if !object.is_empty() => copies.push((key, object)),
+                Ok(_) => {}
+                Err(_) => tracing::warn!(%key, "skipping a stored object that does not decode"),
+            }
+        }
+        Ok((last, copies))
+    }
+
+    /// Every copy in a hash-tree bucket: (key, entry hash, copy).
+    pub(super) fn bucket(&self, bucket: u16) -> Result<Vec<(Key, u64, Object)>, StoreError> {
+        let mut copies = Vec::new();
+        for (raw, bytes) in self.engine.scan_prefix(&bucket_prefix(bucket))? {
+            let Some(key) = stored_key(&raw) else {
+                continue;
+            };
+            let object = Object::decode(&bytes)?;
+            if !object.is_empty() {
+                copies.push((key.clone(), entry_hash(&key, &object), object));
+            }
+        }
+        Ok(copies)
+    }
+
+    pub(super) fn save_settled_ring(&self, ring: &Ring) {
+        let ids: Vec<u64> = ring.nodes().iter().map(|n| n.as_u64()).collect();
+        let Ok(bytes) = rmp_serde::to_vec(&(ring.vnodes(), ids)) else {
+            return;
+        };
+        if let Err(e) = self.engine.put(&meta_key(SETTLED_RING), &bytes) {
+            tracing::warn!(error = %e, "could not record the settled ring");
+        }
+    }
+
+    /// The ring this node's data was placed for before a restart, if it
+    /// used `vnodes` tokens per node.
+    pub(super) fn load_settled_ring(&mut self, vnodes: usize) {
+        let Ok(Some(bytes)) = self.engine.get(&meta_key(SETTLED_RING)) else {
+            return;
+        };
+        match rmp_serde::from_slice::<(usize, Vec<u64>)>(&bytes) {
+            Ok((stored, ids)) if stored == vnodes => {
+                let ring = Ring::new(ids.into_iter().map(NodeId::from_u64), vnodes);
+                self.trees.restore_settled(Arc::new(ring));
+            }
+            Ok(_) => tracing::warn!("the settled ring used other tokens per node; starting afresh"),
+            Err(_) => tracing::warn!("the settled ring record does not decode; starting afresh"),
+        }
+    }
+}
+
+/// The key a data entry in storage is for. Every key was valid when it
+/// was stored; one that no longer is (a damaged entry) is skipped.
+fn stored_key(raw: &[u8]) -> Option<Key> {
+    let key = key_of_data_key(raw)?;
+    match Key::new(key) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping a stored entry whose key is not valid");
+            None
+        }
+    }
+}
+
+/// A copy's entry in the hash trees (`None`: no copy).
+fn entry(key: &str, object: &Object) -> Option<u64> {
+    (!object.is_empty()).then(|| entry_hash(key, object))
+}
+
+fn meta_key(name: &[u8]) -> Vec<u8> {
+    let mut key = vec![META_PREFIX];
+    key.extend_from_slice(name);
+    key
+}
