@@ -139,12 +139,19 @@ async fn real_processes_replicate_ride_out_a_kill_and_a_pause_and_hand_back_what
 
     // The killed replica returns on its data directory and ports.
     c = spawn(dirs[2].path(), ports[2], Some(ports[0].0));
-    eventually(
-        Duration::from_secs(15),
-        "the restarted node to rejoin",
-        || async { all_see_all(&[&a, &b, &c], &ids).await },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while all_see_all(&[&a, &b, &c], &ids).await.is_none() {
+        // A node that could not take its ports back (another process took
+        // one meanwhile) exits: say so rather than wait it out.
+        if let Ok(Some(status)) = c.child.try_wait() {
+            panic!("the restarted node exited ({status}); were its ports taken?");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 15s waiting for the restarted node to rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eventually(
         Duration::from_secs(15),
         "every hint to be handed over",
