@@ -206,14 +206,9 @@ impl Store {
                     None => ReplicaReply::Refused(StoreError::Restarting.to_string()),
                 }
             }
-            // A plain write is for a home replica (a stand-in gets a hint):
-            // one from a coordinator whose ring is a moment behind must
-            // not leave a copy where the key no longer lives.
-            ReplicaRequest::Write {
-                key,
-                hint_for: None,
-                ..
-            } if !self.view.is_home_now(&key) => {
+            ReplicaRequest::Write { key, hint_for, .. }
+                if !self.view.homes().takes_write(&key, hint_for.is_some()) =>
+            {
                 ReplicaReply::Refused("not a home replica of this key".into())
             }
             ReplicaRequest::Write {

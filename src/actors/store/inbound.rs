@@ -20,8 +20,8 @@ use super::local::LocalCopies;
 use super::view::ClusterView;
 use super::{FromPeer, Store};
 use crate::actors::membership::{ListMembers, Membership};
+use crate::data::accept::without;
 use crate::data::admission::{PeerJudge, PeerRefusal};
-use crate::data::placement::home_of;
 use crate::key::Key;
 use crate::keyring::{Keyring, KeyringChange};
 use crate::log_limit::LogLimit;
@@ -30,7 +30,6 @@ use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::{self, PeerConfig};
 use crate::replica::{ReplicaReply, ReplicaRequest};
-use crate::ring::Ring;
 use crate::version::Object;
 
 /// Serves node-to-node requests on `listener` until the node stops.
@@ -177,17 +176,10 @@ pub(super) fn merge_received(
     metrics: &SharedMetrics,
 ) -> (usize, usize) {
     let (mut merged, mut refused) = (0, 0);
-    let without_leaving = leaving.map(|gone| {
-        Ring::new(
-            view.ring().nodes().iter().copied().filter(|&n| n != gone),
-            view.ring().vnodes(),
-        )
-    });
+    let after_leave = leaving.map(|gone| without(view.ring(), gone));
+    let homes = view.homes();
     for (key, object) in objects {
-        let home_after_leave = without_leaving
-            .as_ref()
-            .is_some_and(|ring| home_of(ring, view.replication(), &key).contains(&view.local_id()));
-        if !(view.is_home_now(&key) || home_after_leave) {
+        if !homes.takes_batch_key(&key, after_leave.as_ref()) {
             refused += 1;
             continue;
         }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::reachability::Reachability;
+use crate::data::accept::Homes;
 use crate::data::placement::home_of;
 use crate::member::{Member, MemberState};
 use crate::node_id::NodeId;
@@ -126,11 +127,14 @@ impl ClusterView {
         home_of(&self.ring, &self.replication, key)
     }
 
-    /// Whether this node is a home replica of `key` on the ring it is
-    /// moving to, or on its current one.
-    pub(super) fn is_home_now(&self, key: &str) -> bool {
-        let ring = self.moving_to.as_ref().unwrap_or(&self.ring);
-        home_of(ring, &self.replication, key).contains(&self.local_id)
+    /// Where keys live now, as `data::accept` judges what to take.
+    pub(super) fn homes(&self) -> Homes<'_> {
+        Homes {
+            local_id: self.local_id,
+            replication: &self.replication,
+            ring: &self.ring,
+            moving_to: self.moving_to.as_deref(),
+        }
     }
 
     pub(super) fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
