@@ -101,9 +101,9 @@ pub enum ReplicaReply {
         objects: Vec<(Key, Object)>,
         wanted: Vec<Key>,
     },
-    /// The request was understood but not served (an invalid key, a store
-    /// that failed, a sender that is not a member or acts outside its
-    /// role); the reason is for logs.
+    /// The request was understood but not served (a key this node does
+    /// not home, a store that failed, a sender that is not a member or acts
+    /// outside its role); the reason is for logs.
     Refused(String),
     /// The receiver's keyring after a keyring request, or why it refused.
     Keyring(Result<KeyringView, String>),

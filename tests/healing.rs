@@ -102,9 +102,18 @@ async fn a_replica_that_missed_10000_writes_and_1000_deletes_matches_the_others_
 
     cluster.restart(2).await;
     let started = Instant::now();
+    // Every key, exactly: anti-entropy works bucket by bucket, so one key
+    // matching says nothing of the next.
     eventually(HEAL, "the returned replica to match the others", || async {
-        for k in (0..10_000).step_by(97).chain([9_999]) {
+        for k in 0..10_000 {
             let key = format!("new-{k}");
+            if cluster.local_copy(2, &key).await.dots() != cluster.local_copy(0, &key).await.dots()
+            {
+                return None;
+            }
+        }
+        for k in 0..1000 {
+            let key = format!("old-{k}");
             if cluster.local_copy(2, &key).await.dots() != cluster.local_copy(0, &key).await.dots()
             {
                 return None;
@@ -113,15 +122,6 @@ async fn a_replica_that_missed_10000_writes_and_1000_deletes_matches_the_others_
         Some(())
     })
     .await;
-    // Then every key, exactly: versions, and deletions as tombstones.
-    for k in 0..10_000 {
-        let key = format!("new-{k}");
-        assert_eq!(
-            cluster.local_copy(2, &key).await.dots(),
-            cluster.local_copy(0, &key).await.dots(),
-            "{key}"
-        );
-    }
     for k in 0..1000 {
         let key = format!("old-{k}");
         let (here, there) = (

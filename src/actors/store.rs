@@ -51,6 +51,7 @@ pub use api::{
     ClientWrite, Delete, FromPeer, Get, LocalCopy, Put, ReadOutcome, StoreConfig, StoreError,
     Supersedes,
 };
+pub use collect::wall_clock_ms;
 pub use inbound::serve_peers;
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
 
@@ -229,9 +230,12 @@ impl Store {
                 }
             }
             ReplicaRequest::Coordinate { write, needed } => {
+                // The node the client asked resolved the quorum; a sender
+                // still cannot ask for fewer than one copy or more than
+                // the replicas this node sees.
                 let job = Coordinating {
                     write,
-                    needed,
+                    needed: needed.clamp(1, self.view.effective_replicas()),
                     forwarded: true,
                 };
                 let written = self.coordinator().write(job, false, ctx);
@@ -264,6 +268,7 @@ impl Store {
                     Err(e) => ReplicaReply::Refused(e.to_string()),
                 }
             }
+            // Answered beside the Store (`inbound`) and refused at its door.
             ReplicaRequest::Keyring(_) => {
                 ReplicaReply::Refused("a keyring request is not the store's".into())
             }

@@ -236,7 +236,7 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
                     key,
                     supersedes,
                     payload: Payload::Tombstone {
-                        at_ms: wall_clock_ms(),
+                        at_ms: store::wall_clock_ms(),
                     },
                 },
                 quorum,
@@ -246,14 +246,6 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     Ok(HttpResponse::NoContent()
         .insert_header(context_header(&written.context))
         .finish())
-}
-
-/// This node's wall clock in ms since the epoch: a tombstone's stamp,
-/// which tombstone collection later judges its age by.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The longest `Content-Type` stored with a value: it is kept with every

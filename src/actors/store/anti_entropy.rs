@@ -381,12 +381,11 @@ fn entries_shared_with(
         .settled()
         .cloned()
         .unwrap_or_else(|| view.ring().clone());
+    let shared =
+        |key: &str| shared_peers(&ring, view.replication(), view.local_id(), key).contains(&peer);
     Ok(local
-        .bucket(bucket)?
+        .bucket(bucket, shared)?
         .into_iter()
-        .filter(|(key, ..)| {
-            shared_peers(&ring, view.replication(), view.local_id(), key).contains(&peer)
-        })
         .map(|(key, hash, object)| (key, (hash, object)))
         .collect())
 }

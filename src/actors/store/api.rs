@@ -58,7 +58,7 @@ pub enum StoreError {
     ReadQuorum(QuorumShortfall),
     #[error("{} of the {} replicas needed stored the write", .0.answered, .0.needed)]
     WriteQuorum(QuorumShortfall),
-    /// Only a home replica versions a write: see [`Store::coordinate_write`].
+    /// Only a home replica versions a write (`data::coordinate::route_write`).
     #[error("this node is not a home replica of the key")]
     NotHome,
     /// Only stand-ins answered a read and none held a value: a not-found

@@ -38,9 +38,9 @@ pub(super) struct PurgeHere(Vec<(Key, BTreeSet<Dot>)>);
 #[rtype(result = "()")]
 pub(super) struct CollectStepOver;
 
-/// This node's wall clock, in ms since the epoch: tombstones are stamped
-/// with it and judged by it.
-pub(super) fn now_ms() -> u64 {
+/// This node's wall clock, in ms since the epoch: the HTTP layer stamps a
+/// tombstone with it, and collection judges a tombstone's age by it.
+pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -84,7 +84,11 @@ impl Collector {
             }
         };
         self.cursor = last;
-        let (grace, now, me) = (self.grace.as_millis() as u64, now_ms(), view.local_id());
+        let (grace, now, me) = (
+            self.grace.as_millis() as u64,
+            wall_clock_ms(),
+            view.local_id(),
+        );
         let mut candidates = Vec::new();
         for (key, object) in copies {
             let Some(deleted_at) = object.deleted_at_ms() else {

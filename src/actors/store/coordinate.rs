@@ -30,7 +30,7 @@ use crate::node_id::NodeId;
 use crate::peer::PeerError;
 use crate::replica::{ReplicaReply, ReplicaRequest, Written};
 use crate::replication::{Quorum, Target};
-use crate::version::Object;
+use crate::version::{Object, VersionVector};
 
 /// A client write being coordinated: the write, the copies it needs
 /// (resolved once, by the node the client asked) and whether another node
@@ -54,6 +54,8 @@ pub(super) struct Settled(pub Coordinating);
 #[rtype(result = "Result<Written, StoreError>")]
 pub(super) struct ContextLookedUp {
     pub job: Coordinating,
+    /// The versions the write supersedes, settled.
+    pub context: VersionVector,
     pub found: Object,
     pub every_home_answered: bool,
 }
@@ -88,7 +90,11 @@ pub(super) struct LookUp {
 }
 
 impl LookUp {
-    pub(super) async fn run(self, job: Coordinating) -> Result<Written, StoreError> {
+    pub(super) async fn run(
+        self,
+        job: Coordinating,
+        context: VersionVector,
+    ) -> Result<Written, StoreError> {
         let request = ReplicaRequest::Read {
             key: job.write.key.clone(),
         };
@@ -115,6 +121,7 @@ impl LookUp {
         }
         let looked_up = ContextLookedUp {
             job,
+            context,
             found,
             every_home_answered: self.every_home_asked && answered == self.asked.len(),
         };
@@ -276,7 +283,7 @@ impl Coordinator<'_> {
                     timeout: self.config.replica_timeout,
                     store: ctx.address(),
                 };
-                return Box::pin(look_up.run(job));
+                return Box::pin(look_up.run(job, context));
             }
         }
         self.metrics.kv_writes_coordinated.inc();
@@ -333,6 +340,7 @@ impl Coordinator<'_> {
     ) -> ResponseFuture<Result<Written, StoreError>> {
         let ContextLookedUp {
             job,
+            context,
             found,
             every_home_answered,
         } = msg;
@@ -343,10 +351,7 @@ impl Coordinator<'_> {
             contain_panic("store", ctx, || copies.merge(&job.write.key, &found))
         };
         let covered = match merged {
-            Some(Ok((object, _))) => match &job.write.supersedes {
-                Supersedes::Seen(context) => object.clock().descends(context),
-                Supersedes::FoundByQuorumRead { .. } => true,
-            },
+            Some(Ok((object, _))) => object.clock().descends(&context),
             Some(Err(e)) => return ready(self.count_failure(Err(e))),
             None => return ready(Err(StoreError::Restarting)),
         };

@@ -174,8 +174,10 @@ impl LocalCopies {
         Ok(dropped)
     }
 
-    /// Up to `limit` copies after the data key `cursor`, in key order:
-    /// (data key, key, copy). Copies that do not decode are skipped.
+    /// The copies after the data key `cursor`, in key order, from at most
+    /// `limit` entries: the last data key read (`None`: the walk is over)
+    /// and (key, copy) of those held. Copies that do not decode are
+    /// skipped.
     pub(super) fn walk(&self, cursor: Option<&[u8]>, limit: usize) -> Result<Walked, StoreError> {
         let batch = self.engine.scan_after(&[DATA_PREFIX], cursor, limit)?;
         let last = batch.last().map(|(raw, _)| raw.clone());
@@ -193,13 +195,22 @@ impl LocalCopies {
         Ok((last, copies))
     }
 
-    /// Every copy in a hash-tree bucket: (key, entry hash, copy).
-    pub(super) fn bucket(&self, bucket: u16) -> Result<Vec<(Key, u64, Object)>, StoreError> {
+    /// The copies in a hash-tree bucket of the keys `wanted` picks: (key,
+    /// entry hash, copy). Picked before decoding, so a damaged copy fails
+    /// only the exchanges that involve its key.
+    pub(super) fn bucket(
+        &self,
+        bucket: u16,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(Key, u64, Object)>, StoreError> {
         let mut copies = Vec::new();
         for (raw, bytes) in self.engine.scan_prefix(&bucket_prefix(bucket))? {
             let Some(key) = stored_key(&raw) else {
                 continue;
             };
+            if !wanted(&key) {
+                continue;
+            }
             let object = Object::decode(&bytes)?;
             if !object.is_empty() {
                 copies.push((key.clone(), entry_hash(&key, &object), object));
