@@ -339,10 +339,15 @@ impl Handoff {
             return;
         }
         job.sending = true;
-        let sends: Vec<_> = outgoing
-            .into_iter()
-            .filter_map(|(node, objects)| view.addr_of(node).map(|addr| (node, addr, objects)))
-            .collect();
+        let mut unreachable = Vec::new();
+        let mut sends = Vec::new();
+        for (node, objects) in outgoing {
+            match view.addr_of(node) {
+                Some(addr) => sends.push((node, addr, objects)),
+                // Not sent is not stored: the job runs again.
+                None => unreachable.push((node, 0, 0, false)),
+            }
+        }
         let leaving = self.leaving.then_some(view.local_id());
         let (peers, timeout, store) = (self.peers.clone(), self.timeout, ctx.address());
         actix::spawn(async move {
@@ -352,7 +357,7 @@ impl Handoff {
                     send_batches(&peers, node, addr, objects, leaving, timeout)
                 })
                 .collect();
-            let mut sent = Vec::new();
+            let mut sent = unreachable;
             while let Some(result) = pending.next().await {
                 sent.push(result);
             }
