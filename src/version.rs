@@ -209,14 +209,37 @@ impl Object {
 
     /// A write coordinated by `coordinator`: supersedes the siblings
     /// `context` covers and joins the others as a new sibling. Returns the
-    /// new write's dot.
+    /// new write's dot. Its counter is above every one this copy or the
+    /// context knows of: right for a coordinator that never lost a copy of
+    /// the key; a node that may have (a purge, a handoff) uses
+    /// [`Object::write_above`].
     pub fn write(
         &mut self,
         coordinator: NodeId,
         context: &VersionVector,
         payload: Payload,
     ) -> Result<Dot, VersionError> {
-        let seen = self.clock().get(coordinator).max(context.get(coordinator));
+        self.write_above(coordinator, 0, context, payload)
+    }
+
+    /// [`Object::write`] with the counter also above `issued`: the highest
+    /// counter `coordinator` may have issued for any key. A copy this node
+    /// no longer holds (its tombstones collected, or handed to the key's
+    /// new homes) takes the dots it named with it; issuing one of them
+    /// again would make a new write look like one a stale context already
+    /// covers, and it would be superseded unseen.
+    pub fn write_above(
+        &mut self,
+        coordinator: NodeId,
+        issued: u64,
+        context: &VersionVector,
+        payload: Payload,
+    ) -> Result<Dot, VersionError> {
+        let seen = self
+            .clock()
+            .get(coordinator)
+            .max(context.get(coordinator))
+            .max(issued);
         let counter = seen.checked_add(1).ok_or(VersionError::CounterOverflow)?;
         let dot = Dot {
             node: coordinator,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::trees::Trees;
 use super::{StoreError, SIBLINGS_WARNING};
@@ -26,6 +26,10 @@ use crate::storage::StorageEngine;
 use crate::version::{Dot, Object, Payload, VersionVector};
 
 const SETTLED_RING: &[u8] = b"mring";
+/// The highest dot counter this node may have issued, kept a block ahead.
+const DOT_COUNTERS: &[u8] = b"mdots";
+/// Counters reserved per write of [`DOT_COUNTERS`].
+const COUNTER_BLOCK: u64 = 1 << 16;
 
 /// A step of a walk over the copies: the last data key passed (`None`:
 /// the walk is over) and the copies among them.
@@ -47,6 +51,19 @@ pub(super) struct LocalCopies {
     /// Tombstones purged here lately, so a copy still on its way is not
     /// taken back.
     purged: PurgedTombstones,
+    counters: Counters,
+}
+
+/// The dot counters this node issues: one rising sequence over every key,
+/// so that no counter is issued twice for a key, even once the copies that
+/// named it are gone (tombstones collected, a copy handed to the key's new
+/// homes). Storage holds a mark a block ahead of what was issued, written
+/// before any counter past it is; a restart resumes above the mark, and
+/// above the wall clock in microseconds, in case the mark's last write was
+/// lost with the machine.
+struct Counters {
+    issued: u64,
+    reserved: u64,
 }
 
 impl LocalCopies {
@@ -58,6 +75,24 @@ impl LocalCopies {
         limits: WriteLimits,
         purge_memory: Duration,
     ) -> Self {
+        let reserved = match engine.get(&meta_key(DOT_COUNTERS)) {
+            Ok(Some(bytes)) => bytes
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or_else(|_| {
+                    tracing::warn!("the dot counter mark does not decode; resuming from the clock");
+                    0
+                }),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the dot counter mark; resuming from the clock");
+                0
+            }
+        };
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let issued = reserved.max(clock);
         LocalCopies {
             engine,
             metrics,
@@ -65,7 +100,24 @@ impl LocalCopies {
             limits,
             trees: Trees::new(local_id, replication),
             purged: PurgedTombstones::new(purge_memory),
+            counters: Counters {
+                issued,
+                reserved: issued,
+            },
         }
+    }
+
+    /// Records that counters up to `counter` may be issued, a block ahead,
+    /// before one is.
+    fn reserve(&mut self, counter: u64) -> Result<(), StoreError> {
+        if counter <= self.counters.reserved {
+            return Ok(());
+        }
+        let mark = counter.saturating_add(COUNTER_BLOCK);
+        self.engine
+            .put(&meta_key(DOT_COUNTERS), &mark.to_be_bytes())?;
+        self.counters.reserved = mark;
+        Ok(())
     }
 
     pub(super) fn engine(&self) -> &Arc<dyn StorageEngine> {
@@ -119,7 +171,9 @@ impl LocalCopies {
     ) -> Result<(VersionVector, Object), StoreError> {
         let mut object = self.read(key)?;
         let before = entry(key, &object);
-        let dot = object.write(self.local_id, context, payload)?;
+        let dot = object.write_above(self.local_id, self.counters.issued, context, payload)?;
+        self.reserve(dot.counter)?;
+        self.counters.issued = dot.counter;
         let siblings = object.siblings().len();
         if siblings > self.limits.max_siblings {
             return Err(StoreError::TooManySiblings {
@@ -268,4 +322,55 @@ fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = vec![META_PREFIX];
     key.extend_from_slice(name);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn copies(engine: &Arc<dyn StorageEngine>) -> LocalCopies {
+        LocalCopies::new(
+            engine.clone(),
+            Arc::default(),
+            NodeId::from_u64(1),
+            Replication::default(),
+            WriteLimits {
+                max_siblings: 100,
+                max_object_bytes: 1 << 20,
+            },
+            Duration::from_secs(60),
+        )
+    }
+
+    fn value() -> Payload {
+        Payload::Value {
+            content_type: "text/plain".into(),
+            bytes: b"v".to_vec(),
+        }
+    }
+
+    /// Seeds 4 and 138 of the data-path simulation: a copy that is gone
+    /// (dropped after a handoff, or its tombstones collected) must not take
+    /// its dots' counters with it, or the next write reissues one that a
+    /// stale context already covers.
+    #[test]
+    fn a_counter_is_never_issued_twice_for_a_key_not_after_its_copy_went_nor_a_restart() {
+        let engine: Arc<dyn StorageEngine> = Arc::new(MemoryEngine::default());
+        let mut local = copies(&engine);
+        let (first, object) = local.version("k", &VersionVector::new(), value()).unwrap();
+        assert!(local.drop_if("k", &object.dots()).unwrap());
+        let (second, object) = local.version("k", &VersionVector::new(), value()).unwrap();
+        assert!(
+            !first.descends(&second),
+            "the second write's dot is new: {first:?} then {second:?}"
+        );
+        assert!(local.drop_if("k", &object.dots()).unwrap());
+        // A restart resumes above the mark kept in storage.
+        let mut restarted = copies(&engine);
+        let (third, _) = restarted
+            .version("k", &VersionVector::new(), value())
+            .unwrap();
+        assert!(!second.descends(&third) && !first.descends(&third));
+    }
 }
