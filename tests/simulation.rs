@@ -147,3 +147,15 @@ fn assert_clean(config: &SimConfig, seed: u64) {
 fn seed_72_a_stand_in_keeps_no_repaired_copy() {
     assert_clean(&SimConfig::default(), 72);
 }
+
+/// Seed 93 (60 s, defaults): a node a join moved a key away from saw none
+/// of the key's new home replicas up, planned a move to nobody, and its job
+/// finished as done with its stale copy left in place; a ring change 47 s
+/// later handed that copy over after the key's tombstone had been
+/// collected, and the deleted value came back. Fixed in `data::handoff`:
+/// with no new home up, the move names them all, so the job fails and
+/// runs again.
+#[test]
+fn seed_93_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
+    assert_clean(&SimConfig::default(), 93);
+}
