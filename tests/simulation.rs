@@ -5,10 +5,13 @@
 //! node, anti-entropy and tombstone collection on skewed clocks; each seed
 //! checked for lost, resurrected and unknown versions and reused dots.
 //!
-//! `DND_SIM_SEED=N` replays one seed; `DND_SIM_SEEDS` (default 100) and
-//! `DND_SIM_SECONDS` (virtual seconds a seed's clients run, default 60) set
-//! the sweep, `DND_SIM_THREADS` how many seeds run at once (default: the
-//! cores). A failing seed prints the line that replays it.
+//! `DND_SIM_SEED=N` replays one seed (with `RUST_LOG=dnd::data::sim=debug`,
+//! or `=trace` for every message, it tells what happened); `DND_SIM_SEEDS`
+//! (default 200) and `DND_SIM_SECONDS` (virtual seconds a seed's clients
+//! run, default 60) set the sweep, `DND_SIM_THREADS` how many seeds run at
+//! once (default: the cores), `DND_SIM_SKEW_MS` and `DND_SIM_GRACE_MS` the
+//! clocks' largest skew and the tombstone grace. A failing seed prints the
+//! line that replays it (with the same variables).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -48,17 +51,25 @@ fn sweep(config: &SimConfig, seeds: &[u64]) -> Vec<SimReport> {
 
 fn replay_line(report: &SimReport, seconds: u64) -> String {
     format!(
-        "DND_SIM_SEED={} DND_SIM_SECONDS={seconds} cargo test --test simulation  # lost {:?} resurrected {:?} unknown {:?} reused {:?}",
-        report.seed, report.lost, report.resurrected, report.unknown, report.reused_dots
+        "DND_SIM_SEED={} DND_SIM_SECONDS={seconds} cargo test --test simulation  # lost {:?} resurrected {:?} unknown {:?} reused ({} after a collection) {:?}",
+        report.seed,
+        report.lost,
+        report.resurrected,
+        report.unknown,
+        report.reused_after_a_collection,
+        report.reused_dots
     )
 }
 
 #[test]
 fn seeds_of_a_hostile_network_lose_and_resurrect_nothing() {
     let seconds = env("DND_SIM_SECONDS").unwrap_or(60);
+    let defaults = SimConfig::default();
     let config = SimConfig {
         duration_ms: seconds * 1000,
-        ..SimConfig::default()
+        max_clock_skew_ms: env("DND_SIM_SKEW_MS").unwrap_or(defaults.max_clock_skew_ms),
+        tombstone_grace_ms: env("DND_SIM_GRACE_MS").unwrap_or(defaults.tombstone_grace_ms),
+        ..defaults
     };
     let seeds: Vec<u64> = match env("DND_SIM_SEED") {
         Some(seed) => {
@@ -70,7 +81,7 @@ fn seeds_of_a_hostile_network_lose_and_resurrect_nothing() {
                 .try_init();
             vec![seed]
         }
-        None => (1..=env("DND_SIM_SEEDS").unwrap_or(100)).collect(),
+        None => (1..=env("DND_SIM_SEEDS").unwrap_or(200)).collect(),
     };
     let started = Instant::now();
     let reports = sweep(&config, &seeds);
@@ -158,4 +169,32 @@ fn seed_72_a_stand_in_keeps_no_repaired_copy() {
 #[test]
 fn seed_93_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
     assert_clean(&SimConfig::default(), 93);
+}
+
+/// Open, in code this branch may not change (`version::Object::write` and
+/// the Store's `write_local`): a dot is counted from the coordinator's copy
+/// of the key, so once a key's tombstone is collected everywhere, its next
+/// blind write through a node that wrote it before issues that node's
+/// counter 1 again. A client still holding a context from before the purge
+/// then supersedes the new value without having seen it, and a stale copy
+/// with the old dot is taken for the new one. Nearly every failing seed of
+/// the sweep is this; it needs a counter that survives the copy (a durable
+/// per-node floor, for instance).
+#[test]
+#[ignore = "open bug: dots reissued after a tombstone is collected"]
+fn seed_4_no_dot_is_issued_twice_after_a_collection() {
+    assert_clean(&SimConfig::default(), 4);
+}
+
+/// Open, in the Store's `ContextLookedUp` (with `write_local`): node 1 homed
+/// k9 and issued its dots, a join moved k9 away and node 1 dropped its
+/// copy after the handoff, a removal made it a home again, and at 51 s it
+/// coordinated a blind write while the other homes were down in its view:
+/// the look-up answered nothing, the empty context counted as covered, and
+/// it issued (node 1, 1) a second time. `every_home_answered` is known
+/// there but not used when the context is empty.
+#[test]
+#[ignore = "open bug: a home again after a handoff reissues its dots"]
+fn seed_138_a_node_home_again_issues_no_dot_twice() {
+    assert_clean(&SimConfig::default(), 138);
 }

@@ -328,6 +328,10 @@ impl Sim {
         );
         if self.issued.insert((key.clone(), dot), context).is_some() {
             self.report.reused_dots.push((key.clone(), dot));
+            // What the issuer had lost, to tell the two known causes apart.
+            if self.purged.iter().any(|(k, _)| *k == key) {
+                self.report.reused_after_a_collection += 1;
+            }
         }
         for owner in uncovered_homes(&placement, local_id) {
             self.nodes[coordinator].hints.insert(owner, key.clone());

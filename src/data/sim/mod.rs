@@ -2,39 +2,48 @@
 //! under a hostile network and a changing cluster: coordinators and
 //! replicas in one thread, driven by a seed, so that any failure replays.
 //!
-//! What it runs is this crate's own code: placement (`replication`), the
-//! coordinator's routing and context check (`data::coordinate`), versioning
-//! and merging (`version`), the write and read rounds (`data::write`,
-//! `data::read`) with their stand-ins, hints (`data::hints`), read repair,
-//! the ring-change handoff (`data::handoff`), anti-entropy's comparisons
-//! over hash trees (`merkle`, `data::repair`), tombstone collection
-//! (`data::repair::may_collect`) and the memory of purges (`data::purge`).
+//! What it runs is this crate's own code: placement (`replication`,
+//! `data::placement`), the coordinator's routing and context check
+//! (`data::coordinate`), versioning and merging (`version`), the write and
+//! read rounds (`data::write`, `data::read`) with their stand-ins, hints
+//! (`data::hints`) and read repair, the ring-change plan and drop rule
+//! (`data::handoff`), anti-entropy's comparisons over hash trees (`merkle`,
+//! `data::repair`), tombstone collection (`data::repair::may_collect`) and
+//! the memory of purges (`data::purge`).
 //!
-//! What it models in place of the rest, one concept per submodule:
-//! the network (`network`: drops, duplicates, uniform or long-tailed delays
-//! and so reordering, symmetric, one-way and non-transitive partitions);
-//! crashes and a failure detector that lags, each node learning who is up
-//! after its own delay (`faults`); storage is durable, so a crash loses
-//! only what the Store keeps in memory (jobs, trees, the purge memory,
-//! rounds). Membership (`ring_change`): nodes join empty, leave after
-//! handing their keys over, or are removed while down, and each node learns
-//! the new ring after its own delay, so views lag and differ; each runs the
-//! Store's ring-change job on its own view. Anti-entropy and tombstone
-//! collection (`anti_entropy`) run per node with its own skewed wall clock.
-//! The Store actor's glue itself is not run: each submodule mirrors what
-//! `actors::store` does with the same pure functions, and the context
-//! look-up reads the reachable homes' copies without messages. Membership
-//! is not SWIM: the failure detector is omniscient but late.
+//! What it models in place of the rest, one concept per submodule: the
+//! network (`network`: drops, duplicates, uniform or long-tailed delays and
+//! so reordering, symmetric, one-way and non-transitive partitions);
+//! crashes and a failure detector that is omniscient but late, each node
+//! learning who it can talk to after its own delay (`faults`; storage is
+//! durable, so a crash loses only what the Store keeps in memory: jobs,
+//! trees, rounds, the purge memory); membership (`ring_change`: empty nodes
+//! join, members leave after a leaving handoff or are removed while down,
+//! and each node learns each new ring after its own delay, so views lag and
+//! differ, and runs the Store's ring-change job on its own view); clients
+//! and coordinators (`clients`); what a replica accepts (`replica`);
+//! anti-entropy and tombstone collection per node on its own skewed wall
+//! clock (`anti_entropy`).
+//!
+//! What it does not model: SWIM itself (suspicion, incarnations, gossip of
+//! the member table) — membership and liveness come from the simulation's
+//! truth, late; the Store's reachability marks, its anti-entropy `serving`
+//! guard and its batching limits; the context look-up's messages (it reads
+//! the copies of the homes the coordinator can reach); more than one step
+//! per ring-change job (a seed has fewer keys than a step); the HTTP layer
+//! and the admission rules other than membership and roles used here. The
+//! actors' glue is not run: each submodule mirrors what `actors::store`
+//! does around the same pure functions.
 //!
 //! At the end of a seed the network heals, every view converges, hints,
 //! handoffs and anti-entropy drain, and the checker (`check`) merges every
 //! home replica's copy of each key on the final ring: an acknowledged value
 //! missing without a write that superseded it is lost, a value an
 //! acknowledged write superseded is resurrected (also after its tombstone
-//! was purged), a version no coordinator issued is unknown, and one dot
+//! was collected), a version no coordinator issued is unknown, and one dot
 //! issued twice is reuse. Removing more than N − W nodes can lose
-//! acknowledged writes by design, so a seed removes or retires at most
-//! [`SimConfig::departures`] nodes.
+//! acknowledged writes by design, so a seed retires (leaves or removes) at
+//! most [`SimConfig::departures`] nodes.
 //!
 //! Never reads a real clock for a decision (an `Instant` taken once is only
 //! the origin the purge memory's virtual times are measured from) and never
@@ -115,6 +124,8 @@ pub struct SimConfig {
     pub anti_entropy_every_ms: u64,
     pub tombstone_grace_ms: u64,
     /// Each node's wall clock is off by up to this much, either way.
+    /// Collection is only as safe as the grace is long next to twice this
+    /// (a clock ahead sees a tombstone from a clock behind as older).
     pub max_clock_skew_ms: u64,
     /// How long a purge is remembered (`data::purge`).
     pub purge_memory_ms: u64,
@@ -185,6 +196,11 @@ pub struct SimReport {
     pub resurrected: Vec<(String, Dot)>,
     pub unknown: Vec<(String, Dot)>,
     pub reused_dots: Vec<(String, Dot)>,
+    /// How many of `reused_dots` were issued for a key whose tombstone had
+    /// been collected before (the rest: a coordinator that had dropped its
+    /// copy after a ring change or a delivered hint, and whose look-up
+    /// found nothing).
+    pub reused_after_a_collection: usize,
 }
 
 impl SimReport {
@@ -643,25 +659,22 @@ mod tests {
         sim.start();
         let end = sim.config.duration_ms + sim.config.drain_ms;
         sim.run_until(end);
-        let (key, tombstone) = sim
+        // What a stale copy handed back after a purge would leave: a value
+        // an acknowledged, collected delete had superseded.
+        let (key, dot) = sim
             .purged
             .iter()
-            .next()
-            .cloned()
-            .expect("some tombstone collected");
-        // What a stale copy handed back after the purge would leave: a
-        // value the acknowledged delete had superseded.
-        let context = sim.issued[&(key.clone(), tombstone)].clone();
-        let mut superseded: Vec<Dot> = sim
-            .issued
-            .keys()
-            .filter(|(k, d)| *k == key && context.covers(*d))
-            .map(|(_, d)| *d)
-            .collect();
-        superseded.sort();
-        let Some(&dot) = superseded.first() else {
-            return;
-        };
+            .filter(|entry| sim.acknowledged.contains(entry))
+            .find_map(|(key, tombstone)| {
+                let context = &sim.issued[&(key.clone(), *tombstone)];
+                sim.issued
+                    .keys()
+                    .filter(|(k, d)| k == key && context.covers(*d))
+                    .map(|(_, d)| *d)
+                    .min()
+                    .map(|dot| (key.clone(), dot))
+            })
+            .expect("an acknowledged delete that superseded a value was collected");
         let mut before = VersionVector::new();
         if dot.counter > 1 {
             before.add(Dot {
