@@ -10,7 +10,8 @@
 //! (default 200) and `DND_SIM_SECONDS` (virtual seconds a seed's clients
 //! run, default 60) set the sweep, `DND_SIM_THREADS` how many seeds run at
 //! once (default: the cores), `DND_SIM_SKEW_MS` and `DND_SIM_GRACE_MS` the
-//! clocks' largest skew and the tombstone grace. A failing seed prints the
+//! clocks' largest skew and the tombstone grace, `DND_SIM_SWIM=0` the late
+//! omniscient failure detector in place of SWIM. A failing seed prints the
 //! line that replays it (with the same variables).
 
 use std::collections::BTreeMap;
@@ -69,6 +70,7 @@ fn seeds_of_a_hostile_network_lose_and_resurrect_nothing() {
         duration_ms: seconds * 1000,
         max_clock_skew_ms: env("DND_SIM_SKEW_MS").unwrap_or(defaults.max_clock_skew_ms),
         tombstone_grace_ms: env("DND_SIM_GRACE_MS").unwrap_or(defaults.tombstone_grace_ms),
+        swim: env("DND_SIM_SWIM").map_or(defaults.swim, |v| v != 0),
         ..defaults
     };
     let seeds: Vec<u64> = match env("DND_SIM_SEED") {
@@ -138,6 +140,15 @@ fn seeds_of_a_hostile_network_lose_and_resurrect_nothing() {
     assert!(acknowledged > 0);
 }
 
+/// The defaults with the late omniscient failure detector in place of
+/// SWIM, as the seeds below were found.
+fn omniscient() -> SimConfig {
+    SimConfig {
+        swim: false,
+        ..SimConfig::default()
+    }
+}
+
 fn assert_clean(config: &SimConfig, seed: u64) {
     let report = run_seed(config, seed);
     assert!(
@@ -147,28 +158,29 @@ fn assert_clean(config: &SimConfig, seed: u64) {
     );
 }
 
-/// A stand-in's copy repaired by a read: first seen with seed 86 (30 s,
-/// 5 s grace, clocks within 1 s), where a coordinator standing in for a
+/// A stand-in's copy repaired by a read: first traced on seed 86 of an
+/// earlier run (30 s, 5 s grace), where a coordinator standing in for a
 /// down home replica read-repaired its own copy, which then held a value
 /// with no hint; once the key's tombstone was collected, a later read found
-/// that value there and repaired it back into the homes. With the defaults
-/// seed 72 resurrects a deleted value the same way without the fix. Fixed
-/// in `data::read`: only home replicas are repaired.
+/// that value there and repaired it back into the homes. Without the fix
+/// seed 209 brings a deleted value back (and reuses no dot). Fixed in
+/// `data::read`: only home replicas are repaired.
 #[test]
-fn seed_72_a_stand_in_keeps_no_repaired_copy() {
-    assert_clean(&SimConfig::default(), 72);
+fn seed_209_a_stand_in_keeps_no_repaired_copy() {
+    assert_clean(&omniscient(), 209);
 }
 
-/// Seed 93 (60 s, defaults): a node a join moved a key away from saw none
-/// of the key's new home replicas up, planned a move to nobody, and its job
-/// finished as done with its stale copy left in place; a ring change 47 s
-/// later handed that copy over after the key's tombstone had been
-/// collected, and the deleted value came back. Fixed in `data::handoff`:
-/// with no new home up, the move names them all, so the job fails and
-/// runs again.
+/// A move to nobody: first traced on seed 93 of an earlier run, where a
+/// node a join moved a key away from saw none of the key's new home
+/// replicas up, planned a move to nobody, and its job finished as done with
+/// its stale copy left in place; a ring change 47 s later handed that copy
+/// over after the key's tombstone had been collected, and the deleted value
+/// came back. Without the fix seed 41 brings a deleted value back (and
+/// reuses no dot). Fixed in `data::handoff`: with no new home up, the move
+/// names them all, so the job fails and runs again.
 #[test]
-fn seed_93_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
-    assert_clean(&SimConfig::default(), 93);
+fn seed_41_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
+    assert_clean(&omniscient(), 41);
 }
 
 /// Open, in code this branch may not change (`version::Object::write` and
@@ -182,19 +194,47 @@ fn seed_93_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
 /// per-node floor, for instance).
 #[test]
 #[ignore = "open bug: dots reissued after a tombstone is collected"]
-fn seed_4_no_dot_is_issued_twice_after_a_collection() {
-    assert_clean(&SimConfig::default(), 4);
+fn seed_7_no_dot_is_issued_twice_after_a_collection() {
+    assert_clean(&omniscient(), 7);
 }
 
-/// Open, in the Store's `ContextLookedUp` (with `write_local`): node 1 homed
-/// k9 and issued its dots, a join moved k9 away and node 1 dropped its
-/// copy after the handoff, a removal made it a home again, and at 51 s it
-/// coordinated a blind write while the other homes were down in its view:
-/// the look-up answered nothing, the empty context counted as covered, and
-/// it issued (node 1, 1) a second time. `every_home_answered` is known
-/// there but not used when the context is empty.
+/// Open, the same counting from a copy that is gone, without a collection:
+/// node 5 homed k15 and issued its dots, a join moved k15 away and node 5
+/// dropped its copy after the handoff (20 s); after a crash it came back
+/// knowing only itself (see seed 234) and at 44 s issued (node 5, 1) again.
+/// Seed 138 of an earlier run did it as a home again after a removal, its
+/// look-up of the other homes answered by nobody: the Store's
+/// `ContextLookedUp` takes an empty context as covered whatever
+/// `every_home_answered` says.
 #[test]
-#[ignore = "open bug: a home again after a handoff reissues its dots"]
-fn seed_138_a_node_home_again_issues_no_dot_twice() {
-    assert_clean(&SimConfig::default(), 138);
+#[ignore = "open bug: a node that dropped its copy reissues its dots"]
+fn seed_9_a_node_that_dropped_its_copy_issues_no_dot_twice() {
+    assert_clean(&omniscient(), 9);
+}
+
+/// Open, in the Store's `on_ring` and write path: a restarted node's
+/// Membership knows only itself until it rejoins, and the Store coordinates
+/// on that ring of one, so W resolves to 1. Node 3 came back at 12 s,
+/// acknowledged a W=2 write of k0 with its own copy alone, and was then
+/// removed (the one departure N − W allows): the acknowledged write is lost.
+/// The ring of one is already ignored for handoff (`on_ring`'s guard); the
+/// write path would need the same (refuse, or count W against the ring the
+/// data was placed for).
+#[test]
+#[ignore = "open bug: a restarted node acknowledges W=2 with one copy"]
+fn seed_234_a_restarted_node_acknowledges_no_write_with_one_copy() {
+    assert_clean(&SimConfig::default(), 234);
+}
+
+/// Open, in the Store's `deliver_hints` (with `RingChange::plan`'s deference
+/// to hints): hints for an owner that left or was removed are skipped as
+/// "not alive" before `moved_to` is asked, so they stay for ever; and while
+/// a node holds a hint for a key, its ring-change job leaves the key to the
+/// hint. Here node 5 restarted, acknowledged k7 alone (see seed 234), held
+/// an old hint for k7 whose owner had been removed, and so never handed its
+/// copy to the key's homes: the value is on no home replica at the end.
+#[test]
+#[ignore = "open bug: a hint for a departed owner pins its copy"]
+fn seed_408_a_hint_for_a_departed_owner_pins_no_copy() {
+    assert_clean(&SimConfig::default(), 408);
 }

@@ -72,6 +72,17 @@ impl Sim {
                     && !is_covered(&covered, &key, dot)
                     && !self.purged.contains(&(key.clone(), *dot))
                 {
+                    tracing::debug!(
+                        key,
+                        ?dot,
+                        home = ?self.final_home(&key),
+                        copies = ?self
+                            .nodes
+                            .iter()
+                            .map(|n| (n.id, n.life, n.copies.get(&key).map(Object::dots)))
+                            .collect::<Vec<_>>(),
+                        "lost"
+                    );
                     self.report.lost.push((key.clone(), *dot));
                 }
             }

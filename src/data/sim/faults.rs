@@ -15,6 +15,7 @@ use super::anti_entropy::AeState;
 use super::network::Cut;
 use super::{Event, Life, Sim};
 use crate::data::purge::PurgedTombstones;
+use crate::ring::Ring;
 use std::time::Duration;
 
 impl Sim {
@@ -114,6 +115,8 @@ impl Sim {
         n.purged = PurgedTombstones::new(purge_memory);
         n.ae = AeState::default();
         n.gc = None;
+        n.swim = None;
+        n.swim_wake = None;
         if n.life == Life::Leaving {
             // The leave dies with the process; it comes back a member.
             n.life = Life::Member;
@@ -122,16 +125,24 @@ impl Sim {
     }
 
     pub(super) fn restart(&mut self, node: usize) {
-        if self.nodes[node].life == Life::Gone || !self.nodes[node].crashed {
+        let n = &self.nodes[node];
+        if n.life == Life::Gone || !n.crashed || n.removing {
             return;
         }
         self.nodes[node].crashed = false;
-        // The Store starts afresh: its trees are rebuilt by a job.
-        let ring = self.nodes[node].ring.clone();
-        self.on_ring(node, ring);
-        self.learn_truth_later(node);
+        // The Store starts afresh, with the ring of a Membership that has
+        // heard from nobody yet: this node alone. Its trees are rebuilt by
+        // a job once it hears the ring its data was placed for.
+        let alone = Ring::new([self.nodes[node].id], super::VNODES);
+        self.nodes[node].epoch = None;
+        self.on_ring(node, alone);
+        if self.config.swim {
+            self.start_swim(node);
+        } else {
+            self.learn_truth_later(node);
+            self.observe_later();
+        }
         self.schedule_ae_tick(node);
-        self.observe_later();
     }
 
     pub(super) fn stop_faults(&mut self) {
@@ -150,6 +161,9 @@ impl Sim {
 
     /// Every running node will look again, each after its own lag.
     pub(super) fn observe_later(&mut self) {
+        if self.config.swim {
+            return;
+        }
         for node in 0..self.nodes.len() {
             if self.runs(node) {
                 let lag = self.rng.random_range(0..=self.config.view_lag_ms);

@@ -11,24 +11,27 @@
 //! `data::repair`), tombstone collection (`data::repair::may_collect`) and
 //! the memory of purges (`data::purge`).
 //!
-//! What it models in place of the rest, one concept per submodule: the
-//! network (`network`: drops, duplicates, uniform or long-tailed delays and
+//! What it models in place of the rest, one concept per submodule (its
+//! knobs in `config`): the network (`network`: drops, duplicates, uniform or long-tailed delays and
 //! so reordering, symmetric, one-way and non-transitive partitions);
-//! crashes and a failure detector that is omniscient but late, each node
-//! learning who it can talk to after its own delay (`faults`; storage is
-//! durable, so a crash loses only what the Store keeps in memory: jobs,
-//! trees, rounds, the purge memory); membership (`ring_change`: empty nodes
-//! join, members leave after a leaving handoff or are removed while down,
-//! and each node learns each new ring after its own delay, so views lag and
-//! differ, and runs the Store's ring-change job on its own view); clients
+//! crashes (`faults`; storage is durable, so a crash loses only what the
+//! Store keeps in memory: jobs, trees, rounds, the purge memory, the member
+//! table); membership by this crate's SWIM over the same network
+//! (`membership`: each node's member table gives its ring and who is up,
+//! so views lag and differ; a restarted node knows only itself until it
+//! rejoins), or, with [`SimConfig::swim`] off, by the simulation's truth,
+//! each node learning it after its own delay (`faults`); ring changes
+//! (`ring_change`: empty nodes join, members leave after a leaving handoff
+//! or are removed while down by an operator on a node that holds them
+//! dead, and each node runs the Store's ring-change job on its own view);
+//! clients
 //! and coordinators (`clients`); what a replica accepts (`replica`);
 //! anti-entropy and tombstone collection per node on its own skewed wall
 //! clock (`anti_entropy`).
 //!
-//! What it does not model: SWIM itself (suspicion, incarnations, gossip of
-//! the member table) — membership and liveness come from the simulation's
-//! truth, late; the Store's reachability marks, its anti-entropy `serving`
-//! guard and its batching limits; the context look-up's messages (it reads
+//! What it does not model: the Store's reachability marks, its
+//! anti-entropy `serving` guard and its batching limits; SWIM's pauses
+//! (a paused node, as SIGSTOP); the gossip codec's sealing; the context look-up's messages (it reads
 //! the copies of the homes the coordinator can reach); more than one step
 //! per ring-change job (a seed has fewer keys than a step); the HTTP layer
 //! and the admission rules other than membership and roles used here. The
@@ -52,7 +55,9 @@
 mod anti_entropy;
 mod check;
 mod clients;
+mod config;
 mod faults;
+mod membership;
 mod network;
 mod replica;
 mod ring_change;
@@ -73,8 +78,10 @@ use super::purge::PurgedTombstones;
 use crate::node_id::NodeId;
 use crate::replication::Replication;
 use crate::ring::Ring;
+use crate::swim::Swim;
 use crate::version::{Dot, Object, VersionVector};
 
+pub use self::config::SimConfig;
 pub use self::network::Delay;
 
 /// Tokens per node on every simulated ring.
@@ -82,104 +89,6 @@ const VNODES: usize = 64;
 /// Where every node's wall clock starts, before its skew: far enough from
 /// zero that a clock behind by the largest skew stays positive.
 const WALL_EPOCH_MS: u64 = 1_700_000_000_000;
-
-/// One simulation's shape and fault mix.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Members at the start.
-    pub nodes: usize,
-    /// Empty nodes that join during the run, at most.
-    pub joins: usize,
-    /// Members that leave or are removed during the run, at most. More than
-    /// N − W may lose acknowledged writes by design.
-    pub departures: usize,
-    pub replicas: usize,
-    pub read_quorum: usize,
-    pub write_quorum: usize,
-    pub clients: usize,
-    /// Keys the clients work on at a time.
-    pub keys: usize,
-    /// How long before clients move on to the next set of keys.
-    pub key_window_ms: u64,
-    /// Virtual time the clients run for, in ms.
-    pub duration_ms: u64,
-    /// After the clients stop: time for the network to heal, views to
-    /// converge and hints, handoffs and anti-entropy to drain.
-    pub drain_ms: u64,
-    pub drop_rate: f64,
-    pub duplicate_rate: f64,
-    /// How long each message takes: later messages overtake earlier ones.
-    pub delay: Delay,
-    /// A message slower than this counts as a long delay among the faults.
-    pub long_delay_ms: u64,
-    /// How long a coordinator waits for one replica.
-    pub replica_timeout_ms: u64,
-    /// How often some fault (a partition or a crash) begins, on average.
-    pub fault_every_ms: u64,
-    pub max_fault_ms: u64,
-    /// A node learns of a ring change, and of a node going down or coming
-    /// back, within this long (each after its own delay).
-    pub view_lag_ms: u64,
-    /// Each node's anti-entropy tick (a tombstone collection step too).
-    pub anti_entropy_every_ms: u64,
-    pub tombstone_grace_ms: u64,
-    /// Each node's wall clock is off by up to this much, either way.
-    /// Collection is only as safe as the grace is long next to twice this
-    /// (a clock ahead sees a tombstone from a clock behind as older).
-    pub max_clock_skew_ms: u64,
-    /// How long a purge is remembered (`data::purge`).
-    pub purge_memory_ms: u64,
-    /// When an incomplete ring-change job runs again.
-    pub handoff_retry_ms: u64,
-    /// How often a node delivers its hints.
-    pub hint_every_ms: u64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            nodes: 5,
-            joins: 2,
-            departures: 1,
-            replicas: 3,
-            read_quorum: 2,
-            write_quorum: 2,
-            clients: 4,
-            keys: 8,
-            key_window_ms: 10_000,
-            duration_ms: 60_000,
-            drain_ms: 30_000,
-            drop_rate: 0.05,
-            duplicate_rate: 0.05,
-            delay: Delay::LongTail {
-                max_ms: 40,
-                tail_rate: 0.01,
-                tail_max_ms: 1_500,
-            },
-            long_delay_ms: 200,
-            replica_timeout_ms: 200,
-            fault_every_ms: 3_000,
-            max_fault_ms: 5_000,
-            view_lag_ms: 1_000,
-            anti_entropy_every_ms: 1_000,
-            tombstone_grace_ms: 20_000,
-            max_clock_skew_ms: 2_000,
-            purge_memory_ms: 60_000,
-            handoff_retry_ms: 5_000,
-            hint_every_ms: 100,
-        }
-    }
-}
-
-impl SimConfig {
-    fn replication(&self) -> Replication {
-        Replication {
-            replicas: self.replicas,
-            read_quorum: self.read_quorum,
-            write_quorum: self.write_quorum,
-        }
-    }
-}
 
 /// What one seed did and found.
 #[derive(Clone, Debug, Default)]
@@ -234,7 +143,8 @@ struct Node {
     hints: Hints,
     /// This node's view of the ring, and which change it reflects.
     ring: Ring,
-    epoch: u64,
+    /// `None`: a fresh process that has heard of no change yet.
+    epoch: Option<u64>,
     /// The ring its data was last placed for (durable).
     settled: Option<Ring>,
     job: Option<Job>,
@@ -246,6 +156,11 @@ struct Node {
     purged: PurgedTombstones,
     ae: AeState,
     gc: Option<Gc>,
+    swim: Option<Swim>,
+    /// When its `Swim` is next woken.
+    swim_wake: Option<u64>,
+    /// Down for good, waiting for an operator to remove it.
+    removing: bool,
 }
 
 #[derive(Debug)]
@@ -304,6 +219,15 @@ enum Event {
         incarnation: u64,
     },
     AeTick {
+        node: usize,
+        incarnation: u64,
+    },
+    SwimWake {
+        node: usize,
+        at: u64,
+    },
+    /// A node that left stops gossiping.
+    SwimStop {
         node: usize,
         incarnation: u64,
     },
@@ -372,7 +296,7 @@ impl Sim {
                     copies: BTreeMap::new(),
                     hints: Hints::default(),
                     ring: ring.clone(),
-                    epoch: 0,
+                    epoch: Some(0),
                     settled: member.then(|| ring.clone()),
                     job: None,
                     retry_from: None,
@@ -382,6 +306,9 @@ impl Sim {
                     purged: PurgedTombstones::new(purge_memory),
                     ae: AeState::default(),
                     gc: None,
+                    swim: None,
+                    swim_wake: None,
+                    removing: false,
                 }
             })
             .collect();
@@ -432,6 +359,9 @@ impl Sim {
         self.at(self.config.hint_every_ms, Event::DeliverHints);
         for node in self.active() {
             self.schedule_ae_tick(node);
+            if self.config.swim {
+                self.start_swim(node);
+            }
         }
         self.schedule_ring_changes();
     }
@@ -508,6 +438,12 @@ impl Sim {
         match event {
             Event::Deliver { from, to, msg } => {
                 // A cut, or a crash of the receiver, drops what is in flight.
+                if let Msg::Gossip { bytes } = msg {
+                    if self.gossip_reaches(from, to) {
+                        self.swim_datagram(from, to, bytes);
+                    }
+                    return;
+                }
                 if !self.reaches(from, to) {
                     self.count("lost_to_a_fault");
                     return;
@@ -569,6 +505,8 @@ impl Sim {
                     self.schedule_ae_tick(node);
                 }
             }
+            Event::SwimWake { node, at } => self.swim_wake(node, at),
+            Event::SwimStop { node, incarnation } => self.swim_stop(node, incarnation),
         }
     }
 

@@ -112,6 +112,10 @@ pub(super) enum Msg {
     PurgeReply {
         ticket: u64,
     },
+    /// A SWIM datagram.
+    Gossip {
+        bytes: Vec<u8>,
+    },
 }
 
 /// An exchange's answer: the answering side's copies of the keys that

@@ -202,6 +202,7 @@ impl Sim {
                 }
                 self.send(to, from, Msg::PurgeReply { ticket });
             }
+            Msg::Gossip { bytes } => self.swim_datagram(from, to, bytes),
             Msg::PurgeReply { ticket } => {
                 let replier = self.nodes[from].id;
                 self.gc_reply(to, Some(replier), ticket, Some(Object::new()));

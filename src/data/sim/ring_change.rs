@@ -72,8 +72,9 @@ impl Sim {
     }
 
     pub(super) fn learn_truth_later(&mut self, node: usize) {
-        if !matches!(self.nodes[node].life, Life::Member | Life::Leaving)
-            || self.nodes[node].epoch >= self.epoch
+        if self.config.swim
+            || !matches!(self.nodes[node].life, Life::Member | Life::Leaving)
+            || self.nodes[node].epoch.is_some_and(|e| e >= self.epoch)
         {
             return;
         }
@@ -92,10 +93,10 @@ impl Sim {
 
     pub(super) fn learn_ring(&mut self, node: usize, epoch: u64, members: Vec<NodeId>) {
         // A crashed node hears of it once it is back.
-        if !self.runs(node) || self.nodes[node].epoch >= epoch {
+        if !self.runs(node) || self.nodes[node].epoch.is_some_and(|e| e >= epoch) {
             return;
         }
-        self.nodes[node].epoch = epoch;
+        self.nodes[node].epoch = Some(epoch);
         self.on_ring(node, Ring::new(members, VNODES));
     }
 
@@ -111,16 +112,24 @@ impl Sim {
         let id = self.nodes[node].id;
         self.members.insert(id);
         self.membership_changed();
-        // It joined through a member and knows the ring it joined.
-        let ring = Ring::new(self.members.iter().copied(), VNODES);
         let n = &mut self.nodes[node];
         n.life = Life::Member;
-        n.epoch = self.epoch;
-        n.ring = ring.clone();
         n.up = BTreeSet::new();
-        self.on_ring(node, ring);
+        if self.config.swim {
+            // It knows itself, and learns the rest by joining.
+            let alone = Ring::new([id], VNODES);
+            n.ring = alone.clone();
+            self.on_ring(node, alone);
+            self.start_swim(node);
+        } else {
+            // It joined through a member and knows the ring it joined.
+            let ring = Ring::new(self.members.iter().copied(), VNODES);
+            n.epoch = Some(self.epoch);
+            n.ring = ring.clone();
+            self.on_ring(node, ring);
+            self.observe_later();
+        }
         self.schedule_ae_tick(node);
-        self.observe_later();
     }
 
     /// A member leaves (handing its keys over first), or is taken down
@@ -143,6 +152,7 @@ impl Sim {
             if !self.nodes[node].crashed {
                 self.crash(node);
             }
+            self.nodes[node].removing = true;
             let after = self.rng.random_range(200..=2_000);
             self.at(after, Event::Remove { node });
         }
@@ -166,6 +176,9 @@ impl Sim {
         }
         if !self.nodes[node].crashed {
             self.crash(node);
+        }
+        if self.config.swim && !self.swim_remove(node) {
+            return;
         }
         self.count("removal");
         self.gone(node);
@@ -372,6 +385,7 @@ impl Sim {
             self.count("handoff_incomplete");
         }
         if job.leaving {
+            self.swim_leave(node);
             return self.gone(node);
         }
         if job.failed {

@@ -66,6 +66,7 @@ fn the_checker_sees_a_write_that_vanished() {
 fn the_checker_sees_a_deleted_value_come_back_after_its_purge() {
     let config = SimConfig {
         duration_ms: 40_000,
+        swim: false,
         ..SimConfig::default()
     };
     let mut sim = Sim::new(config, 11);
