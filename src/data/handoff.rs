@@ -44,7 +44,8 @@ impl RingChange<'_> {
     /// up, else the first home replica that keeps it. A node that is no
     /// longer home sends to the nodes that gained the key (to every new
     /// home replica up if none gained it, so its copy is never the only
-    /// one dropped) and drops its copy once they stored it.
+    /// one dropped; to every new home replica if none is up, so that the
+    /// job fails and runs again) and drops its copy once they stored it.
     pub fn plan(
         &self,
         key: &str,
@@ -68,11 +69,21 @@ impl RingChange<'_> {
             if hinted_here {
                 return None;
             }
-            let targets = if gaining.is_empty() {
+            let mut targets: Vec<NodeId> = if gaining.is_empty() {
                 new_home.iter().copied().filter(up).collect()
             } else {
                 gaining
             };
+            if targets.is_empty() {
+                // No new home is up: name them all anyway, so that the sends
+                // fail and the job runs again later. A move with nobody to
+                // send to would let the job finish with this copy left on a
+                // node no longer home, where no ring change, anti-entropy
+                // round or tombstone collection looks, to be handed over
+                // (a value deleted and collected meanwhile included) only at
+                // the next ring change.
+                targets = new_home.iter().copied().filter(|n| *n != me).collect();
+            }
             return Some(Move {
                 targets,
                 drop_here: !self.leaving,
@@ -224,6 +235,48 @@ mod tests {
             None,
             "the hint carries it"
         );
+    }
+
+    /// Seed 93 of the data-path simulation (60 s): a node the key moved away
+    /// from saw none of the new home replicas up, planned a move to nobody,
+    /// and its job finished as done; its stale copy stayed there, unseen,
+    /// until a later ring change handed it over after the key's tombstone
+    /// had been collected, and the deleted value came back.
+    #[test]
+    fn a_displaced_node_with_no_new_home_up_still_names_them_so_the_job_retries() {
+        let replication = Replication::default();
+        let from = Ring::new(ids(1..=4), 16);
+        let to = Ring::new(ids(1..=5), 16);
+        let (key, displaced) = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find_map(|k| {
+                let new_home = home_of(&to, &replication, &k);
+                home_of(&from, &replication, &k)
+                    .into_iter()
+                    .find(|n| !new_home.contains(n))
+                    .map(|n| (k, n))
+            })
+            .expect("some key moves away from some node");
+        let new_home = home_of(&to, &replication, &key);
+        let change = RingChange {
+            from: &from,
+            to: &to,
+            replication: &replication,
+            local_id: displaced,
+            leaving: false,
+        };
+        let plan = change
+            .plan(&key, |n| n == displaced, false)
+            .expect("a displaced node moves its key");
+        assert_eq!(plan.targets, new_home, "every new home, up or not");
+        assert!(plan.drop_here);
+        let none: BTreeSet<NodeId> = BTreeSet::new();
+        assert!(!drops_after_handoff(
+            &plan.targets,
+            &none,
+            &new_home,
+            displaced
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One coordinated read, as a state machine: which replicas to ask, what
 //! it may answer from the replies so far (a key is said not to exist only
 //! once one of its home replicas said so), who is asked when one fails, and
-//! which replicas the merged copy repairs once every reply is in.
+//! which home replicas the merged copy repairs once every reply is in.
 //!
 //! Owns the decisions only. The Store asks what [`ReadStep::Ask`] says,
 //! feeds each reply (or failure) to [`ReadRound::on_reply`] and carries out
@@ -31,8 +31,8 @@ pub enum ReadStep {
     Ask(NodeId),
     /// Answer the client; given once per round.
     Answer(ReadAnswer),
-    /// Every reply is in, and this node's copy lacked something: write the
-    /// merge to it (this node's own copy included).
+    /// Every reply is in, and this home replica's copy lacked something:
+    /// write the merge to it (this node's own copy included).
     Repair { node: NodeId, object: Object },
 }
 
@@ -174,7 +174,14 @@ impl ReadRound {
         }
         let current = self.merged.dots();
         for (node, dots) in &self.answers {
-            if *dots != current {
+            // Only a home replica is repaired. A stand-in's copy is there
+            // to be handed over by its hint; repaired, it would hold a copy
+            // with no hint that no ring change, anti-entropy round or
+            // tombstone collection ever looks at, and could later hand a
+            // value deleted and purged meanwhile back (a remote stand-in
+            // refuses a plain write anyway; the coordinator's own copy
+            // would take it).
+            if *dots != current && self.home.contains(node) {
                 steps.push(ReadStep::Repair {
                     node: *node,
                     object: self.merged.clone(),
@@ -295,6 +302,22 @@ mod tests {
         assert!(answers(&steps).is_empty(), "answered once");
         assert_eq!(repaired(&steps), vec![n(2)]);
         assert!(round.is_finished());
+    }
+
+    /// Seed 86 of the data-path simulation: a coordinator standing in for a
+    /// home replica repaired its own copy, kept it with no hint, and handed
+    /// the value back after its tombstone was purged.
+    #[test]
+    fn a_stand_in_is_not_repaired_not_even_the_coordinator_itself() {
+        let homes = vec![n(1), n(2), n(3)];
+        let fresh = value(1, "v");
+        // n(4) coordinates, standing in for n(3); n(5) stands in for n(2).
+        let (mut round, _) =
+            ReadRound::start(n(4), Some(Object::new()), &[n(1), n(5)], &[], homes, 2);
+        round.on_reply(n(5), Some(Object::new()));
+        let steps = round.on_reply(n(1), Some(fresh));
+        assert!(round.is_finished());
+        assert!(repaired(&steps).is_empty(), "{steps:?}");
     }
 
     #[test]
