@@ -193,7 +193,6 @@ fn seed_41_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
 /// the sweep is this; it needs a counter that survives the copy (a durable
 /// per-node floor, for instance).
 #[test]
-#[ignore = "open bug: dots reissued after a tombstone is collected"]
 fn seed_7_no_dot_is_issued_twice_after_a_collection() {
     assert_clean(&omniscient(), 7);
 }
@@ -207,7 +206,6 @@ fn seed_7_no_dot_is_issued_twice_after_a_collection() {
 /// `ContextLookedUp` takes an empty context as covered whatever
 /// `every_home_answered` says.
 #[test]
-#[ignore = "open bug: a node that dropped its copy reissues its dots"]
 fn seed_9_a_node_that_dropped_its_copy_issues_no_dot_twice() {
     assert_clean(&omniscient(), 9);
 }
@@ -221,7 +219,6 @@ fn seed_9_a_node_that_dropped_its_copy_issues_no_dot_twice() {
 /// write path would need the same (refuse, or count W against the ring the
 /// data was placed for).
 #[test]
-#[ignore = "open bug: a restarted node acknowledges W=2 with one copy"]
 fn seed_234_a_restarted_node_acknowledges_no_write_with_one_copy() {
     assert_clean(&SimConfig::default(), 234);
 }
@@ -234,7 +231,6 @@ fn seed_234_a_restarted_node_acknowledges_no_write_with_one_copy() {
 /// an old hint for k7 whose owner had been removed, and so never handed its
 /// copy to the key's homes: the value is on no home replica at the end.
 #[test]
-#[ignore = "open bug: a hint for a departed owner pins its copy"]
 fn seed_408_a_hint_for_a_departed_owner_pins_no_copy() {
     assert_clean(&SimConfig::default(), 408);
 }

@@ -67,6 +67,7 @@ use reachability::Reachability;
 use ring_change::Handoff;
 use view::ClusterView;
 
+use crate::data::placement::keeps_settled_ring;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::PeerClient;
@@ -114,8 +115,13 @@ impl Store {
             max_object_bytes: config.max_object_bytes,
         };
         // Long enough for every exchange and purge request under way when a
-        // tombstone was collected to have ended.
-        let purge_memory = PURGE_MEMORY_FLOOR.max(config.anti_entropy_interval * 10);
+        // tombstone was collected to have ended, and for as long again as a
+        // tombstone waits before collection: a stand-in's copy of the value
+        // it deleted, handed over later than that, is the one resurrection
+        // left (see docs/ARCHITECTURE.md).
+        let purge_memory = PURGE_MEMORY_FLOOR
+            .max(config.anti_entropy_interval * 10)
+            .max(config.tombstone_grace);
         let (id, timeout) = (config.local_id, config.replica_timeout);
         Store {
             view: ClusterView::new(id, config.replication, reachability),
@@ -383,7 +389,15 @@ impl Handler<MembersChanged> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: MembersChanged, ctx: &mut Self::Context) {
-        self.view.update(&msg.members, msg.ring);
+        let settled = self.local.trees().settled().cloned();
+        let heard_of_others = msg.members.iter().any(|m| m.id != self.config.local_id);
+        let ring = match settled {
+            Some(settled) if keeps_settled_ring(&msg.ring, Some(&settled), heard_of_others) => {
+                settled
+            }
+            _ => msg.ring,
+        };
+        self.view.update(&msg.members, ring);
         self.handoff.on_ring(&mut self.view, &mut self.local, ctx);
     }
 }

@@ -66,11 +66,37 @@ pub fn moved_to(owner: NodeId, home: &[NodeId], local_id: NodeId) -> Option<Vec<
     (!home.contains(&owner)).then(|| home.iter().copied().filter(|&n| n != local_id).collect())
 }
 
-/// Once a hint was delivered: a stand-in outside the key's home drops its
-/// copy when no other owner waits for it (and, the Store checks, when no
-/// newer write arrived meanwhile).
-pub fn drops_copy_after_delivery(is_home: bool, other_hints_for_key: bool) -> bool {
-    !is_home && !other_hints_for_key
+/// What a node does once a hint's owner stored the key's copy as it was
+/// sent (`delivered`), the copy it holds now being `held`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AfterDelivery {
+    pub drop_hint: bool,
+    /// Drop the copy too (it still holds exactly what was delivered).
+    pub drop_copy: bool,
+}
+
+/// A copy that changed after it was sent (a newer write this node stood in
+/// for, while the hint was already kept) keeps its hint: the owner lacks
+/// the change, and without the hint nothing would hand it over, for a
+/// stand-in's copy is in no ring change, anti-entropy round or tombstone
+/// collection. Otherwise the hint goes, and a stand-in outside the key's
+/// home drops its copy when no other owner waits for it.
+pub fn after_delivery(
+    delivered: &BTreeSet<crate::version::Dot>,
+    held: &BTreeSet<crate::version::Dot>,
+    is_home: bool,
+    other_hints_for_key: bool,
+) -> AfterDelivery {
+    if !held.is_empty() && held != delivered {
+        return AfterDelivery {
+            drop_hint: false,
+            drop_copy: false,
+        };
+    }
+    AfterDelivery {
+        drop_hint: true,
+        drop_copy: !held.is_empty() && !is_home && !other_hints_for_key,
+    }
 }
 
 #[cfg(test)]
@@ -87,14 +113,37 @@ mod tests {
             Some(vec![n(2), n(3)]),
             "never a hint for itself"
         );
-        assert!(drops_copy_after_delivery(false, false));
-        assert!(
-            !drops_copy_after_delivery(true, false),
+        let dot = |counter| crate::version::Dot {
+            node: n(1),
+            counter,
+        };
+        let sent: BTreeSet<_> = [dot(1)].into();
+        let both = |drop_hint, drop_copy| AfterDelivery {
+            drop_hint,
+            drop_copy,
+        };
+        assert_eq!(after_delivery(&sent, &sent, false, false), both(true, true));
+        assert_eq!(
+            after_delivery(&sent, &sent, true, false),
+            both(true, false),
             "a home keeps its copy"
         );
-        assert!(
-            !drops_copy_after_delivery(false, true),
+        assert_eq!(
+            after_delivery(&sent, &sent, false, true),
+            both(true, false),
             "another owner waits"
+        );
+        // Seed 139 of the data-path simulation: a newer write arrived while
+        // the hint was on its way; the hint stays to hand it over.
+        let grown: BTreeSet<_> = [dot(1), dot(2)].into();
+        assert_eq!(
+            after_delivery(&sent, &grown, false, false),
+            both(false, false)
+        );
+        assert_eq!(
+            after_delivery(&sent, &BTreeSet::new(), false, false),
+            both(true, false),
+            "the copy went meanwhile"
         );
     }
 

@@ -25,6 +25,17 @@ pub fn shared_peers(
     home.into_iter().filter(|&n| n != local_id).collect()
 }
 
+/// Whether a node places keys on the ring its data was placed for rather
+/// than the one Membership published: the published one, except
+/// while a node whose data was placed for a larger ring has heard of no
+/// other member (a restart before its first gossip). That node is not a
+/// cluster of one: counting quorums on a ring of one would acknowledge a
+/// write with a single copy, and it would claim every key. It keeps the
+/// ring its data was placed for, on which the others are simply not up.
+pub fn keeps_settled_ring(published: &Ring, settled: Option<&Ring>, heard_of_others: bool) -> bool {
+    published.len() == 1 && settled.is_some_and(|s| s.len() > 1) && !heard_of_others
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +63,19 @@ mod tests {
         // A ring smaller than N homes every key on every node.
         let small = Ring::new(nodes[..2].to_vec(), 64);
         assert_eq!(home_of(&small, &replication, "a").len(), 2);
+    }
+
+    #[test]
+    fn a_restarted_node_that_heard_of_no_one_keeps_its_settled_ring() {
+        let me = NodeId::from_u64(1);
+        let alone = Ring::new([me], 64);
+        let settled = Ring::new((1..=3).map(NodeId::from_u64), 64);
+        assert!(keeps_settled_ring(&alone, Some(&settled), false));
+        // Every other member left: it is a cluster of one now.
+        assert!(!keeps_settled_ring(&alone, Some(&settled), true));
+        // A fresh node, or a ring of more: what Membership published.
+        assert!(!keeps_settled_ring(&alone, None, false));
+        let two = Ring::new((1..=2).map(NodeId::from_u64), 64);
+        assert!(!keeps_settled_ring(&two, Some(&settled), false));
     }
 }

@@ -1,18 +1,22 @@
 //! The memory of tombstones this node purged lately, so that a copy of one
 //! still on its way (an anti-entropy round with a replica not yet told to
-//! purge, a hint) is not taken back.
+//! purge), or of a value it deleted (a hint delivered late, a write
+//! delayed in the network), is not taken back.
 //!
 //! Without it a collected tombstone bounces: the first home replica tells
 //! the others to purge one by one, and a replica that purged a moment
 //! before another is handed the tombstone back by that other's next
-//! exchange, then collects it again. Owns only the memory and the rule; a
-//! copy holding anything newer than the purged versions (a write after the
-//! delete) is always taken.
+//! exchange, then collects it again; and a stand-in's copy of the deleted
+//! value, handed over after the purge, would bring the value back. Owns
+//! only the memory and the rule: what the purged tombstones' history
+//! covers is dropped, and a copy holding anything else (a write after the
+//! delete) is always taken. Sound because a node never issues a dot twice
+//! for a key (`version::Object::write_above`).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::version::{Dot, Object};
+use crate::version::{Object, VersionVector};
 
 /// The most purges remembered; past it the oldest is forgotten first (a
 /// forgotten one can only bounce once more, which is harmless).
@@ -21,7 +25,9 @@ const MAX_REMEMBERED: usize = 100_000;
 #[derive(Debug)]
 pub struct PurgedTombstones {
     window: Duration,
-    by_key: HashMap<String, (BTreeSet<Dot>, Instant)>,
+    /// Per key, the causal history of the tombstones purged: every version
+    /// they superseded, and themselves.
+    by_key: HashMap<String, (VersionVector, Instant)>,
     /// Keys in the order they were purged, to forget the oldest first.
     order: VecDeque<(String, Instant)>,
 }
@@ -36,8 +42,8 @@ impl PurgedTombstones {
         }
     }
 
-    /// `key`'s tombstones with these `dots` were just purged here.
-    pub fn remember(&mut self, key: &str, dots: BTreeSet<Dot>, now: Instant) {
+    /// `key`'s tombstones, whose history is `clock`, were just purged here.
+    pub fn remember(&mut self, key: &str, clock: VersionVector, now: Instant) {
         self.forget_expired(now);
         if self.order.len() >= MAX_REMEMBERED {
             if let Some((oldest, at)) = self.order.pop_front() {
@@ -46,21 +52,21 @@ impl PurgedTombstones {
                 }
             }
         }
-        self.by_key.insert(key.to_string(), (dots, now));
+        self.by_key.insert(key.to_string(), (clock, now));
         self.order.push_back((key.to_string(), now));
     }
 
-    /// Whether `incoming` for `key` is only (some of) tombstones purged here
-    /// within the window, and so is dropped rather than merged.
+    /// Whether every version in `incoming` for `key` is one a tombstone
+    /// purged here within the window superseded, or that tombstone itself,
+    /// and so `incoming` is dropped rather than merged.
     pub fn absorbs(&self, key: &str, incoming: &Object, now: Instant) -> bool {
-        let Some((dots, at)) = self.by_key.get(key) else {
+        let Some((clock, at)) = self.by_key.get(key) else {
             return false;
         };
         if now.saturating_duration_since(*at) >= self.window || incoming.is_empty() {
             return false;
         }
-        let only_tombstones = incoming.values().next().is_none();
-        only_tombstones && incoming.dots().is_subset(dots)
+        incoming.dots().iter().all(|&dot| clock.covers(dot))
     }
 
     pub fn len(&self) -> usize {
@@ -118,9 +124,23 @@ mod tests {
         let start = Instant::now();
         let mut purged = PurgedTombstones::new(Duration::from_secs(60));
         let tombstone = deleted(1);
-        purged.remember("k", tombstone.dots(), start);
+        purged.remember("k", tombstone.clock(), start);
         assert!(purged.absorbs("k", &tombstone, start + Duration::from_secs(1)));
         assert!(!purged.absorbs("other", &tombstone, start), "another key");
+        // Seed 421 of the data-path simulation: a stand-in's copy of the
+        // value the tombstone deleted, delivered by its hint after the purge.
+        let mut deleted_value = Object::new();
+        deleted_value
+            .write(
+                NodeId::from_u64(1),
+                &VersionVector::new(),
+                Payload::Value {
+                    content_type: "t".into(),
+                    bytes: b"v".to_vec(),
+                },
+            )
+            .unwrap();
+        assert!(purged.absorbs("k", &deleted_value, start));
 
         // A write after the delete carries a newer dot: taken.
         let mut rewritten = tombstone.clone();
@@ -139,7 +159,7 @@ mod tests {
         assert!(!purged.absorbs("k", &deleted(3), start));
         // Past the window the memory is gone.
         assert!(!purged.absorbs("k", &tombstone, start + Duration::from_secs(60)));
-        purged.remember("j", deleted(4).dots(), start + Duration::from_secs(61));
+        purged.remember("j", deleted(4).clock(), start + Duration::from_secs(61));
         assert_eq!(purged.len(), 1, "the expired purge is forgotten");
     }
 
@@ -148,10 +168,10 @@ mod tests {
         let start = Instant::now();
         let mut purged = PurgedTombstones::new(Duration::from_secs(10));
         let (first, second) = (deleted(1), deleted(2));
-        purged.remember("k", first.dots(), start);
-        purged.remember("k", second.dots(), start + Duration::from_secs(9));
+        purged.remember("k", first.clock(), start);
+        purged.remember("k", second.clock(), start + Duration::from_secs(9));
         // The first entry's expiry must not forget the second.
-        purged.remember("x", deleted(3).dots(), start + Duration::from_secs(12));
+        purged.remember("x", deleted(3).clock(), start + Duration::from_secs(12));
         assert!(purged.absorbs("k", &second, start + Duration::from_secs(12)));
         assert!(!purged.absorbs("k", &first, start + Duration::from_secs(12)));
     }

@@ -18,7 +18,7 @@ use actix::{Addr, Message};
 use super::local::LocalCopies;
 use super::view::ClusterView;
 use super::{ReplicaClient, Store};
-use crate::data::hints::{drops_copy_after_delivery, moved_to, Hints};
+use crate::data::hints::{after_delivery, moved_to, Hints};
 use crate::data::layout::{hint_key, parse_hint_key, HINT_PREFIX};
 use crate::key::Key;
 use crate::metrics::SharedMetrics;
@@ -151,18 +151,21 @@ impl HintKeeper {
         let local_id = view.local_id();
         let owners: Vec<NodeId> = self.hints.owners().collect();
         for owner in owners {
-            if !view.is_alive(owner) || self.delivering.contains(&owner) {
+            if self.delivering.contains(&owner) {
                 continue;
             }
-            let Some(addr) = view.addr_of(owner) else {
-                continue;
-            };
+            // An owner that is gone (removed, or left) no longer homes its
+            // keys: its hints move to their homes whether it is up or not.
+            let deliverable = view.is_alive(owner).then(|| view.addr_of(owner)).flatten();
             let mut batch = Vec::new();
             let mut stale = Vec::new();
             let mut moved = Vec::new();
             for key in self.hints.keys_for(owner).take(HINT_BATCH) {
                 if let Some(owners) = moved_to(owner, &view.placement(key).home, local_id) {
                     moved.push((key.clone(), owners));
+                    continue;
+                }
+                if deliverable.is_none() {
                     continue;
                 }
                 // A mark whose key is not valid (a damaged entry) has no
@@ -184,9 +187,9 @@ impl HintKeeper {
                 self.keep(&key, &owners, local_id);
                 self.drop_hint(owner, &key);
             }
-            if batch.is_empty() {
+            let Some(addr) = deliverable.filter(|_| !batch.is_empty()) else {
                 continue;
-            }
+            };
             self.delivering.insert(owner);
             actix::spawn(deliver_round(
                 peers.clone(),
@@ -199,9 +202,9 @@ impl HintKeeper {
         }
     }
 
-    /// An owner stored a hinted key: drops the hint, and the stand-in's
-    /// copy too when `data::hints` says so and it still holds exactly what
-    /// was delivered.
+    /// An owner stored a hinted key: drops the hint unless the copy changed
+    /// since it was sent, and the stand-in's copy too, as
+    /// `data::hints::after_delivery` says.
     pub(super) fn delivered(
         &mut self,
         msg: HintDelivered,
@@ -209,13 +212,26 @@ impl HintKeeper {
         local: &mut LocalCopies,
     ) {
         self.metrics.hints_delivered.inc();
-        self.drop_hint(msg.owner, &msg.key);
+        let held = match local.read(&msg.key) {
+            Ok(object) => object.dots(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a delivered hint's copy; the hint stays");
+                return;
+            }
+        };
         let is_home = view.placement(&msg.key).is_home(view.local_id());
-        if !drops_copy_after_delivery(is_home, self.hints.any_for_key(&msg.key)) {
-            return;
+        let others = self
+            .hints
+            .owners()
+            .any(|o| o != msg.owner && self.hints.contains(o, &msg.key));
+        let next = after_delivery(&msg.delivered, &held, is_home, others);
+        if next.drop_hint {
+            self.drop_hint(msg.owner, &msg.key);
         }
-        if let Err(e) = local.drop_if(&msg.key, &msg.delivered) {
-            tracing::warn!(error = %e, "could not drop a handed-over copy");
+        if next.drop_copy {
+            if let Err(e) = local.drop_if(&msg.key, &msg.delivered) {
+                tracing::warn!(error = %e, "could not drop a handed-over copy");
+            }
         }
     }
 }

@@ -223,7 +223,7 @@ impl LocalCopies {
         let dropped = self.drop_if(key, dots)?;
         if dropped {
             self.metrics.tombstones_purged.inc();
-            self.purged.remember(key, dots.clone(), Instant::now());
+            self.purged.remember(key, object.clock(), Instant::now());
         }
         Ok(dropped)
     }

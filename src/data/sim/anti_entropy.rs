@@ -13,6 +13,7 @@
 //! differs, what is sent or wanted, or whether a tombstone may go:
 //! `merkle` and `data::repair` do.
 
+use crate::key::Key;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::Rng;
@@ -183,11 +184,12 @@ impl Sim {
             .collect();
         let (buckets, more) = differing_buckets(&ours, &leaves, BUCKETS_PER_ROUND);
         let wanted: BTreeSet<u16> = buckets.into_iter().collect();
-        let mut by_bucket: BTreeMap<u16, Vec<(String, u64)>> =
+        let mut by_bucket: BTreeMap<u16, Vec<(Key, u64)>> =
             wanted.iter().map(|&b| (b, Vec::new())).collect();
         for (key, copy) in self.shared_with(node, peer) {
             if let Some(entries) = by_bucket.get_mut(&bucket_of(key)) {
-                entries.push((key.clone(), entry_hash(key, copy)));
+                let valid = Key::new(key.as_str()).expect("the simulation's keys are valid");
+                entries.push((valid, entry_hash(key, copy)));
             }
         }
         let buckets = by_bucket
@@ -223,7 +225,8 @@ impl Sim {
                 .collect();
             let hashes: BTreeMap<String, u64> =
                 ours.iter().map(|(k, (h, _))| (k.clone(), *h)).collect();
-            let theirs: BTreeMap<String, u64> = entries.into_iter().collect();
+            let theirs: BTreeMap<String, u64> =
+                entries.into_iter().map(|(k, h)| (k.into(), h)).collect();
             let (send, want) = compare_bucket(&hashes, &theirs, |key| {
                 shared_peers(ring, &self.replication, n.id, key).contains(&pair)
             });

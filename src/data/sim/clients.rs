@@ -16,7 +16,7 @@ use rand::Rng;
 use super::network::Msg;
 use super::{Event, Sim};
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
-use crate::data::hints::{drops_copy_after_delivery, moved_to};
+use crate::data::hints::{after_delivery, moved_to};
 use crate::data::read::{ReadAnswer, ReadRound, ReadStep};
 use crate::data::write::{Step as WriteStep, WriteRound};
 use crate::node_id::NodeId;
@@ -308,15 +308,17 @@ impl Sim {
                 bytes: format!("c{client}-{}", self.clients[client].written).into_bytes(),
             }
         };
+        let issued = self.nodes[coordinator].dots_issued;
         let copy = self.nodes[coordinator]
             .copies
             .entry(key.clone())
             .or_default();
-        let Ok(dot) = copy.write(local_id, &context, payload) else {
+        let Ok(dot) = copy.write_above(local_id, issued, &context, payload) else {
             self.report.writes_failed += 1;
             return self.finish_op(client);
         };
         let object = copy.clone();
+        self.nodes[coordinator].dots_issued = dot.counter;
         tracing::debug!(
             t = self.now,
             key,
@@ -468,15 +470,19 @@ impl Sim {
             .flat_map(|owner| hints.keys_for(owner).map(move |k| (owner, k.clone())))
             .collect();
         for (owner, key) in owed {
-            if !self.is_up(node, owner) || owner == local_id {
+            if owner == local_id {
                 continue;
             }
+            // Whether the owner is up or gone for good.
             let home = self.placement(node, &key).home;
             if let Some(owners) = moved_to(owner, &home, local_id) {
                 for new_owner in owners {
                     self.nodes[node].hints.insert(new_owner, key.clone());
                 }
                 self.nodes[node].hints.remove(owner, &key);
+                continue;
+            }
+            if !self.is_up(node, owner) {
                 continue;
             }
             match self.nodes[node].copies.get(&key).cloned() {
@@ -489,8 +495,9 @@ impl Sim {
         }
     }
 
-    /// `Store::on_hint_delivered`: the hint goes; a stand-in's copy goes
-    /// too if nothing changed meanwhile and no other owner waits for it.
+    /// `HintKeeper::delivered`: as `data::hints::after_delivery` says, the
+    /// hint goes unless the copy changed since it was sent, and a
+    /// stand-in's copy goes too.
     pub(super) fn hint_delivered(
         &mut self,
         node: usize,
@@ -498,10 +505,20 @@ impl Sim {
         key: &str,
         delivered: &BTreeSet<Dot>,
     ) {
-        self.nodes[node].hints.remove(owner, key);
         tracing::debug!(t = self.now, node, %owner, key, ?delivered, "hint delivered");
+        let held = self.nodes[node]
+            .copies
+            .get(key)
+            .map(Object::dots)
+            .unwrap_or_default();
         let is_home = self.placement(node, key).is_home(self.nodes[node].id);
-        if drops_copy_after_delivery(is_home, self.nodes[node].hints.any_for_key(key)) {
+        let hints = &self.nodes[node].hints;
+        let others = hints.owners().any(|o| o != owner && hints.contains(o, key));
+        let next = after_delivery(delivered, &held, is_home, others);
+        if next.drop_hint {
+            self.nodes[node].hints.remove(owner, key);
+        }
+        if next.drop_copy {
             self.drop_local_if(node, key, delivered);
         }
     }

@@ -135,7 +135,7 @@ impl Sim {
         // a job once it hears the ring its data was placed for.
         let alone = Ring::new([self.nodes[node].id], super::VNODES);
         self.nodes[node].epoch = None;
-        self.on_ring(node, alone);
+        self.on_ring(node, alone, false);
         if self.config.swim {
             self.start_swim(node);
         } else {

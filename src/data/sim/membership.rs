@@ -151,8 +151,10 @@ impl Sim {
         let me = self.nodes[node].id;
         let mut ring = Vec::new();
         let mut up = std::collections::BTreeSet::new();
+        let mut heard_of_others = false;
         for entry in swim.table().entries() {
             let member = &entry.member;
+            heard_of_others |= member.id != me;
             if member.state != MemberState::Left {
                 ring.push(member.id);
             }
@@ -166,7 +168,7 @@ impl Sim {
         self.nodes[node].up = up;
         ring.sort();
         if ring != self.nodes[node].ring.nodes() {
-            self.on_ring(node, Ring::new(ring, VNODES));
+            self.on_ring(node, Ring::new(ring, VNODES), heard_of_others);
         }
     }
 

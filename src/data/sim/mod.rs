@@ -140,6 +140,9 @@ struct Node {
     /// Bumped by each crash: timers of an earlier process are void.
     incarnation: u64,
     copies: BTreeMap<String, Object>,
+    /// The highest dot counter it issued, for any key (durable, as the
+    /// Store's mark is).
+    dots_issued: u64,
     hints: Hints,
     /// This node's view of the ring, and which change it reflects.
     ring: Ring,
@@ -294,6 +297,7 @@ impl Sim {
                     crashed: false,
                     incarnation: 0,
                     copies: BTreeMap::new(),
+                    dots_issued: 0,
                     hints: Hints::default(),
                     ring: ring.clone(),
                     epoch: Some(0),

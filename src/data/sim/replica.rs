@@ -213,15 +213,19 @@ impl Sim {
     /// `Store::purge_local`: drops the copy if it is exactly these
     /// tombstones, and remembers the purge.
     pub(super) fn purge_local(&mut self, node: usize, key: &str, dots: &BTreeSet<Dot>) -> bool {
-        let is_tombstone = self.nodes[node]
+        let Some(clock) = self.nodes[node]
             .copies
             .get(key)
-            .is_some_and(|c| c.deleted_at_ms().is_some());
-        if !is_tombstone || !self.drop_local_if(node, key, dots) {
+            .filter(|c| c.deleted_at_ms().is_some())
+            .map(Object::clock)
+        else {
+            return false;
+        };
+        if !self.drop_local_if(node, key, dots) {
             return false;
         }
         let now = self.instant();
-        self.nodes[node].purged.remember(key, dots.clone(), now);
+        self.nodes[node].purged.remember(key, clock, now);
         true
     }
 }

@@ -12,6 +12,7 @@
 //! what moves or what is dropped: `RingChange::plan` and
 //! `drops_after_handoff` do.
 
+use crate::data::placement::keeps_settled_ring;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
@@ -97,7 +98,7 @@ impl Sim {
             return;
         }
         self.nodes[node].epoch = Some(epoch);
-        self.on_ring(node, Ring::new(members, VNODES));
+        self.on_ring(node, Ring::new(members, VNODES), true);
     }
 
     pub(super) fn join(&mut self) {
@@ -119,14 +120,14 @@ impl Sim {
             // It knows itself, and learns the rest by joining.
             let alone = Ring::new([id], VNODES);
             n.ring = alone.clone();
-            self.on_ring(node, alone);
+            self.on_ring(node, alone, false);
             self.start_swim(node);
         } else {
             // It joined through a member and knows the ring it joined.
             let ring = Ring::new(self.members.iter().copied(), VNODES);
             n.epoch = Some(self.epoch);
             n.ring = ring.clone();
-            self.on_ring(node, ring);
+            self.on_ring(node, ring, true);
             self.observe_later();
         }
         self.schedule_ae_tick(node);
@@ -196,9 +197,14 @@ impl Sim {
         self.observe_later();
     }
 
-    /// `Store::on_ring`.
-    pub(super) fn on_ring(&mut self, node: usize, ring: Ring) {
+    /// The Store's `MembersChanged`: the ring it serves
+    /// (`data::placement::keeps_settled_ring`), then `Handoff::on_ring`.
+    pub(super) fn on_ring(&mut self, node: usize, ring: Ring, heard_of_others: bool) {
         let n = &mut self.nodes[node];
+        if keeps_settled_ring(&ring, n.settled.as_ref(), heard_of_others) {
+            n.ring = n.settled.clone().expect("kept only when there is one");
+            return;
+        }
         n.ring = ring.clone();
         if n.life == Life::Leaving {
             return;
