@@ -183,54 +183,64 @@ fn seed_41_a_displaced_copy_is_handed_over_even_if_no_new_home_was_up() {
     assert_clean(&omniscient(), 41);
 }
 
-/// Open, in code this branch may not change (`version::Object::write` and
-/// the Store's `write_local`): a dot is counted from the coordinator's copy
-/// of the key, so once a key's tombstone is collected everywhere, its next
-/// blind write through a node that wrote it before issues that node's
-/// counter 1 again. A client still holding a context from before the purge
-/// then supersedes the new value without having seen it, and a stale copy
-/// with the old dot is taken for the new one. Nearly every failing seed of
-/// the sweep is this; it needs a counter that survives the copy (a durable
-/// per-node floor, for instance).
+/// Dots reissued after a collection: a dot was counted from the
+/// coordinator's copy of the key, so once a key's tombstone was collected
+/// everywhere, its next blind write through a node that wrote it before
+/// issued that node's counter 1 again, and a client still holding a
+/// context from before the purge superseded the new value unseen. Nearly
+/// every failing seed of the first sweeps was this. Fixed by one rising
+/// counter per node (`version::Object::write_above`, the Store's
+/// `LocalCopies`; unit test `a_counter_is_never_issued_twice_...`).
 #[test]
 fn seed_7_no_dot_is_issued_twice_after_a_collection() {
     assert_clean(&omniscient(), 7);
 }
 
-/// Open, the same counting from a copy that is gone, without a collection:
-/// node 5 homed k15 and issued its dots, a join moved k15 away and node 5
-/// dropped its copy after the handoff (20 s); after a crash it came back
-/// knowing only itself (see seed 234) and at 44 s issued (node 5, 1) again.
-/// Seed 138 of an earlier run did it as a home again after a removal, its
-/// look-up of the other homes answered by nobody: the Store's
-/// `ContextLookedUp` takes an empty context as covered whatever
-/// `every_home_answered` says.
+/// The same counting from a copy that is gone, without a collection: a
+/// node dropped its copy after a handoff, came back knowing only itself,
+/// and issued one of its old dots again. Fixed as seed 7.
 #[test]
 fn seed_9_a_node_that_dropped_its_copy_issues_no_dot_twice() {
     assert_clean(&omniscient(), 9);
 }
 
-/// Open, in the Store's `on_ring` and write path: a restarted node's
-/// Membership knows only itself until it rejoins, and the Store coordinates
-/// on that ring of one, so W resolves to 1. Node 3 came back at 12 s,
-/// acknowledged a W=2 write of k0 with its own copy alone, and was then
-/// removed (the one departure N − W allows): the acknowledged write is lost.
-/// The ring of one is already ignored for handoff (`on_ring`'s guard); the
-/// write path would need the same (refuse, or count W against the ring the
-/// data was placed for).
+/// A restarted node's Membership knows only itself until it rejoins, and
+/// the Store coordinated on that ring of one, so W resolved to 1: node 3
+/// acknowledged a W=2 write of k0 with its own copy alone and was then
+/// removed, losing the write. Fixed: a node that heard of no other member
+/// keeps the ring its data was placed for
+/// (`data::placement::keeps_settled_ring`).
 #[test]
 fn seed_234_a_restarted_node_acknowledges_no_write_with_one_copy() {
     assert_clean(&SimConfig::default(), 234);
 }
 
-/// Open, in the Store's `deliver_hints` (with `RingChange::plan`'s deference
-/// to hints): hints for an owner that left or was removed are skipped as
-/// "not alive" before `moved_to` is asked, so they stay for ever; and while
-/// a node holds a hint for a key, its ring-change job leaves the key to the
-/// hint. Here node 5 restarted, acknowledged k7 alone (see seed 234), held
-/// an old hint for k7 whose owner had been removed, and so never handed its
-/// copy to the key's homes: the value is on no home replica at the end.
+/// Hints for an owner that left or was removed were skipped as "not alive"
+/// before `moved_to` was asked, so they stayed for ever, and a ring-change
+/// job leaves a hinted key to its hint: the copy stayed off its homes.
+/// Fixed in the Store's `HintKeeper::deliver` (and its model here): hints
+/// move whether their owner is up or not.
 #[test]
 fn seed_408_a_hint_for_a_departed_owner_pins_no_copy() {
     assert_clean(&SimConfig::default(), 408);
+}
+
+/// A hint dropped once delivered although the copy had changed since it was
+/// sent (a newer write this stand-in also took): the newer version stayed
+/// on a stand-in no repair looks at, and was handed over after the key's
+/// deletion was collected. Fixed in `data::hints::after_delivery`: the hint
+/// stays for the next round. (Seeds replay the simulator they were found
+/// with; the unit tests beside each fix are what keep it fixed.)
+#[test]
+fn seed_139_a_changed_copy_keeps_its_hint() {
+    assert_clean(&SimConfig::default(), 139);
+}
+
+/// A stand-in's copy of a deleted value, delivered by its hint after every
+/// home had purged the tombstone: taken as new. Fixed in `data::purge`: a
+/// replica drops any copy the purged tombstones' history covers, for at
+/// least the tombstone grace.
+#[test]
+fn seed_421_a_deleted_value_delivered_after_the_purge_stays_deleted() {
+    assert_clean(&SimConfig::default(), 421);
 }

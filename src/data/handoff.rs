@@ -42,10 +42,10 @@ impl RingChange<'_> {
     ///
     /// One node sends each key: a replica the key moved away from if one is
     /// up, else the first home replica that keeps it. A node that is no
-    /// longer home sends to the nodes that gained the key (to every new
-    /// home replica up if none gained it, so its copy is never the only
-    /// one dropped; to every new home replica if none is up, so that the
-    /// job fails and runs again) and drops its copy once they stored it.
+    /// longer home sends to every new home replica up (to all of them if
+    /// none is, so that the job fails and runs again) and drops its copy
+    /// once they stored it; a home that keeps the key sends only to those
+    /// that gained it.
     pub fn plan(
         &self,
         key: &str,
@@ -69,11 +69,14 @@ impl RingChange<'_> {
             if hinted_here {
                 return None;
             }
-            let mut targets: Vec<NodeId> = if gaining.is_empty() {
-                new_home.iter().copied().filter(up).collect()
-            } else {
-                gaining
-            };
+            // Every new home up, not only those that gained the key: one
+            // that stays may have missed a write this copy holds (its hint
+            // still on its way, anti-entropy not yet round), and once this
+            // copy is dropped the node that gained the key would hold the
+            // only one (seed 557 of the data-path simulation lost a write
+            // so when that node was removed). A home that has it already
+            // merges nothing.
+            let mut targets: Vec<NodeId> = new_home.iter().copied().filter(up).collect();
             if targets.is_empty() {
                 // No new home is up: name them all anyway, so that the sends
                 // fail and the job runs again later. A move with nobody to
@@ -157,6 +160,11 @@ mod tests {
                         assert!(!old_home.contains(target) || !new_home.contains(&node));
                     }
                     assert_eq!(plan.drop_here, !new_home.contains(&node), "{key}");
+                    if plan.drop_here {
+                        // Its copy goes to every new home, those that stay
+                        // included, before it is dropped.
+                        assert_eq!(plan.targets, new_home, "{key}");
+                    }
                 }
             }
             if old_home == new_home {
