@@ -4,8 +4,10 @@
 //! Owns the walk over this node's copies, [`STEP_KEYS`] per anti-entropy
 //! tick. A tombstone is collected when `data::repair::may_collect` says so
 //! (past `--tombstone-grace-ms`, this node its first home replica, every
-//! other home replica alive) and every other home replica holds exactly the
-//! same versions; then this node tells them to purge it and purges its own.
+//! member alive), every other home replica holds exactly the same versions
+//! and no other member holds anything else of the key (a stand-in's copy
+//! of the deleted value, waiting for its hint); then this node tells the
+//! homes to purge it and purges its own.
 //! A replica that purged remembers it for a while
 //! (`data::purge::PurgedTombstones`, in [`LocalCopies`]), so a copy still
 //! on its way does not bring the tombstone back. Never purges a copy that
@@ -21,8 +23,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::local::LocalCopies;
 use super::view::ClusterView;
 use super::{ReplicaClient, Store};
-use crate::data::repair::may_collect;
+use crate::data::repair::{blocks_collection, may_collect};
 use crate::key::Key;
+use crate::member::MemberState;
+use crate::node_id::NodeId;
 use crate::replica::{ReplicaReply, ReplicaRequest};
 use crate::version::Dot;
 
@@ -89,13 +93,21 @@ impl Collector {
             wall_clock_ms(),
             view.local_id(),
         );
+        let members: Vec<NodeId> = view
+            .members()
+            .values()
+            .filter(|m| m.state != MemberState::Left && m.id != me)
+            .map(|m| m.id)
+            .collect();
         let mut candidates = Vec::new();
         for (key, object) in copies {
             let Some(deleted_at) = object.deleted_at_ms() else {
                 continue;
             };
             let home = view.home_of(&key);
-            if !may_collect(deleted_at, now, grace, &home, me, |n| view.is_alive(n)) {
+            if !may_collect(deleted_at, now, grace, &home, &members, me, |n| {
+                view.is_alive(n)
+            }) {
                 continue;
             }
             let others: Vec<SocketAddr> = home
@@ -103,7 +115,12 @@ impl Collector {
                 .filter(|&&n| n != me)
                 .filter_map(|&n| view.addr_of(n))
                 .collect();
-            candidates.push((key, object.dots(), others));
+            // Every other member, homes or not, is asked what it holds.
+            let asked: Vec<(SocketAddr, bool)> = members
+                .iter()
+                .filter_map(|&n| view.addr_of(n).map(|addr| (addr, home.contains(&n))))
+                .collect();
+            candidates.push((key, object.dots(), others, asked));
         }
         if candidates.is_empty() {
             return;
@@ -112,8 +129,8 @@ impl Collector {
         let (peers, store, timeout) = (self.peers.clone(), ctx.address(), self.timeout);
         actix::spawn(async move {
             let mut purged = Vec::new();
-            for (key, dots, others) in candidates {
-                if all_hold(&peers, &key, &dots, &others, timeout).await {
+            for (key, dots, others, asked) in candidates {
+                if none_blocks(&peers, &key, &dots, &asked, timeout).await {
                     let request = ReplicaRequest::Purge {
                         key: key.clone(),
                         dots: dots.iter().copied().collect(),
@@ -144,22 +161,28 @@ impl Collector {
     }
 }
 
-/// Whether every replica at `others` holds exactly `dots` for `key`.
-async fn all_hold(
+/// Whether no member at `asked` (its address, and whether it is a home of
+/// `key`) holds what stops collecting the tombstones `dots`
+/// (`data::repair::blocks_collection`); one that does not answer does.
+async fn none_blocks(
     peers: &ReplicaClient,
     key: &Key,
     dots: &BTreeSet<Dot>,
-    others: &[SocketAddr],
+    asked: &[(SocketAddr, bool)],
     timeout: Duration,
 ) -> bool {
     let request = ReplicaRequest::Read { key: key.clone() };
-    let mut reads: FuturesUnordered<_> = others
+    let mut reads: FuturesUnordered<_> = asked
         .iter()
-        .map(|addr| peers.request_within(*addr, &request, timeout))
+        .map(|&(addr, is_home)| {
+            let request = &request;
+            async move { (peers.request_within(addr, request, timeout).await, is_home) }
+        })
         .collect();
-    while let Some(answer) = reads.next().await {
+    while let Some((answer, is_home)) = reads.next().await {
         match answer {
-            Ok(ReplicaReply::Object(object)) if object.dots() == *dots => {}
+            Ok(ReplicaReply::Object(object))
+                if !blocks_collection(&object.dots(), dots, is_home) => {}
             _ => return false,
         }
     }

@@ -21,7 +21,7 @@ use rand::Rng;
 use super::network::{ExchangeAnswer, Msg};
 use super::{Event, Sim};
 use crate::data::placement::{home_of, shared_peers};
-use crate::data::repair::{compare_bucket, differing_buckets, may_collect};
+use crate::data::repair::{blocks_collection, compare_bucket, differing_buckets, may_collect};
 use crate::merkle::{bucket_of, differing, entry_hash, BucketEntries, HashTree};
 use crate::node_id::NodeId;
 use crate::version::{Dot, Object};
@@ -43,8 +43,12 @@ struct AeRound {
 }
 
 /// One collection step: candidates checked one by one.
+/// A tombstone to check: (key, its dots, the other homes, the other
+/// members).
+type Pending = (String, BTreeSet<Dot>, Vec<NodeId>, Vec<NodeId>);
+
 pub(super) struct Gc {
-    candidates: VecDeque<(String, BTreeSet<Dot>, Vec<NodeId>)>,
+    candidates: VecDeque<Pending>,
     current: Option<Candidate>,
     purged: Vec<(String, BTreeSet<Dot>)>,
 }
@@ -54,6 +58,9 @@ struct Candidate {
     key: String,
     dots: BTreeSet<Dot>,
     others: Vec<NodeId>,
+    /// Members that are no home of the key, asked whether they hold
+    /// anything else of it.
+    bystanders: BTreeSet<NodeId>,
     /// Asking whether they hold it (false), or telling them to purge.
     telling: bool,
     waiting: BTreeSet<NodeId>,
@@ -296,13 +303,24 @@ impl Sim {
                 continue;
             };
             let home = home_of(&n.ring, &self.replication, key);
-            if !may_collect(deleted_at, now, grace, &home, n.id, |id| {
+            let members: Vec<NodeId> = n
+                .ring
+                .nodes()
+                .iter()
+                .copied()
+                .filter(|&id| id != n.id)
+                .collect();
+            if !may_collect(deleted_at, now, grace, &home, &members, n.id, |id| {
                 self.is_up(node, id)
             }) {
                 continue;
             }
+            let bystanders = members
+                .into_iter()
+                .filter(|id| !home.contains(id))
+                .collect();
             let others = home.into_iter().filter(|&id| id != n.id).collect();
-            candidates.push_back((key.clone(), copy.dots(), others));
+            candidates.push_back((key.clone(), copy.dots(), others, bystanders));
         }
         if candidates.is_empty() {
             return;
@@ -319,7 +337,7 @@ impl Sim {
         let Some(gc) = self.nodes[node].gc.as_mut() else {
             return;
         };
-        let Some((key, dots, others)) = gc.candidates.pop_front() else {
+        let Some((key, dots, others, bystanders)) = gc.candidates.pop_front() else {
             // `PurgeHere`: the first home purges last.
             let gc = self.nodes[node].gc.take().expect("checked above");
             for (key, dots) in gc.purged {
@@ -331,7 +349,7 @@ impl Sim {
             return;
         };
         let ticket = self.ticket();
-        for &other in &others {
+        for &other in others.iter().chain(&bystanders) {
             let to = self.index_of(other);
             self.send(
                 node,
@@ -347,8 +365,9 @@ impl Sim {
             ticket,
             key,
             dots,
-            waiting: others.iter().copied().collect(),
+            waiting: others.iter().chain(&bystanders).copied().collect(),
             others,
+            bystanders: bystanders.into_iter().collect(),
             telling: false,
         });
         self.time_out(node, ticket, self.config.replica_timeout_ms);
@@ -380,7 +399,8 @@ impl Sim {
             }
             return self.gc_next(node);
         };
-        if !current.telling && copy.dots() != current.dots {
+        let is_home = !current.bystanders.contains(&from);
+        if !current.telling && blocks_collection(&copy.dots(), &current.dots, is_home) {
             self.take_candidate(node);
             return self.gc_next(node);
         }
