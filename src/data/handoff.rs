@@ -7,12 +7,13 @@
 //! job (`actors::store::ring_change`) walks the keys and carries out what
 //! these say; the data-path simulation runs the same functions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::placement::home_of;
 use crate::node_id::NodeId;
 use crate::replication::Replication;
 use crate::ring::Ring;
+use crate::version::{Dot, Object};
 
 /// What one key needs from this node in a ring change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +108,53 @@ impl RingChange<'_> {
             targets: gaining,
             drop_here: false,
         })
+    }
+}
+
+/// One step of a ring-change job, planned: for each node, the copies to
+/// send it, and the copies this node drops once all their targets stored
+/// them, with their versions as sent.
+#[derive(Debug)]
+pub struct StepPlan<K> {
+    pub outgoing: BTreeMap<NodeId, Vec<(K, Object)>>,
+    pub drops: Vec<(K, BTreeSet<Dot>, Vec<NodeId>)>,
+}
+
+impl RingChange<'_> {
+    /// Plans every copy of a step with [`RingChange::plan`]; `hinted`
+    /// says whether this node keeps a hint for a key.
+    pub fn plan_step<'a, K>(
+        &self,
+        copies: impl IntoIterator<Item = (&'a K, &'a Object)>,
+        is_up: impl Fn(NodeId) -> bool,
+        hinted: impl Fn(&str) -> bool,
+    ) -> StepPlan<K>
+    where
+        K: Clone + std::ops::Deref<Target = str> + 'a,
+    {
+        let mut step = StepPlan {
+            outgoing: BTreeMap::new(),
+            drops: Vec::new(),
+        };
+        for (key, object) in copies {
+            if object.is_empty() {
+                continue;
+            }
+            let Some(plan) = self.plan(key, &is_up, hinted(key)) else {
+                continue;
+            };
+            if plan.drop_here {
+                step.drops
+                    .push((key.clone(), object.dots(), plan.targets.clone()));
+            }
+            for target in plan.targets {
+                step.outgoing
+                    .entry(target)
+                    .or_default()
+                    .push((key.clone(), object.clone()));
+            }
+        }
+        step
     }
 }
 

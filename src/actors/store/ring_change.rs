@@ -26,7 +26,7 @@ use super::hinted::HintKeeper;
 use super::local::LocalCopies;
 use super::view::ClusterView;
 use super::{ReplicaClient, Store};
-use crate::data::handoff::{drops_after_handoff, RingChange};
+use crate::data::handoff::{drops_after_handoff, RingChange, StepPlan};
 use crate::key::Key;
 use crate::merkle::entry_hash;
 use crate::metrics::SharedMetrics;
@@ -312,22 +312,11 @@ impl Handoff {
             local_id: view.local_id(),
             leaving: job.leave.is_some(),
         };
-        let mut outgoing: BTreeMap<NodeId, Vec<(Key, Object)>> = BTreeMap::new();
-        let mut drops = Vec::new();
-        for (key, object) in &copies {
-            let Some(plan) = change.plan(key, |n| view.is_up(n), hints.any_for_key(key)) else {
-                continue;
-            };
-            if plan.drop_here {
-                drops.push((key.clone(), object.dots(), plan.targets.clone()));
-            }
-            for target in plan.targets {
-                outgoing
-                    .entry(target)
-                    .or_default()
-                    .push((key.clone(), object.clone()));
-            }
-        }
+        let StepPlan { outgoing, drops } = change.plan_step(
+            copies.iter().map(|(k, o)| (k, o)),
+            |n| view.is_up(n),
+            |key| hints.any_for_key(key),
+        );
         local.trees_mut().scanned(
             last.clone(),
             copies.iter().map(|(k, o)| (k.as_str(), entry_hash(k, o))),

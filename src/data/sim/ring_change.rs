@@ -19,11 +19,11 @@ use rand::Rng;
 
 use super::network::Msg;
 use super::{Event, Life, Sim, VNODES};
-use crate::data::handoff::{drops_after_handoff, RingChange};
+use crate::data::handoff::{drops_after_handoff, RingChange, StepPlan};
 use crate::data::placement::home_of;
 use crate::node_id::NodeId;
 use crate::ring::Ring;
-use crate::version::{Dot, Object};
+use crate::version::Dot;
 
 pub(super) struct Job {
     id: u64,
@@ -262,33 +262,12 @@ impl Sim {
             local_id: n.id,
             leaving: job.leaving,
         };
-        let mut outgoing: BTreeMap<NodeId, Vec<(String, Object)>> = BTreeMap::new();
-        let mut drops = Vec::new();
-        for (key, object) in &n.copies {
-            if object.is_empty() {
-                continue;
-            }
-            let plan = change.plan(key, |id| self.is_up(node, id), n.hints.any_for_key(key));
-            tracing::trace!(
-                t = self.now,
-                node,
-                key,
-                ?plan,
-                hinted = n.hints.any_for_key(key),
-                "planned"
-            );
-            if let Some(plan) = plan {
-                if plan.drop_here {
-                    drops.push((key.clone(), object.dots(), plan.targets.clone()));
-                }
-                for target in plan.targets {
-                    outgoing
-                        .entry(target)
-                        .or_default()
-                        .push((key.clone(), object.clone()));
-                }
-            }
-        }
+        let StepPlan { outgoing, drops } = change.plan_step(
+            &n.copies,
+            |id| self.is_up(node, id),
+            |key| n.hints.any_for_key(key),
+        );
+        tracing::trace!(t = self.now, node, ?outgoing, ?drops, "planned");
         let leaving = job.leaving.then_some(n.id);
         let job_id = job.id;
         let mut sending = Sending {
