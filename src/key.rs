@@ -28,7 +28,15 @@ pub enum KeyError {
     TooLong { len: usize, limit: usize },
     #[error("the key is not valid UTF-8 once percent-decoded")]
     NotUtf8,
+    #[error(
+        "keys starting with `{RESERVED_PREFIX}` are reserved for the API (such as /kv/_batch)"
+    )]
+    Reserved,
 }
+
+/// Client keys never start with this, so the API's own names under `/kv/`
+/// (`_batch`) can never be a key.
+pub const RESERVED_PREFIX: char = '_';
 
 impl Key {
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
@@ -45,13 +53,24 @@ impl Key {
         Ok(Key(key))
     }
 
-    /// Decodes a percent-encoded URL path segment into a key. Every escape is
+    /// A key a client names (in a path or a batch): also never one with
+    /// the reserved prefix. Peers are not held to it, so a key stored
+    /// before the prefix was reserved still replicates.
+    pub fn from_client(key: impl Into<String>) -> Result<Self, KeyError> {
+        let key = Key::new(key)?;
+        if key.0.starts_with(RESERVED_PREFIX) {
+            return Err(KeyError::Reserved);
+        }
+        Ok(key)
+    }
+
+    /// Decodes a percent-encoded URL path segment into a client key. Every escape is
     /// decoded, `%2F` included, so any UTF-8 string can be a key.
     pub fn from_path_segment(segment: &str) -> Result<Self, KeyError> {
         let decoded = percent_encoding::percent_decode_str(segment)
             .decode_utf8()
             .map_err(|_| KeyError::NotUtf8)?;
-        Key::new(decoded.into_owned())
+        Key::from_client(decoded.into_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -113,6 +132,15 @@ mod tests {
     fn path_segments_are_fully_percent_decoded() {
         let key = Key::from_path_segment("a%2Fb%20c%C3%A9").unwrap();
         assert_eq!(key.as_str(), "a/b cé");
+    }
+
+    #[test]
+    fn clients_cannot_name_reserved_keys_but_peers_may_carry_them() {
+        assert_eq!(Key::from_path_segment("_batch"), Err(KeyError::Reserved));
+        assert_eq!(Key::from_path_segment("%5Fbatch"), Err(KeyError::Reserved));
+        assert_eq!(Key::from_client("_x"), Err(KeyError::Reserved));
+        assert!(Key::from_client("a_b").is_ok());
+        assert!(Key::new("_old").is_ok());
     }
 
     #[test]

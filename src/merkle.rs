@@ -137,6 +137,7 @@ mod tests {
             Payload::Value {
                 content_type: "t".into(),
                 bytes: text.as_bytes().to_vec(),
+                expires_at_ms: None,
             },
         )
         .unwrap();

@@ -10,12 +10,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::condition::Condition;
 use crate::key::Key;
 use crate::keyring::{KeyringChange, KeyringView};
 use crate::merkle::BucketEntries;
 use crate::node_id::NodeId;
 use crate::replication::Quorum;
 use crate::version::{Dot, Object, Payload, VersionVector};
+
+/// The most keys one replica lists per request.
+pub const MAX_SCAN_LIMIT: usize = 1000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ReplicaRequest {
@@ -62,6 +66,22 @@ pub enum ReplicaRequest {
         leaving: NodeId,
         objects: Vec<(Key, Object)>,
     },
+    /// Listing, one replica's part: up to `limit` (at most
+    /// [`MAX_SCAN_LIMIT`]) of the keys it holds that start with `prefix`
+    /// and sort after `start_after`, in key order, with their copies (the
+    /// values' bytes left out unless `with_values`).
+    Scan {
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+        with_values: bool,
+    },
+    /// Tell the sender once when this replica's copy of `key` next
+    /// changes (a client watches the key on the sender, which is not one
+    /// of its homes).
+    Watch { key: Key },
+    /// The receiver's copy of `key`, which the sender watches, changed.
+    Changed { key: Key },
     /// `dnd keyring` on another member: apply this change to the
     /// receiver's keyring, or with `None` only say what it holds.
     Keyring(Option<KeyringChange>),
@@ -81,6 +101,9 @@ impl ReplicaRequest {
             ReplicaRequest::ExchangeBuckets { .. } => "exchange-buckets",
             ReplicaRequest::Purge { .. } => "purge",
             ReplicaRequest::HandOver { .. } => "hand-over",
+            ReplicaRequest::Scan { .. } => "scan",
+            ReplicaRequest::Watch { .. } => "watch",
+            ReplicaRequest::Changed { .. } => "changed",
             ReplicaRequest::Keyring(_) => "keyring",
         }
     }
@@ -100,6 +123,13 @@ pub enum ReplicaReply {
     Exchange {
         objects: Vec<(Key, Object)>,
         wanted: Vec<Key>,
+    },
+    /// A replica's part of a listing: the keys found, in order, with their
+    /// copies, and the last key it passed if it may hold more after it
+    /// (`None`: it holds nothing more within the prefix).
+    Scanned {
+        copies: Vec<(Key, Object)>,
+        more_after: Option<Key>,
     },
     /// The request was understood but not served (a key this node does
     /// not home, a store that failed, a sender that is not a member or acts
@@ -131,7 +161,7 @@ pub enum ReplicaReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientWrite {
     pub key: Key,
-    /// What it supersedes. A [`Supersedes::FoundByQuorumRead`] is settled
+    /// What it supersedes. A [`Supersedes::FoundByQuorumRead`] (or a conditional one) is settled
     /// into [`Supersedes::Seen`] by a quorum read before it is versioned.
     pub supersedes: Supersedes,
     pub payload: Payload,
@@ -150,6 +180,13 @@ pub enum Supersedes {
     /// never the default for a value.
     FoundByQuorumRead {
         /// The read's quorum (`?r=`), if the client chose one.
+        read_quorum: Option<Quorum>,
+    },
+    /// Those a quorum read finds, if they meet the condition
+    /// (`If-None-Match: *`, `If-Match`); else nothing is written and the
+    /// client is told what was found (`data::condition`).
+    IfFoundByQuorumRead {
+        condition: Condition,
         read_quorum: Option<Quorum>,
     },
 }

@@ -132,11 +132,44 @@ pub enum Payload {
         content_type: String,
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
+        /// When the value expires (`?ttl=`), in ms of the wall clock of the
+        /// node the client asked; from then on it is read as if deleted
+        /// then. Objects stored before TTL existed decode as `None`.
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
     },
     /// A deletion, stamped with its coordinator's wall clock in ms. The
     /// stamp never orders versions (dots do); it only tells when the
     /// tombstone is old enough to be collected.
     Tombstone { at_ms: u64 },
+}
+
+impl Payload {
+    /// A value that never expires.
+    pub fn value(content_type: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Payload::Value {
+            content_type: content_type.into(),
+            bytes,
+            expires_at_ms: None,
+        }
+    }
+
+    /// When this version stops being a value: a tombstone's stamp, a
+    /// value's deadline, or `None` for a value that never expires.
+    pub fn gone_at_ms(&self) -> Option<u64> {
+        match self {
+            Payload::Tombstone { at_ms } => Some(*at_ms),
+            Payload::Value { expires_at_ms, .. } => *expires_at_ms,
+        }
+    }
+
+    /// Whether this is a value a client sees at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        match self {
+            Payload::Tombstone { .. } => false,
+            Payload::Value { expires_at_ms, .. } => expires_at_ms.is_none_or(|at| now_ms < at),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,29 +215,54 @@ impl Object {
         self.siblings.iter().map(|s| s.dot).collect()
     }
 
-    /// When every sibling is a tombstone: the latest deletion's stamp.
+    /// When every sibling is a tombstone or a value with a deadline: the
+    /// latest deletion's stamp or deadline, which may be in the future.
+    /// From then on the key is gone, and its copy is collected like a
+    /// tombstone once the grace has passed.
     pub fn deleted_at_ms(&self) -> Option<u64> {
         if self.siblings.is_empty() {
             return None;
         }
         self.siblings
             .iter()
-            .map(|s| match s.payload {
-                Payload::Tombstone { at_ms } => Some(at_ms),
-                Payload::Value { .. } => None,
-            })
+            .map(|s| s.payload.gone_at_ms())
             .try_fold(0, |latest, at| at.map(|at| latest.max(at)))
     }
 
-    /// Siblings that hold values (not deletions).
+    /// Siblings that hold values (not deletions), expired or not.
     pub fn values(&self) -> impl Iterator<Item = (&Sibling, &str, &[u8])> {
         self.siblings.iter().filter_map(|s| match &s.payload {
             Payload::Value {
                 content_type,
                 bytes,
+                ..
             } => Some((s, content_type.as_str(), bytes.as_slice())),
             Payload::Tombstone { .. } => None,
         })
+    }
+
+    /// The values a client sees at `now_ms`: those not deleted and not
+    /// expired.
+    pub fn live_values(&self, now_ms: u64) -> impl Iterator<Item = (&Sibling, &str, &[u8])> {
+        self.values()
+            .filter(move |(sibling, _, _)| sibling.payload.is_live(now_ms))
+    }
+
+    /// Whether a client sees a value at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.live_values(now_ms).next().is_some()
+    }
+
+    /// This object with every value's bytes left out: its versions, content
+    /// types and deadlines, enough to tell which keys are live or in
+    /// conflict without carrying their values.
+    pub fn without_value_bytes(mut self) -> Self {
+        for sibling in &mut self.siblings {
+            if let Payload::Value { bytes, .. } = &mut sibling.payload {
+                bytes.clear();
+            }
+        }
+        self
     }
 
     /// A write coordinated by `coordinator`: supersedes the siblings
@@ -288,7 +346,8 @@ impl Object {
                     Payload::Value {
                         content_type,
                         bytes,
-                    } => content_type.len() + bytes.len(),
+                        ..
+                    } => content_type.len() + bytes.len() + 9,
                     Payload::Tombstone { .. } => 8,
                 };
                 payload + 24 + s.context.len() * 18
@@ -331,6 +390,7 @@ mod tests {
         Payload::Value {
             content_type: "text/plain".into(),
             bytes: text.as_bytes().to_vec(),
+            expires_at_ms: None,
         }
     }
 
@@ -469,5 +529,64 @@ mod tests {
         assert_eq!(Object::decode(&o.encode()).unwrap(), o);
         assert!(Object::decode(&[]).is_err());
         assert!(Object::decode(&[OBJECT_FORMAT_V1, 0xc1]).is_err());
+    }
+
+    #[test]
+    fn an_expired_value_is_gone_like_a_deletion_at_its_deadline() {
+        let mut o = Object::new();
+        let mut expiring = value("soon");
+        if let Payload::Value { expires_at_ms, .. } = &mut expiring {
+            *expires_at_ms = Some(1_000);
+        }
+        o.write(A, &VersionVector::new(), expiring).unwrap();
+        assert!(o.is_live(999));
+        assert!(!o.is_live(1_000), "gone at the deadline itself");
+        assert_eq!(o.values().count(), 1, "still held, to be collected");
+        assert_eq!(o.deleted_at_ms(), Some(1_000));
+        // A value without a deadline beside it keeps the key alive.
+        o.write(B, &VersionVector::new(), value("forever")).unwrap();
+        assert_eq!(o.deleted_at_ms(), None);
+        assert_eq!(o.live_values(5_000).count(), 1);
+    }
+
+    /// Objects stored before values had deadlines still decode.
+    #[test]
+    fn an_object_stored_before_deadlines_existed_decodes_without_one() {
+        #[derive(Serialize)]
+        enum OldPayload {
+            Value {
+                content_type: String,
+                #[serde(with = "serde_bytes")]
+                bytes: Vec<u8>,
+            },
+        }
+        #[derive(Serialize)]
+        struct OldSibling {
+            dot: Dot,
+            context: VersionVector,
+            payload: OldPayload,
+        }
+        #[derive(Serialize)]
+        struct OldObject {
+            siblings: Vec<OldSibling>,
+        }
+        let old = OldObject {
+            siblings: vec![OldSibling {
+                dot: Dot {
+                    node: A,
+                    counter: 1,
+                },
+                context: VersionVector::new(),
+                payload: OldPayload::Value {
+                    content_type: "text/plain".into(),
+                    bytes: b"v".to_vec(),
+                },
+            }],
+        };
+        let mut bytes = vec![OBJECT_FORMAT_V1];
+        rmp_serde::encode::write(&mut bytes, &old).unwrap();
+        let decoded = Object::decode(&bytes).unwrap();
+        assert_eq!(texts(&decoded), ["v"]);
+        assert_eq!(decoded.siblings()[0].payload.gone_at_ms(), None);
     }
 }

@@ -118,6 +118,7 @@ fn object() -> impl Strategy<Value = Object> {
                 Payload::Value {
                     content_type: "text/plain".into(),
                     bytes,
+                    expires_at_ms: None,
                 }
             };
             // Half the writes see everything before them, half nothing.
@@ -300,6 +301,7 @@ async fn the_peer_handler_answers_arbitrary_requests_and_strangers_change_nothin
             Payload::Value {
                 content_type: "text/plain".into(),
                 bytes: b"kept".to_vec(),
+                expires_at_ms: None,
             },
         )
         .unwrap();

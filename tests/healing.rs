@@ -467,6 +467,7 @@ async fn a_peer_that_lies_or_sends_garbage_changes_nothing() {
             dnd::version::Payload::Value {
                 content_type: "text/plain".into(),
                 bytes: b"x".to_vec(),
+                expires_at_ms: None,
             },
         )
         .unwrap();

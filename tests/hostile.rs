@@ -434,6 +434,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
                 Payload::Value {
                     content_type: "text/plain".into(),
                     bytes: vec![b'x'; 2 * 1024 * 1024],
+                    expires_at_ms: None,
                 },
             )
             .unwrap();

@@ -34,12 +34,14 @@ mod collect;
 mod coordinate;
 mod hinted;
 mod inbound;
+mod list;
 mod local;
 mod reachability;
 mod ring_change;
 mod rounds;
 mod trees;
 mod view;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -53,7 +55,9 @@ pub use api::{
 };
 pub use collect::wall_clock_ms;
 pub use inbound::serve_peers;
+pub use list::List;
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
+pub use watch::{Watch, WatchOutcome, MAX_OPEN_WATCHES};
 
 use super::contain_panic;
 use super::membership::MembersChanged;
@@ -66,6 +70,7 @@ use local::{LocalCopies, WriteLimits};
 use reachability::Reachability;
 use ring_change::Handoff;
 use view::ClusterView;
+use watch::{Watches, Watching};
 
 use crate::data::placement::keeps_settled_ring;
 use crate::metrics::SharedMetrics;
@@ -100,6 +105,7 @@ pub struct Store {
     anti_entropy: AntiEntropy,
     collector: Collector,
     door: PeerDoor,
+    watches: Arc<Watches>,
 }
 
 impl Store {
@@ -123,6 +129,7 @@ impl Store {
             .max(config.anti_entropy_interval * 10)
             .max(config.tombstone_grace);
         let (id, timeout) = (config.local_id, config.replica_timeout);
+        let watches = Arc::new(Watches::new(peers.clone(), timeout, metrics.clone()));
         Store {
             view: ClusterView::new(id, config.replication, reachability),
             local: LocalCopies::new(
@@ -132,12 +139,14 @@ impl Store {
                 config.replication,
                 limits,
                 purge_memory,
+                watches.clone(),
             ),
             hints: HintKeeper::new(engine, metrics.clone(), config.hinted_handoff),
             handoff: Handoff::new(peers.clone(), metrics.clone(), timeout, config.vnodes),
             anti_entropy: AntiEntropy::new(peers.clone(), metrics.clone(), timeout),
             collector: Collector::new(peers.clone(), timeout, config.tombstone_grace),
             door: PeerDoor::new(metrics.clone(), config.max_value_bytes),
+            watches,
             peers,
             metrics,
             config,
@@ -274,6 +283,32 @@ impl Store {
                     Err(e) => ReplicaReply::Refused(e.to_string()),
                 }
             }
+            ReplicaRequest::Scan {
+                prefix,
+                start_after,
+                limit,
+                with_values,
+            } => match list::scan_here(
+                &self.local,
+                &prefix,
+                start_after.as_deref(),
+                limit,
+                with_values,
+            ) {
+                Ok(part) => ReplicaReply::Scanned {
+                    copies: part.copies,
+                    more_after: part.more_after,
+                },
+                Err(e) => ReplicaReply::Refused(e.to_string()),
+            },
+            ReplicaRequest::Watch { key } => match self.view.addr_of(from) {
+                Some(addr) if self.watches.subscribe_peer(from, addr, key) => ReplicaReply::Stored,
+                _ => ReplicaReply::Refused("not taking more watches".into()),
+            },
+            ReplicaRequest::Changed { key } => {
+                self.watches.changed(&key);
+                ReplicaReply::Stored
+            }
             // Answered beside the Store (`inbound`) and refused at its door.
             ReplicaRequest::Keyring(_) => {
                 ReplicaReply::Refused("a keyring request is not the store's".into())
@@ -295,6 +330,9 @@ impl Actor for Store {
         if !self.hints.is_loaded() {
             self.hints.load();
             self.local.load_settled_ring(self.config.vnodes);
+            if let Err(e) = self.local.ensure_order_index() {
+                tracing::error!(error = %e, "could not mark the held keys in key order; listings may miss keys held before");
+            }
         }
         if !self.config.anti_entropy_interval.is_zero() {
             ctx.run_interval(self.config.anti_entropy_interval, |_, ctx| {
@@ -350,6 +388,81 @@ impl Handler<Delete> for Store {
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
         self.client_write(msg.write, msg.quorum, ctx)
+    }
+}
+
+impl Handler<List> for Store {
+    type Result = ResponseFuture<Result<crate::data::scan::Page, StoreError>>;
+
+    fn handle(&mut self, msg: List, _ctx: &mut Self::Context) -> Self::Result {
+        let needed = self.view.read_quorum(msg.quorum);
+        let up = match list::check_reachable(&self.view, needed) {
+            Ok(up) => up,
+            Err(e) => {
+                self.metrics.kv_list_pages_failed.inc();
+                return ready(Err(e));
+            }
+        };
+        let local_part = match list::scan_here(
+            &self.local,
+            &msg.prefix,
+            msg.start_after.as_deref(),
+            msg.limit,
+            msg.with_values,
+        ) {
+            Ok(part) => part,
+            Err(e) => return ready(Err(e)),
+        };
+        let local_id = self.config.local_id;
+        let listing = list::Listing {
+            local_part,
+            local_id,
+            others: self
+                .view
+                .with_addrs(up.into_iter().filter(|&n| n != local_id)),
+            ring: self.view.ring().clone(),
+            replicas: self.view.effective_replicas(),
+            needed,
+            peers: self.peers.clone(),
+            reachability: self.view.reachability().clone(),
+            timeout: self.config.replica_timeout,
+            list: msg,
+        };
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let page = listing.run().await;
+            match &page {
+                Ok(_) => metrics.kv_list_pages.inc(),
+                Err(_) => metrics.kv_list_pages_failed.inc(),
+            }
+            page
+        })
+    }
+}
+
+impl Handler<Watch> for Store {
+    type Result = ResponseFuture<Result<WatchOutcome, StoreError>>;
+
+    fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) -> Self::Result {
+        let guard = match self.watches.open(&msg.key) {
+            Ok(guard) => guard,
+            Err(e) => return ready(Err(e)),
+        };
+        let home = self.view.home_of(&msg.key);
+        let homes = if home.contains(&self.config.local_id) {
+            Vec::new()
+        } else {
+            self.view
+                .with_addrs(home.into_iter().filter(|&n| self.view.is_up(n)))
+        };
+        let watching = Watching {
+            guard,
+            store: ctx.address(),
+            homes,
+            peers: self.peers.clone(),
+            replica_timeout: self.config.replica_timeout,
+        };
+        Box::pin(watching.run(msg))
     }
 }
 

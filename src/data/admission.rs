@@ -87,6 +87,18 @@ impl PeerJudge<'_> {
             ReplicaRequest::WriteBatch { objects } | ReplicaRequest::HandOver { objects, .. } => {
                 objects.iter().any(|(_, object)| too_large(object))
             }
+            ReplicaRequest::Scan {
+                prefix,
+                start_after,
+                limit,
+                ..
+            } => {
+                *limit > crate::replica::MAX_SCAN_LIMIT
+                    || prefix.len() > crate::key::MAX_KEY_BYTES
+                    || start_after
+                        .as_ref()
+                        .is_some_and(|s| s.len() > crate::key::MAX_KEY_BYTES)
+            }
             _ => false,
         };
         oversized.then_some(PeerRefusal::TooLarge)
@@ -117,6 +129,7 @@ mod tests {
                 Payload::Value {
                     content_type: "x".into(),
                     bytes: vec![0; bytes],
+                    expires_at_ms: None,
                 },
             )
             .unwrap();

@@ -2,8 +2,10 @@
 //!
 //! `d` + bucket (2 bytes) + key holds a key's object, so one hash-tree
 //! bucket is one prefix scan; `h` + owner id (8 bytes) + key marks a hint
-//! (the data itself is the `d` entry); `m` + name holds the Store's own
-//! small records. Owns the encoding only; it never reads or writes.
+//! (the data itself is the `d` entry); `o` + key marks that a key is held,
+//! in key order, for listings (the `d` layout is in hash order); `m` +
+//! name holds the Store's own small records. Owns the encoding only; it
+//! never reads or writes.
 
 use crate::merkle::bucket_of;
 use crate::node_id::NodeId;
@@ -11,6 +13,24 @@ use crate::node_id::NodeId;
 pub const DATA_PREFIX: u8 = b'd';
 pub const HINT_PREFIX: u8 = b'h';
 pub const META_PREFIX: u8 = b'm';
+pub const ORDER_PREFIX: u8 = b'o';
+
+/// Where the key-order mark of `key` (or of every key starting with it, as
+/// a prefix) is stored.
+pub fn order_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(ORDER_PREFIX);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The client key of a key-order mark, if `raw` is one.
+pub fn key_of_order_key(raw: &[u8]) -> Option<&str> {
+    match raw {
+        [ORDER_PREFIX, key @ ..] if !key.is_empty() => std::str::from_utf8(key).ok(),
+        _ => None,
+    }
+}
 
 /// Where a key's object is stored.
 pub fn data_key(key: &str) -> Vec<u8> {
@@ -75,5 +95,8 @@ mod tests {
             "a prefix is no key"
         );
         assert!(data_key("k").starts_with(&bucket_prefix(bucket_of("k"))));
+        assert_eq!(key_of_order_key(&order_key("a/b é")), Some("a/b é"));
+        assert_eq!(key_of_order_key(&order_key("")), None, "a prefix is no key");
+        assert!(order_key("ab") > order_key("a") && order_key("b") > order_key("ab"));
     }
 }

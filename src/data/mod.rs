@@ -11,6 +11,7 @@
 
 pub mod accept;
 pub mod admission;
+pub mod condition;
 pub mod coordinate;
 pub mod handoff;
 pub mod hints;
@@ -19,5 +20,7 @@ pub mod placement;
 pub mod purge;
 pub mod read;
 pub mod repair;
+pub mod scan;
 pub mod sim;
+pub mod watch;
 pub mod write;

@@ -105,6 +105,7 @@ mod tests {
                 Payload::Value {
                     content_type: "t".into(),
                     bytes: b"v".to_vec(),
+                    expires_at_ms: None,
                 },
             )
             .unwrap();
@@ -137,6 +138,7 @@ mod tests {
                 Payload::Value {
                     content_type: "t".into(),
                     bytes: b"v".to_vec(),
+                    expires_at_ms: None,
                 },
             )
             .unwrap();
@@ -151,6 +153,7 @@ mod tests {
                 Payload::Value {
                     content_type: "t".into(),
                     bytes: b"again".to_vec(),
+                    expires_at_ms: None,
                 },
             )
             .unwrap();

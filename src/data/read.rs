@@ -249,6 +249,7 @@ mod tests {
                 Payload::Value {
                     content_type: "text/plain".into(),
                     bytes: text.as_bytes().to_vec(),
+                    expires_at_ms: None,
                 },
             )
             .unwrap();
@@ -399,6 +400,7 @@ mod tests {
         let value = holding(Payload::Value {
             content_type: "text/plain".into(),
             bytes: b"v".to_vec(),
+            expires_at_ms: None,
         });
         // A value is a value, whoever held it.
         assert_eq!(read_verdict(2, 0, 2, &value, false), Answer);

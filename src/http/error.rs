@@ -32,6 +32,16 @@ pub enum ApiError {
     ObjectTooLarge(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A query parameter out of range or malformed: 400 naming it.
+    #[error("?{param}= {reason}")]
+    BadParam { param: &'static str, reason: String },
+    /// A conditional write whose condition did not hold: 412, with the
+    /// context of the versions found (also in `X-Dnd-Context`).
+    #[error("{message}")]
+    PreconditionFailed { message: String, context: String },
+    /// A batch with more operations than one batch takes: 413.
+    #[error("a batch takes at most {limit} operations, this one has {given}")]
+    BatchTooLarge { given: usize, limit: usize },
     #[error("{0}")]
     Unavailable(String),
     /// Too few replicas answered: 503, saying how many did, how many were
@@ -82,7 +92,19 @@ impl From<StoreError> for ApiError {
                 limit,
             },
             StoreError::ObjectTooLarge { .. } => ApiError::ObjectTooLarge(e.to_string()),
+            StoreError::PreconditionFailed { ref found } => ApiError::PreconditionFailed {
+                message: e.to_string(),
+                context: found.to_context(),
+            },
+            StoreError::ListUnavailable { needed, answered } => ApiError::UnavailableCounted {
+                message: e.to_string(),
+                counts: match answered {
+                    Some(answered) => vec![("replicas_needed", needed), ("replicas_answered", answered)],
+                    None => vec![("replicas_needed", needed)],
+                },
+            },
             StoreError::UnknownContext { .. }
+            | StoreError::TooManyWatches { .. }
             | StoreError::Storage(_)
             | StoreError::Restarting
             | StoreError::NotHome
@@ -124,10 +146,13 @@ impl ResponseError for ApiError {
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadKey(KeyError::TooLong { .. }) => StatusCode::URI_TOO_LONG,
-            ApiError::BadKey(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::ValueTooLarge { .. } | ApiError::ObjectTooLarge(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            ApiError::BadKey(_) | ApiError::BadRequest(_) | ApiError::BadParam { .. } => {
+                StatusCode::BAD_REQUEST
             }
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::ValueTooLarge { .. }
+            | ApiError::ObjectTooLarge(_)
+            | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_)
             | ApiError::Quorum { .. }
             | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +181,17 @@ impl ResponseError for ApiError {
                 "siblings": siblings,
                 "max_siblings": limit,
             }));
+        }
+        if let ApiError::BadParam { param, .. } = self {
+            return HttpResponse::build(self.status_code()).json(json!({
+                "error": self.to_string(),
+                "parameter": param,
+            }));
+        }
+        if let ApiError::PreconditionFailed { context, .. } = self {
+            return HttpResponse::build(self.status_code())
+                .insert_header((super::answer::CONTEXT_HEADER, context.as_str()))
+                .json(json!({ "error": self.to_string(), "context": context }));
         }
         if let ApiError::UnavailableCounted { counts, .. } = self {
             let mut body = serde_json::Map::new();

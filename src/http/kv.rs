@@ -1,30 +1,28 @@
-//! `/kv/{key}`: read, write and delete one key.
+//! `/kv/{key}`: read, write, delete and watch one key; and the dispatch
+//! of `/kv` (a listing, `list`) and `/kv/_batch` (`batch`).
 //!
 //! Translates HTTP to Store messages and back: the key from the raw path,
-//! what a write supersedes from `X-Dnd-Context` (or `?overwrite=true`),
-//! quorums from `?r=` and `?w=`, and a read's versions into 200 (one
-//! value), 300 (siblings) or 404, each with the context of what was read.
-//! It must never decide anything about versions or replicas itself.
+//! what a write supersedes from `X-Dnd-Context`, `?overwrite=true`,
+//! `If-Match` or `If-None-Match`, a value's deadline from `?ttl=`, and a
+//! read's versions into an answer (`answer`). It must never decide
+//! anything about versions or replicas itself.
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde_json::json;
 
-use super::{ApiError, AppState};
-use crate::actors::store::{self, ClientWrite, Supersedes};
+use super::answer::{read_response, with_context, CONTEXT_HEADER, DEFAULT_CONTENT_TYPE};
+use super::params::KvParams;
+use super::{batch, list, ApiError, AppState};
+use crate::actors::store::{self, ClientWrite, Supersedes, WatchOutcome};
+use crate::data::condition::Condition;
 use crate::key::{Key, KeyError};
-use crate::replication::Quorum;
-use crate::version::{Object, Payload, VersionVector};
+use crate::version::{Payload, VersionVector};
 
 const KV_PREFIX: &str = "/kv/";
-/// The causal context header: sent with every read, accepted with writes.
-pub const CONTEXT_HEADER: &str = "x-dnd-context";
-/// The content type served when a client stored a value without one.
-pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+/// The one name under `/kv/` that is not a key (keys never start with `_`).
+const BATCH_PATH: &str = "/kv/_batch";
 
 /// A static prefix and a dispatch on the method, not a `/kv/{key}` pattern:
 /// actix-router matches dynamic segments with a regex, which took about 6%
@@ -39,7 +37,20 @@ async fn dispatch(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    match req.uri().path().strip_prefix(KV_PREFIX) {
+    let path = req.uri().path();
+    if path == "/kv" || path == KV_PREFIX {
+        return match *req.method() {
+            Method::GET => list::list(req, state).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
+    if path == BATCH_PATH {
+        return match *req.method() {
+            Method::POST => batch::batch(req, body, state).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
+    match path.strip_prefix(KV_PREFIX) {
         None | Some("") => return Err(ApiError::BadKey(KeyError::Empty)),
         // A key is one path segment.
         Some(segment) if segment.contains('/') => return Err(ApiError::NoRoute),
@@ -61,111 +72,115 @@ fn key_of(req: &HttpRequest) -> Result<Key, ApiError> {
     Ok(Key::from_path_segment(segment)?)
 }
 
-/// The quorum named by query parameter `name` (`r` or `w`), if any.
-fn quorum_of(req: &HttpRequest, name: &str, state: &AppState) -> Result<Option<Quorum>, ApiError> {
-    let mut found = None;
-    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
-        let (param, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if param == name {
-            let quorum = Quorum::parse(value, state.replication.replicas)
-                .map_err(|e| ApiError::BadRequest(format!("?{name}=: {e}")))?;
-            found = Some(quorum);
-        }
-    }
-    Ok(found)
-}
-
-/// `?overwrite=true`: the client asks for a write that supersedes whatever
-/// a quorum read finds, seen or not.
-fn overwrite_of(req: &HttpRequest) -> Result<bool, ApiError> {
-    let mut overwrite = false;
-    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
-        let (param, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if param == "overwrite" {
-            overwrite = match value {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "?overwrite= is `true` or `false`".into(),
-                    ))
-                }
-            };
-        }
-    }
-    Ok(overwrite)
-}
-
-fn context_of(req: &HttpRequest) -> Result<Option<VersionVector>, ApiError> {
-    let Some(value) = req.headers().get(CONTEXT_HEADER) else {
+fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let Some(value) = req.headers().get(name) else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        ApiError::BadRequest("the X-Dnd-Context header is not visible ASCII".into())
-    })?;
-    VersionVector::from_context(text.trim())
-        .map(Some)
-        .map_err(|e| ApiError::BadRequest(format!("X-Dnd-Context: {e}")))
+    value
+        .to_str()
+        .map(|text| Some(text.trim()))
+        .map_err(|_| ApiError::BadRequest(format!("the {name} header is not visible ASCII")))
 }
 
-fn context_header(context: &VersionVector) -> (&'static str, String) {
-    (CONTEXT_HEADER, context.to_context())
+fn context_named(name: &str, text: &str) -> Result<VersionVector, ApiError> {
+    VersionVector::from_context(text).map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
+/// What a write supersedes, from its headers and parameters: the versions
+/// `X-Dnd-Context` names; those a quorum read finds (`?overwrite=true`, or
+/// `quorum_read_by_default` for a plain DELETE); or those a quorum read
+/// finds if they meet `If-None-Match: *` or `If-Match: CONTEXT`. At most
+/// one of these four may be given.
+pub(super) fn supersedes_of(
+    req: &HttpRequest,
+    params: &KvParams,
+    quorum_read_by_default: bool,
+) -> Result<Supersedes, ApiError> {
+    let context = header_text(req, CONTEXT_HEADER)?
+        .map(|text| context_named("X-Dnd-Context", text))
+        .transpose()?;
+    let condition = match (
+        header_text(req, header::IF_MATCH.as_str())?,
+        header_text(req, header::IF_NONE_MATCH.as_str())?,
+    ) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "send If-Match or If-None-Match, not both".into(),
+            ))
+        }
+        (Some(text), None) => Some(Condition::Current(context_named("If-Match", text)?)),
+        (None, Some("*")) => Some(Condition::Absent),
+        (None, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "If-None-Match takes only `*`: write if the key has no value".into(),
+            ))
+        }
+    };
+    let given = [context.is_some(), params.overwrite, condition.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(ApiError::BadRequest(
+            "send one of X-Dnd-Context, ?overwrite=true, If-Match and If-None-Match".into(),
+        ));
+    }
+    let read_quorum = params.read_quorum;
+    Ok(match (context, condition) {
+        (Some(context), _) => Supersedes::Seen(context),
+        (None, Some(condition)) => Supersedes::IfFoundByQuorumRead {
+            condition,
+            read_quorum,
+        },
+        (None, None) if params.overwrite || quorum_read_by_default => {
+            Supersedes::FoundByQuorumRead { read_quorum }
+        }
+        // A write that names nothing it saw supersedes nothing: it joins
+        // the key's versions, so a concurrent write is never lost.
+        (None, None) => Supersedes::Seen(VersionVector::new()),
+    })
+}
+
+/// A value's deadline for `?ttl=`, by this node's clock now.
+pub(super) fn deadline_of(ttl: Option<std::time::Duration>) -> Option<u64> {
+    ttl.map(|ttl| store::wall_clock_ms().saturating_add(ttl.as_millis() as u64))
 }
 
 async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
-    let quorum = quorum_of(&req, "r", &state)?;
+    let params = KvParams::of(&req, state.replication.replicas)?;
+    if let Some(seen) = params.wait.clone() {
+        return watch(key, seen, &params, &state).await;
+    }
+    let quorum = params.read_quorum;
     let outcome = state
         .ask(&state.store, store::Get { key, quorum })
         .await??;
-    Ok(read_response(&outcome.object))
+    Ok(read_response(&outcome.object, store::wall_clock_ms()))
 }
 
-/// One value: 200 with it. Several: 300 with all of them. None (never
-/// written, or deleted): 404. Each with the context of everything read.
-///
-/// The 404's context is never left out, even for a key never written (it is
-/// then the empty context): a client that writes it back creates the key
-/// without superseding a concurrent creation it did not see.
-fn read_response(object: &Object) -> HttpResponse {
-    let context = context_header(&object.clock());
-    let values: Vec<_> = object.values().collect();
-    match values.as_slice() {
-        [] => {
-            let mut response = ApiError::NotFound.error_response();
-            if let Ok(value) = HeaderValue::from_str(&context.1) {
-                response
-                    .headers_mut()
-                    .insert(header::HeaderName::from_static(CONTEXT_HEADER), value);
-            }
-            response
+/// `?wait=CONTEXT`: answers as a read does once the key has a version the
+/// context does not cover, or 304 with the context at the timeout.
+async fn watch(
+    key: Key,
+    seen: VersionVector,
+    params: &KvParams,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let timeout = params.watch_timeout();
+    let watch = store::Watch {
+        key,
+        seen,
+        quorum: params.read_quorum,
+        timeout,
+    };
+    let outcome = state
+        .ask_within(&state.store, watch, timeout + state.request_timeout)
+        .await??;
+    Ok(match outcome {
+        WatchOutcome::Changed(object) => read_response(&object, store::wall_clock_ms()),
+        WatchOutcome::Unchanged(object) => {
+            with_context(HttpResponse::NotModified().finish(), &object)
         }
-        [(_, content_type, bytes)] => {
-            let content_type = HeaderValue::from_str(content_type)
-                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-            HttpResponse::Ok()
-                .insert_header((header::CONTENT_TYPE, content_type))
-                .insert_header(context)
-                .body(bytes.to_vec())
-        }
-        siblings => {
-            let listed: Vec<_> = siblings
-                .iter()
-                .map(
-                    |(_, content_type, bytes)| match std::str::from_utf8(bytes) {
-                        Ok(text) => json!({ "content_type": content_type, "value": text }),
-                        Err(_) => json!({
-                            "content_type": content_type,
-                            "value_base64": STANDARD.encode(bytes),
-                        }),
-                    },
-                )
-                .collect();
-            HttpResponse::build(StatusCode::MULTIPLE_CHOICES)
-                .insert_header(context)
-                .json(json!({ "siblings": listed }))
-        }
-    }
+    })
 }
 
 async fn put(
@@ -174,21 +189,8 @@ async fn put(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
-    let quorum = quorum_of(&req, "w", &state)?;
-    let supersedes = match (context_of(&req)?, overwrite_of(&req)?) {
-        (Some(_), true) => {
-            return Err(ApiError::BadRequest(
-                "send either X-Dnd-Context or ?overwrite=true, not both".into(),
-            ))
-        }
-        (Some(context), false) => Supersedes::Seen(context),
-        // A write that names nothing it saw supersedes nothing: it joins
-        // the key's versions, so a concurrent write is never lost.
-        (None, false) => Supersedes::Seen(VersionVector::new()),
-        (None, true) => Supersedes::FoundByQuorumRead {
-            read_quorum: quorum_of(&req, "r", &state)?,
-        },
-    };
+    let params = KvParams::of(&req, state.replication.replicas)?;
+    let supersedes = supersedes_of(&req, &params, false)?;
     let content_type = content_type_of(req.headers())?;
     let value = read_body(
         body,
@@ -197,37 +199,45 @@ async fn put(
         state.body_timeout,
     )
     .await?;
+    let write = ClientWrite {
+        key,
+        supersedes,
+        payload: Payload::Value {
+            content_type,
+            bytes: value,
+            expires_at_ms: deadline_of(params.ttl),
+        },
+    };
     let written = state
         .ask(
             &state.store,
             store::Put {
-                write: ClientWrite {
-                    key,
-                    supersedes,
-                    payload: Payload::Value {
-                        content_type,
-                        bytes: value,
-                    },
-                },
-                quorum,
+                write,
+                quorum: params.write_quorum,
             },
         )
         .await??;
-    Ok(HttpResponse::NoContent()
-        .insert_header(context_header(&written.context))
-        .finish())
+    Ok(written_response(&written.context))
+}
+
+/// A write's answer: 204 with the context of the new version.
+pub(super) fn written_response(context: &VersionVector) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((CONTEXT_HEADER, context.to_context()))
+        .finish()
 }
 
 async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
-    let quorum = quorum_of(&req, "w", &state)?;
+    let params = KvParams::of(&req, state.replication.replicas)?;
+    if params.ttl.is_some() {
+        return Err(ApiError::BadParam {
+            param: "ttl",
+            reason: "applies to writes of a value, not to a DELETE".into(),
+        });
+    }
     // A plain DELETE removes the key: what a quorum read finds now.
-    let supersedes = match context_of(&req)? {
-        Some(context) => Supersedes::Seen(context),
-        None => Supersedes::FoundByQuorumRead {
-            read_quorum: quorum_of(&req, "r", &state)?,
-        },
-    };
+    let supersedes = supersedes_of(&req, &params, true)?;
     let written = state
         .ask(
             &state.store,
@@ -239,20 +249,18 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
                         at_ms: store::wall_clock_ms(),
                     },
                 },
-                quorum,
+                quorum: params.write_quorum,
             },
         )
         .await??;
-    Ok(HttpResponse::NoContent()
-        .insert_header(context_header(&written.context))
-        .finish())
+    Ok(written_response(&written.context))
 }
 
 /// The longest `Content-Type` stored with a value: it is kept with every
 /// sibling and sent back with every read.
 const MAX_CONTENT_TYPE_BYTES: usize = 256;
 
-fn content_type_of(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn content_type_of(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(DEFAULT_CONTENT_TYPE.to_string());
     };
@@ -272,7 +280,7 @@ fn content_type_of(headers: &HeaderMap) -> Result<String, ApiError> {
 /// and one that has not all arrived within `timeout` (a slow sender holds a
 /// connection and a buffer for no longer). Memory grows with what arrived,
 /// never with what the client declared.
-async fn read_body(
+pub(super) async fn read_body(
     mut body: web::Payload,
     headers: &HeaderMap,
     limit: usize,

@@ -6,12 +6,16 @@
 //! touch storage or sockets; they send a message and shape the reply.
 
 mod admin;
+mod answer;
 pub mod auth;
+mod batch;
 mod cluster;
 mod error;
 mod keyring;
 mod kv;
+mod list;
 mod node;
+mod params;
 
 use std::time::Duration;
 
@@ -67,7 +71,23 @@ impl AppState {
         M: actix::Message + Send + 'static,
         M::Result: Send,
     {
-        match tokio::time::timeout(self.request_timeout, actor.send(msg)).await {
+        self.ask_within(actor, msg, self.request_timeout).await
+    }
+
+    /// [`AppState::ask`] with a wait of its own (a watch waits longer).
+    pub(crate) async fn ask_within<A, M>(
+        &self,
+        actor: &Addr<A>,
+        msg: M,
+        wait: Duration,
+    ) -> Result<M::Result, ApiError>
+    where
+        A: actix::Actor + actix::Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        match tokio::time::timeout(wait, actor.send(msg)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(actix::MailboxError::Closed)) => Err(ApiError::Unavailable(
                 "the actor serving this request is not running".into(),

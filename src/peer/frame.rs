@@ -26,8 +26,9 @@ use thiserror::Error;
 /// Raised whenever the framing, [`HelloReply`], [`Reply`], the
 /// request/response tuples or the data path's messages (`replica`) change
 /// layout. 3: a forwarded write carries the client's write as it is and
-/// the copies it needs; keys are checked as they decode.
-pub const PEER_PROTOCOL_VERSION: u16 = 3;
+/// the copies it needs; keys are checked as they decode. 4: values carry
+/// a deadline; listings, watches and conditional writes.
+pub const PEER_PROTOCOL_VERSION: u16 = 4;
 
 /// The length prefix in front of every body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;

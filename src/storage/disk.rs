@@ -156,9 +156,11 @@ impl StorageEngine for DiskEngine {
         limit: usize,
     ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
         use std::ops::Bound;
+        // A cursor before the prefix starts the walk at the prefix, or the
+        // first key read would lie outside it and end the walk at once.
         let start = match after {
-            Some(after) => Bound::Excluded(after.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
         };
         let mut found = Vec::new();
         for guard in self.keyspace.range::<Vec<u8>, _>((start, Bound::Unbounded)) {

@@ -154,6 +154,15 @@ pub(crate) fn check_engine_contract(engine: &dyn StorageEngine) {
         walked.extend(step.into_iter().map(|(k, _)| k));
     }
     let expected: Vec<Vec<u8>> = (1..10).map(|i| format!("p/{i}").into_bytes()).collect();
+    let from_before = engine.scan_after(b"p/", Some(b"a"), 2).unwrap();
+    assert_eq!(
+        from_before
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>(),
+        expected[..2].to_vec(),
+        "a cursor sorting before the prefix starts at the prefix"
+    );
     assert_eq!(
         walked, expected,
         "every key once, in order, none outside the prefix"

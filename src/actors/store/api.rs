@@ -15,7 +15,7 @@ pub use crate::replica::{ClientWrite, Supersedes};
 use crate::replica::{QuorumShortfall, ReplicaReply, ReplicaRequest, Written};
 use crate::replication::{Quorum, Replication};
 use crate::storage::StorageError;
-use crate::version::{CorruptObject, Object, VersionError};
+use crate::version::{CorruptObject, Object, VersionError, VersionVector};
 
 /// How a Store is set up; fixed for its life.
 #[derive(Clone, Debug)]
@@ -87,6 +87,22 @@ pub enum StoreError {
     /// Storing the write would leave an object too large to replicate.
     #[error("the key's versions would take {size} bytes with this write, over the {limit} one replica message carries; write with the context of a read of the key, which resolves them")]
     ObjectTooLarge { size: usize, limit: usize },
+    /// A conditional write whose condition the quorum read did not meet;
+    /// nothing was stored.
+    #[error("the condition does not hold for the key's current versions; nothing was written")]
+    PreconditionFailed { found: VersionVector },
+    /// A listing whose answers did not hold R homes of every token range;
+    /// `answered` is `None` when it was refused before asking.
+    #[error(
+        "a listing needs {needed} replicas of every token range; too few are reachable or answered"
+    )]
+    ListUnavailable {
+        needed: usize,
+        answered: Option<usize>,
+    },
+    /// This node holds as many open watches as it takes.
+    #[error("this node holds {limit} open watches, as many as it takes; try again later or through another node")]
+    TooManyWatches { limit: usize },
     /// Storing the write would leave more siblings than the limit.
     #[error("the key has {siblings} concurrent versions and a write that keeps them all would pass the limit of {limit}; write with the context of a read of the key, which resolves them")]
     TooManySiblings { siblings: usize, limit: usize },

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use actix::{Addr, AsyncContext, Context, Message, ResponseFuture};
 use tokio::sync::oneshot;
 
+use super::collect::wall_clock_ms;
 use super::hinted::HintKeeper;
 use super::local::LocalCopies;
 use super::reachability::Reachability;
@@ -23,6 +24,7 @@ use super::rounds::{FanOut, Gather};
 use super::view::ClusterView;
 use super::{ClientWrite, ReadOutcome, ReplicaClient, Store, StoreConfig, StoreError, Supersedes};
 use crate::actors::contain_panic;
+use crate::data::condition::settle;
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
 use crate::key::Key;
 use crate::metrics::SharedMetrics;
@@ -227,6 +229,28 @@ impl Coordinator<'_> {
                 let mut job = job;
                 return Box::pin(async move {
                     job.write.supersedes = Supersedes::Seen(read.await?.object.clock());
+                    let written = store.send(Settled(job)).await;
+                    written.unwrap_or(Err(StoreError::Restarting))
+                });
+            }
+            Supersedes::IfFoundByQuorumRead {
+                condition,
+                read_quorum,
+            } => {
+                let condition = condition.clone();
+                let read = self.read(job.write.key.clone(), *read_quorum, ctx);
+                let store = ctx.address();
+                let metrics = self.metrics.clone();
+                let mut job = job;
+                return Box::pin(async move {
+                    let found = read.await?.object;
+                    match settle(&condition, &found, wall_clock_ms()) {
+                        Ok(supersedes) => job.write.supersedes = Supersedes::Seen(supersedes),
+                        Err(unmet) => {
+                            metrics.kv_writes_precondition_failed.inc();
+                            return Err(StoreError::PreconditionFailed { found: unmet.found });
+                        }
+                    }
                     let written = store.send(Settled(job)).await;
                     written.unwrap_or(Err(StoreError::Restarting))
                 });

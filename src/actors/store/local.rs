@@ -13,9 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::trees::Trees;
+use super::watch::Watches;
 use super::{StoreError, SIBLINGS_WARNING};
-use crate::data::layout::{bucket_prefix, data_key, key_of_data_key, DATA_PREFIX, META_PREFIX};
+use crate::data::layout::{
+    bucket_prefix, data_key, key_of_data_key, key_of_order_key, order_key, DATA_PREFIX, META_PREFIX,
+};
 use crate::data::purge::PurgedTombstones;
+use crate::data::scan::ReplicaPage;
 use crate::key::Key;
 use crate::merkle::entry_hash;
 use crate::metrics::SharedMetrics;
@@ -30,6 +34,11 @@ const SETTLED_RING: &[u8] = b"mring";
 const DOT_COUNTERS: &[u8] = b"mdots";
 /// Counters reserved per write of [`DOT_COUNTERS`].
 const COUNTER_BLOCK: u64 = 1 << 16;
+/// Present once every held key has its key-order mark (a data directory
+/// from before listings gets them at its first start).
+const ORDER_INDEX_BUILT: &[u8] = b"morder";
+/// Keys marked per step while building the key-order marks.
+const ORDER_BUILD_STEP: usize = 4096;
 
 /// A step of a walk over the copies: the last data key passed (`None`:
 /// the walk is over) and the copies among them.
@@ -52,6 +61,8 @@ pub(super) struct LocalCopies {
     /// taken back.
     purged: PurgedTombstones,
     counters: Counters,
+    /// Told of every change to a copy, for the watches waiting on it.
+    watches: Arc<Watches>,
 }
 
 /// The dot counters this node issues: one rising sequence over every key,
@@ -74,6 +85,7 @@ impl LocalCopies {
         replication: Replication,
         limits: WriteLimits,
         purge_memory: Duration,
+        watches: Arc<Watches>,
     ) -> Self {
         let reserved = match engine.get(&meta_key(DOT_COUNTERS)) {
             Ok(Some(bytes)) => bytes
@@ -104,7 +116,96 @@ impl LocalCopies {
                 issued,
                 reserved: issued,
             },
+            watches,
         }
+    }
+
+    /// Gives every held key its key-order mark, once per data directory:
+    /// one from before listings existed has none.
+    pub(super) fn ensure_order_index(&self) -> Result<(), StoreError> {
+        if self.engine.get(&meta_key(ORDER_INDEX_BUILT))?.is_some() {
+            return Ok(());
+        }
+        let (mut cursor, mut marked) = (None::<Vec<u8>>, 0usize);
+        loop {
+            let step =
+                self.engine
+                    .scan_after(&[DATA_PREFIX], cursor.as_deref(), ORDER_BUILD_STEP)?;
+            let Some((last, _)) = step.last() else { break };
+            cursor = Some(last.clone());
+            for (raw, _) in &step {
+                if let Some(key) = key_of_data_key(raw) {
+                    self.engine.put(&order_key(key), &[])?;
+                    marked += 1;
+                }
+            }
+        }
+        self.engine.put(&meta_key(ORDER_INDEX_BUILT), &[])?;
+        if marked > 0 {
+            tracing::info!(
+                keys = marked,
+                "marked the held keys in key order for listings"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stores `object` as the copy of `key`; `was_held` whether a copy was
+    /// there before. The key-order mark goes first, so a crash between the
+    /// two leaves a mark without data (skipped by listings), never data a
+    /// listing cannot find.
+    fn store(&self, key: &str, was_held: bool, object: &Object) -> Result<(), StoreError> {
+        if !was_held {
+            self.engine.put(&order_key(key), &[])?;
+        }
+        self.engine.put(&data_key(key), &object.encode())?;
+        self.watches.changed(key);
+        Ok(())
+    }
+
+    /// Up to `limit` held keys that start with `prefix` and sort after
+    /// `start_after`, in key order, with their copies, and the last key
+    /// passed if there may be more after it (`None`: nothing more). Copies
+    /// are stripped of their values' bytes unless `with_values`.
+    pub(super) fn scan(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        with_values: bool,
+    ) -> Result<ReplicaPage, StoreError> {
+        let after = start_after.map(order_key);
+        let marks = self
+            .engine
+            .scan_after(&order_key(prefix), after.as_deref(), limit)?;
+        let more_after = (marks.len() == limit)
+            .then(|| marks.last())
+            .flatten()
+            .and_then(|(raw, _)| key_of_order_key(raw))
+            .and_then(|key| Key::new(key).ok());
+        let mut copies = Vec::with_capacity(marks.len());
+        for (raw, _) in &marks {
+            let Some(key) = key_of_order_key(raw).and_then(|k| Key::new(k).ok()) else {
+                continue;
+            };
+            let object = match self.read(&key) {
+                Ok(object) => object,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "a listing skips a copy it cannot read");
+                    continue;
+                }
+            };
+            if object.is_empty() {
+                continue;
+            }
+            let object = if with_values {
+                object
+            } else {
+                object.without_value_bytes()
+            };
+            copies.push((key, object));
+        }
+        Ok(ReplicaPage { copies, more_after })
     }
 
     /// Records that counters up to `counter` may be issued, a block ahead,
@@ -155,7 +256,7 @@ impl LocalCopies {
         if !object.merge(incoming) {
             return Ok((object, false));
         }
-        self.engine.put(&data_key(key), &object.encode())?;
+        self.store(key, before.is_some(), &object)?;
         self.trees.note(key, before, entry(key, &object));
         Ok((object, true))
     }
@@ -195,7 +296,7 @@ impl LocalCopies {
                 tracing::warn!(key, siblings, limit = self.limits.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
             }
         }
-        self.engine.put(&data_key(key), &object.encode())?;
+        self.store(key, before.is_some(), &object)?;
         self.trees.note(key, before, entry(key, &object));
         let mut written = context.clone();
         written.add(dot);
@@ -209,7 +310,9 @@ impl LocalCopies {
             return Ok(false);
         }
         self.engine.delete(&data_key(key))?;
+        self.engine.delete(&order_key(key))?;
         self.trees.note(key, entry(key, &object), None);
+        self.watches.changed(key);
         Ok(true)
     }
 
@@ -340,6 +443,11 @@ mod tests {
                 max_object_bytes: 1 << 20,
             },
             Duration::from_secs(60),
+            Arc::new(Watches::new(
+                crate::peer::PeerClient::new(crate::peer::PeerConfig::new("test"), Arc::default()),
+                Duration::from_secs(1),
+                Arc::default(),
+            )),
         )
     }
 
@@ -347,6 +455,7 @@ mod tests {
         Payload::Value {
             content_type: "text/plain".into(),
             bytes: b"v".to_vec(),
+            expires_at_ms: None,
         }
     }
 

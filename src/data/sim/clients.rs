@@ -306,6 +306,7 @@ impl Sim {
             Payload::Value {
                 content_type: "text/plain".into(),
                 bytes: format!("c{client}-{}", self.clients[client].written).into_bytes(),
+                expires_at_ms: None,
             }
         };
         let issued = self.nodes[coordinator].dots_issued;

@@ -110,6 +110,7 @@ fn the_checker_sees_a_deleted_value_come_back_after_its_purge() {
             crate::version::Payload::Value {
                 content_type: "text/plain".into(),
                 bytes: b"stale".to_vec(),
+                expires_at_ms: None,
             },
         )
         .unwrap();

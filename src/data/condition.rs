@@ -1,0 +1,126 @@
+//! Conditional writes: whether the versions a quorum read found let a
+//! write with a condition go ahead, and what it then supersedes.
+//!
+//! Owns that judgement only. It is made on a quorum read just before the
+//! write, not atomically with it: without consensus, two writers can both
+//! pass it during a partition (README, "Conditional writes"). Pure.
+
+use crate::version::{Object, VersionVector};
+
+/// What a conditional write requires of the key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Condition {
+    /// `If-None-Match: *`: no live value (never written, deleted or
+    /// expired).
+    Absent,
+    /// `If-Match: CONTEXT`: the key's versions are exactly those this
+    /// context names: nothing was written since the read that gave it.
+    Current(VersionVector),
+}
+
+/// The condition failed; the client gets the context of what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    pub found: VersionVector,
+}
+
+/// What the write supersedes if `condition` holds for `found` (the merged
+/// copies of a quorum read) at `now_ms`: everything found, tombstones and
+/// expired values included, so the write replaces them and is the key's
+/// one version.
+pub fn settle(condition: &Condition, found: &Object, now_ms: u64) -> Result<VersionVector, Unmet> {
+    let clock = found.clock();
+    let holds = match condition {
+        Condition::Absent => !found.is_live(now_ms),
+        Condition::Current(context) => context.descends(&clock) && clock.descends(context),
+    };
+    if holds {
+        Ok(clock)
+    } else {
+        Err(Unmet { found: clock })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_id::NodeId;
+    use crate::version::Payload;
+
+    const A: NodeId = NodeId::from_u64(1);
+    const B: NodeId = NodeId::from_u64(2);
+
+    fn written(object: &mut Object, node: NodeId, payload: Payload) {
+        let seen = object.clock();
+        object.write(node, &seen, payload).unwrap();
+    }
+
+    #[test]
+    fn absent_holds_for_a_key_never_written_deleted_or_expired_and_not_for_a_live_one() {
+        let empty = Object::new();
+        assert_eq!(
+            settle(&Condition::Absent, &empty, 0),
+            Ok(VersionVector::new())
+        );
+        let mut deleted = Object::new();
+        written(&mut deleted, A, Payload::value("t", b"v".to_vec()));
+        written(&mut deleted, A, Payload::Tombstone { at_ms: 5 });
+        assert_eq!(
+            settle(&Condition::Absent, &deleted, 10),
+            Ok(deleted.clock()),
+            "the create supersedes the tombstone"
+        );
+        let mut expiring = Object::new();
+        written(
+            &mut expiring,
+            A,
+            Payload::Value {
+                content_type: "t".into(),
+                bytes: b"v".to_vec(),
+                expires_at_ms: Some(100),
+            },
+        );
+        assert!(settle(&Condition::Absent, &expiring, 99).is_err());
+        assert!(settle(&Condition::Absent, &expiring, 100).is_ok());
+        let mut live = Object::new();
+        written(&mut live, A, Payload::value("t", b"v".to_vec()));
+        assert_eq!(
+            settle(&Condition::Absent, &live, 0),
+            Err(Unmet {
+                found: live.clock()
+            })
+        );
+    }
+
+    #[test]
+    fn current_holds_only_for_exactly_the_versions_read() {
+        let mut object = Object::new();
+        written(&mut object, A, Payload::value("t", b"one".to_vec()));
+        let read = object.clock();
+        assert_eq!(
+            settle(&Condition::Current(read.clone()), &object, 0),
+            Ok(read.clone())
+        );
+        // A concurrent write since the read: refused, naming both.
+        object
+            .write(
+                B,
+                &VersionVector::new(),
+                Payload::value("t", b"two".to_vec()),
+            )
+            .unwrap();
+        let refused = settle(&Condition::Current(read.clone()), &object, 0).unwrap_err();
+        assert_eq!(refused.found, object.clock());
+        // A context from the future (names more than exists) fails too.
+        let mut ahead = object.clock();
+        ahead.add(crate::version::Dot {
+            node: A,
+            counter: 99,
+        });
+        assert!(settle(&Condition::Current(ahead), &object, 0).is_err());
+        assert!(
+            settle(&Condition::Current(VersionVector::new()), &Object::new(), 0).is_ok(),
+            "the empty context of a 404 matches a key still absent"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! `POST /kv/_batch`: up to [`MAX_BATCH_OPERATIONS`] gets, puts and
+//! deletes in one request, each answered on its own.
+//!
+//! Owns the batch's JSON shape and its checks: the whole body is parsed
+//! and every operation checked before any is applied, so a malformed batch
+//! changes nothing; then the operations run as the single-key requests
+//! would (the same Store messages, a bounded number at a time) and each
+//! gets its own status. A failure of one does not fail the others. Must
+//! never decide anything about versions or replicas.
+
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::answer::{object_json, DEFAULT_CONTENT_TYPE};
+use super::kv::{deadline_of, read_body};
+use super::params::MAX_TTL_SECONDS;
+use super::{ApiError, AppState};
+use crate::actors::store::{self, ClientWrite, Supersedes};
+use crate::key::Key;
+use crate::replica::Written;
+use crate::version::{Payload, VersionVector};
+
+/// The most operations one batch takes; more get 413.
+pub const MAX_BATCH_OPERATIONS: usize = 1000;
+/// Operations of one batch under way at once.
+const BATCH_CONCURRENCY: usize = 64;
+/// The largest batch body, whatever the value limit.
+const MIN_BATCH_BODY_LIMIT: usize = 16 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    ops: Vec<BatchOp>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum OpKind {
+    Get,
+    Put,
+    Delete,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchOp {
+    op: OpKind,
+    key: String,
+    value: Option<String>,
+    value_base64: Option<String>,
+    content_type: Option<String>,
+    context: Option<String>,
+    ttl: Option<u64>,
+}
+
+/// One operation, checked.
+enum Checked {
+    Get(Key),
+    Put(ClientWrite),
+    Delete(ClientWrite),
+}
+
+/// Bounds a batch body: room for the value limit, and never less than a
+/// batch of small values needs.
+fn body_limit(max_value_bytes: usize) -> usize {
+    MIN_BATCH_BODY_LIMIT.max(max_value_bytes.saturating_mul(2))
+}
+
+fn refused(index: usize, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!(
+        "ops[{index}]: {reason}; nothing in the batch was applied"
+    ))
+}
+
+fn check(index: usize, op: BatchOp, max_value_bytes: usize) -> Result<Checked, ApiError> {
+    let key = Key::from_client(op.key).map_err(|e| refused(index, e))?;
+    let context = op
+        .context
+        .as_deref()
+        .map(|text| VersionVector::from_context(text.trim()))
+        .transpose()
+        .map_err(|e| refused(index, format!("context: {e}")))?;
+    let value = match (op.value, op.value_base64) {
+        (Some(_), Some(_)) => return Err(refused(index, "give value or value_base64, not both")),
+        (Some(text), None) => Some(text.into_bytes()),
+        (None, Some(encoded)) => Some(
+            STANDARD
+                .decode(encoded)
+                .map_err(|_| refused(index, "value_base64 is not base64"))?,
+        ),
+        (None, None) => None,
+    };
+    if op.op != OpKind::Put && (value.is_some() || op.ttl.is_some() || op.content_type.is_some()) {
+        return Err(refused(
+            index,
+            "only a put takes a value, a content_type or a ttl",
+        ));
+    }
+    if op.op == OpKind::Get && context.is_some() {
+        return Err(refused(index, "a get takes no context"));
+    }
+    Ok(match op.op {
+        OpKind::Get => Checked::Get(key),
+        OpKind::Delete => Checked::Delete(ClientWrite {
+            key,
+            // As a plain DELETE: without a context, what a quorum read finds.
+            supersedes: match context {
+                Some(context) => Supersedes::Seen(context),
+                None => Supersedes::FoundByQuorumRead { read_quorum: None },
+            },
+            payload: Payload::Tombstone {
+                at_ms: store::wall_clock_ms(),
+            },
+        }),
+        OpKind::Put => {
+            let Some(bytes) = value else {
+                return Err(refused(index, "a put needs a value or value_base64"));
+            };
+            if bytes.len() > max_value_bytes {
+                return Err(ApiError::ValueTooLarge {
+                    limit: max_value_bytes,
+                });
+            }
+            let ttl = match op.ttl {
+                None => None,
+                Some(seconds @ 1..=MAX_TTL_SECONDS) => {
+                    Some(std::time::Duration::from_secs(seconds))
+                }
+                Some(_) => {
+                    return Err(refused(
+                        index,
+                        format!("ttl is a whole number from 1 to {MAX_TTL_SECONDS}"),
+                    ))
+                }
+            };
+            let content_type = op
+                .content_type
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into());
+            if content_type.len() > 256 || !content_type.bytes().all(|b| (0x20..0x7f).contains(&b))
+            {
+                return Err(refused(
+                    index,
+                    "content_type is visible ASCII of at most 256 bytes",
+                ));
+            }
+            Checked::Put(ClientWrite {
+                key,
+                // As a PUT: without a context, one more sibling.
+                supersedes: Supersedes::Seen(context.unwrap_or_default()),
+                payload: Payload::Value {
+                    content_type,
+                    bytes,
+                    expires_at_ms: deadline_of(ttl),
+                },
+            })
+        }
+    })
+}
+
+pub(super) async fn batch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = read_body(
+        body,
+        req.headers(),
+        body_limit(state.max_value_bytes),
+        state.body_timeout,
+    )
+    .await?;
+    let parsed: BatchBody = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the batch body is not {{\"ops\": [...]}} as documented: {e}; nothing was applied"
+        ))
+    })?;
+    if parsed.ops.len() > MAX_BATCH_OPERATIONS {
+        return Err(ApiError::BatchTooLarge {
+            given: parsed.ops.len(),
+            limit: MAX_BATCH_OPERATIONS,
+        });
+    }
+    let checked = parsed
+        .ops
+        .into_iter()
+        .enumerate()
+        .map(|(index, op)| check(index, op, state.max_value_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    state.metrics.kv_batches.inc();
+    state.metrics.kv_batch_operations.add(checked.len() as u64);
+    let results: Vec<Value> = futures_util::stream::iter(checked)
+        .map(|op| run(op, &state))
+        .buffered(BATCH_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+async fn run(op: Checked, state: &AppState) -> Value {
+    let outcome = match op {
+        Checked::Get(key) => state
+            .ask(&state.store, store::Get { key, quorum: None })
+            .await
+            .and_then(|read| Ok(read?))
+            .map(|read| object_json(&read.object, store::wall_clock_ms())),
+        Checked::Put(write) => state
+            .ask(
+                &state.store,
+                store::Put {
+                    write,
+                    quorum: None,
+                },
+            )
+            .await
+            .and_then(|written| Ok(written?))
+            .map(|written| written_json(&written)),
+        Checked::Delete(write) => state
+            .ask(
+                &state.store,
+                store::Delete {
+                    write,
+                    quorum: None,
+                },
+            )
+            .await
+            .and_then(|written| Ok(written?))
+            .map(|written| written_json(&written)),
+    };
+    match outcome {
+        Ok(result) => Value::Object(result),
+        Err(e) => json!({ "status": e.status_code().as_u16(), "error": e.to_string() }),
+    }
+}
+
+fn written_json(written: &Written) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("status".into(), 204.into());
+    out.insert("context".into(), written.context.to_context().into());
+    out
+}
