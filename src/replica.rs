@@ -142,6 +142,11 @@ pub enum ReplicaReply {
     UnknownContext {
         every_home_answered: bool,
     },
+    /// A forwarded conditional write whose condition did not hold; nothing
+    /// was stored. `found` is the context of what the check read.
+    PreconditionFailed {
+        found: VersionVector,
+    },
     /// A forwarded write that would leave more siblings than the limit;
     /// nothing was stored.
     TooManySiblings {

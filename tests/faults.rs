@@ -611,6 +611,7 @@ struct Workloads {
     stop: Arc<AtomicBool>,
     epoch: Instant,
     threads: Vec<thread::JoinHandle<Vec<Op>>>,
+    model: Vec<thread::JoinHandle<ModelRecord>>,
 }
 
 impl Workloads {
@@ -649,20 +650,41 @@ impl Workloads {
             let (c, barrier, go) = (next(), barrier.clone(), go.clone());
             threads.push(thread::spawn(move || create_client(c, id, barrier, go)));
         }
+        let mut model = Vec::new();
+        for id in 0..TTL_CLIENTS {
+            let c = next();
+            model.push(thread::spawn(move || ttl_client(c, id)));
+        }
+        let c = next();
+        model.push(thread::spawn(move || lister_client(c)));
+        let barrier = Arc::new(Barrier::new(CREATE_CLIENTS));
+        let go = Arc::new(AtomicBool::new(true));
+        let tally = Arc::new(Mutex::new(BTreeMap::new()));
+        for id in 0..CREATE_CLIENTS {
+            let (c, barrier, go, tally) = (next(), barrier.clone(), go.clone(), tally.clone());
+            model.push(thread::spawn(move || {
+                if_none_match_client(c, id, barrier, go, tally)
+            }));
+        }
         Workloads {
             stop,
             epoch,
             threads,
+            model,
         }
     }
 
-    fn finish(mut self) -> Vec<Op> {
+    fn finish(mut self) -> (Vec<Op>, ModelRecord) {
         self.stop.store(true, Ordering::Relaxed);
         let mut ops = Vec::new();
         for thread in std::mem::take(&mut self.threads) {
             ops.extend(thread.join().expect("a client thread panicked"));
         }
-        ops
+        let mut record = ModelRecord::default();
+        for thread in std::mem::take(&mut self.model) {
+            record.absorb(thread.join().expect("a client thread panicked"));
+        }
+        (ops, record)
     }
 }
 
@@ -1200,6 +1222,7 @@ fn scenario(
     fault: impl FnOnce(&mut Harness),
 ) {
     let _alone = alone();
+    let skew = env_skew(&env_for);
     let mut harness = Harness::start(seed, env_for);
     let workloads = Workloads::start(harness.http_addrs(), seed);
     harness.epoch = workloads.epoch;
@@ -1210,9 +1233,10 @@ fn scenario(
     let healed = Instant::now();
     let fault_to = harness.now();
     let rejoin_seconds = harness.rejoin(healed);
-    let ops = workloads.finish();
+    let (ops, model) = workloads.finish();
     let (finals, converge_seconds) = harness.converge(healed, &keys_of(&ops));
     let verdicts = check(&ops, &finals);
+    let listed_after_heal = harness.list_everything();
 
     let total = |count: fn(&Verdict) -> usize| verdicts.values().map(count).sum::<usize>();
     let mut line = json!({
@@ -1236,6 +1260,21 @@ fn scenario(
         "keys_with_siblings": finals.values().filter(|v| v.len() > 1).count(),
         "rejoin_seconds": round_to(rejoin_seconds, 2),
         "converge_seconds": round_to(converge_seconds, 1),
+        "listings": {
+            "completed_during_fault": model.listings_completed,
+            "failed_during_fault": model.listings_failed,
+            "out_of_order": model.listings_out_of_order,
+        },
+        "ttl": {
+            "values_written": model.ttl_written,
+            "reads_after_deadline": model.ttl_reads_after_deadline,
+            "expired_served": model.ttl_expired_served.len(),
+        },
+        "if_none_match_creates": {
+            "rounds": model.create_rounds.len(),
+            "rounds_with_one_create": model.create_rounds.values().filter(|&&n| n == 1).count(),
+            "rounds_with_several_creates": model.create_rounds.values().filter(|&&n| n > 1).count(),
+        },
     });
     for (note, value) in &harness.notes {
         line[note] = value.clone();
@@ -1252,6 +1291,14 @@ fn scenario(
     }
 
     let mut failures = Vec::new();
+    failures.extend(model.ttl_failures(skew));
+    if model.listings_out_of_order > 0 {
+        failures.push(format!(
+            "{} listings during the fault listed a key twice or out of order",
+            model.listings_out_of_order
+        ));
+    }
+    failures.extend(check_listings(&listed_after_heal, &finals, &ops));
     for (load, v) in &verdicts {
         let workload = load.name();
         if v.acknowledged < load.enough() {
@@ -1322,6 +1369,305 @@ fn nft_or_skip(name: &str) -> bool {
     );
     eprintln!("faults: {name} skipped: nft is not usable here (needs root and nftables)");
     false
+}
+
+// ---------------------------------------------------------------------------
+// The data model under faults: listings, TTL and conditional creates
+
+/// Clients writing values with a TTL and reading them back past it.
+const TTL_CLIENTS: usize = 1;
+const TTL_SECONDS: f64 = 1.0;
+/// How late past its deadline a node may still serve a value when no clock
+/// is skewed: the time between the coordinator stamping the deadline and
+/// the client seeing the 204, and between a read's sending and its
+/// serving, are both within this.
+const TTL_SLACK_SECONDS: f64 = 1.0;
+const LIST_PAGE: usize = 50;
+
+/// What the data-model clients saw, for the report and the checks.
+#[derive(Default)]
+struct ModelRecord {
+    listings_completed: usize,
+    listings_failed: usize,
+    listings_out_of_order: usize,
+    ttl_written: usize,
+    ttl_reads_after_deadline: usize,
+    /// (key, seconds past the latest possible deadline it was served at).
+    ttl_expired_served: Vec<(String, f64)>,
+    /// Per round of `If-None-Match: *` creates, how many were acknowledged.
+    create_rounds: BTreeMap<u64, usize>,
+}
+
+impl ModelRecord {
+    fn absorb(&mut self, other: ModelRecord) {
+        self.listings_completed += other.listings_completed;
+        self.listings_failed += other.listings_failed;
+        self.listings_out_of_order += other.listings_out_of_order;
+        self.ttl_written += other.ttl_written;
+        self.ttl_reads_after_deadline += other.ttl_reads_after_deadline;
+        self.ttl_expired_served.extend(other.ttl_expired_served);
+        for (round, created) in other.create_rounds {
+            *self.create_rounds.entry(round).or_default() += created;
+        }
+    }
+
+    /// An expired value served later than its deadline plus the clocks'
+    /// skew is a failure.
+    fn ttl_failures(&self, skew_seconds: f64) -> Vec<String> {
+        let late: Vec<&(String, f64)> = self
+            .ttl_expired_served
+            .iter()
+            .filter(|(_, past)| *past > skew_seconds)
+            .collect();
+        if late.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} reads served a value more than {skew_seconds} s (the clocks' skew) past its deadline: {:?}",
+            late.len(),
+            &late[..late.len().min(10)]
+        )]
+    }
+}
+
+/// The most a node's clock is set off in a scenario: libfaketime's offset
+/// for any node, in seconds.
+fn env_skew(env_for: &impl Fn(usize) -> Vec<(String, String)>) -> f64 {
+    (0..NODES)
+        .flat_map(env_for)
+        .filter(|(name, _)| name == "FAKETIME")
+        .map(|(_, offset)| match offset.trim_start_matches(['+', '-']) {
+            days if days.ends_with('d') => {
+                days.trim_end_matches('d').parse::<f64>().unwrap_or(0.0) * 86_400.0
+            }
+            seconds => seconds.parse::<f64>().unwrap_or(0.0),
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Writes a unique value with `?ttl=1`, then reads it back through random
+/// nodes until well past its deadline. A read sent later than the 204
+/// plus the TTL (the deadline is stamped before the 204) that still gets
+/// the value served an expired one.
+fn ttl_client(mut c: Client, id: usize) -> ModelRecord {
+    let mut record = ModelRecord::default();
+    let mut seq = 0u64;
+    while !c.stopped() {
+        seq += 1;
+        let key = format!("ttl-{id}-{seq}");
+        let value = format!("t{id}-{seq}");
+        let node = c.pick_node();
+        let path = format!("/kv/{key}?ttl={TTL_SECONDS}");
+        match dnd::dev::request(
+            c.nodes[node],
+            "PUT",
+            &path,
+            &[],
+            value.as_bytes(),
+            REQUEST_TIMEOUT,
+        ) {
+            Ok(reply) if reply.status == 204 => record.ttl_written += 1,
+            Ok(_) => continue,
+            Err(_) => {
+                c.no_answer_from(node);
+                continue;
+            }
+        }
+        let deadline = c.now() + TTL_SECONDS;
+        while c.now() < deadline + 2.0 * TTL_SLACK_SECONDS && !c.stopped() {
+            let node = c.pick_node();
+            let sent = c.now();
+            let Ok(reply) = http(c.nodes[node], "GET", &format!("/kv/{key}"), None, b"") else {
+                c.no_answer_from(node);
+                continue;
+            };
+            if sent > deadline + TTL_SLACK_SECONDS {
+                record.ttl_reads_after_deadline += 1;
+                if values_of(&reply).is_some_and(|v| v.contains(&value)) {
+                    record.ttl_expired_served.push((
+                        key.clone(),
+                        round_to(sent - deadline - TTL_SLACK_SECONDS, 2),
+                    ));
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    record
+}
+
+/// Takes whole listings through random nodes, following `next` as a
+/// client would; a listing that meets an error is abandoned (counted).
+fn lister_client(mut c: Client) -> ModelRecord {
+    let mut record = ModelRecord::default();
+    while !c.stopped() {
+        let node = c.pick_node();
+        match list_through(c.nodes[node]) {
+            Ok(keys) => {
+                record.listings_completed += 1;
+                if keys.windows(2).any(|w| w[0] >= w[1]) {
+                    record.listings_out_of_order += 1;
+                }
+            }
+            Err(_) => record.listings_failed += 1,
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    record
+}
+
+/// Every key a listing through `node` shows, in the order shown.
+fn list_through(node: SocketAddr) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/kv?limit={LIST_PAGE}");
+        if let Some(after) = &after {
+            let encoded =
+                percent_encoding::utf8_percent_encode(after, percent_encoding::NON_ALPHANUMERIC);
+            path.push_str(&format!("&start_after={encoded}"));
+        }
+        let reply = http(node, "GET", &path, None, b"")?;
+        if reply.status != 200 {
+            return Err(format!("{path}: {}", reply.status));
+        }
+        let page: serde_json::Value =
+            serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
+        for key in page["keys"].as_array().ok_or("no keys")? {
+            keys.push(
+                key.as_str()
+                    .ok_or("a key that is not a string")?
+                    .to_string(),
+            );
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(keys),
+        }
+    }
+}
+
+/// One of [`CREATE_CLIENTS`] that, round after round, all create a fresh
+/// key with `If-None-Match: *` at the same moment, each through a node of
+/// its own: how often more than one succeeds is what a check at a quorum
+/// read, not a consensus, allows.
+fn if_none_match_client(
+    mut c: Client,
+    id: usize,
+    barrier: Arc<Barrier>,
+    go: Arc<AtomicBool>,
+    tally: Arc<Mutex<BTreeMap<u64, usize>>>,
+) -> ModelRecord {
+    let mut round = 0u64;
+    loop {
+        if barrier.wait().is_leader() {
+            go.store(!c.stopped(), Ordering::Relaxed);
+        }
+        barrier.wait();
+        if !go.load(Ordering::Relaxed) {
+            break;
+        }
+        round += 1;
+        let node = c.pick_node();
+        let path = format!("/kv/once-{round}");
+        let value = format!("o{id}-{round}");
+        let created = match dnd::dev::request(
+            c.nodes[node],
+            "PUT",
+            &path,
+            &[("If-None-Match", "*")],
+            value.as_bytes(),
+            REQUEST_TIMEOUT,
+        ) {
+            Ok(reply) => reply.status == 204,
+            Err(_) => {
+                c.no_answer_from(node);
+                false
+            }
+        };
+        *lock_tally(&tally).entry(round).or_default() += usize::from(created);
+        thread::sleep(CREATE_PAUSE);
+    }
+    let mut record = ModelRecord::default();
+    if id == 0 {
+        record.create_rounds = std::mem::take(&mut *lock_tally(&tally));
+    }
+    record
+}
+
+fn lock_tally(tally: &Mutex<BTreeMap<u64, usize>>) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+    tally
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Harness {
+    /// A whole listing through every node, after the heal; an error for a
+    /// node that could not complete one.
+    fn list_everything(&self) -> Vec<(SocketAddr, Result<Vec<String>, String>)> {
+        self.http_addrs()
+            .into_iter()
+            .map(|node| (node, list_through(node)))
+            .collect()
+    }
+}
+
+/// After the heal, every node's listing shows exactly the keys the final
+/// R=N reads found live among the workloads' keys: none missing, none
+/// extra, each once in order. Keys with a TTL and created once are left
+/// out (they may expire between the reads and the listing).
+fn check_listings(
+    listed: &[(SocketAddr, Result<Vec<String>, String>)],
+    finals: &BTreeMap<String, BTreeSet<String>>,
+    ops: &[Op],
+) -> Vec<String> {
+    let checked = |key: &str| !key.starts_with("ttl-") && !key.starts_with("once-");
+    let live: BTreeSet<&str> = finals
+        .iter()
+        .filter(|(key, values)| !values.is_empty() && checked(key))
+        .map(|(key, _)| key.as_str())
+        .collect();
+    let mut failures = Vec::new();
+    for (node, keys) in listed {
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => {
+                failures.push(format!(
+                    "a listing through {node} after the heal failed: {e}"
+                ));
+                continue;
+            }
+        };
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            failures.push(format!(
+                "a listing through {node} after the heal is out of order"
+            ));
+        }
+        let shown: BTreeSet<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| checked(k))
+            .collect();
+        let missing: Vec<&&str> = live.difference(&shown).collect();
+        let extra: Vec<&&str> = shown.difference(&live).collect();
+        if !missing.is_empty() {
+            failures.push(format!(
+                "a listing through {node} after the heal misses {} live keys: {:?}\nhistory of {}:\n{}",
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                missing[0],
+                history(ops, missing[0])
+            ));
+        }
+        if !extra.is_empty() {
+            failures.push(format!(
+                "a listing through {node} after the heal shows {} keys with no live value: {:?}",
+                extra.len(),
+                &extra[..extra.len().min(10)]
+            ));
+        }
+    }
+    failures
 }
 
 // ---------------------------------------------------------------------------

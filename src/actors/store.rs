@@ -63,7 +63,9 @@ use super::contain_panic;
 use super::membership::MembersChanged;
 use anti_entropy::AntiEntropy;
 use collect::Collector;
-use coordinate::{ContextLookedUp, Coordinating, Coordinator, KeepHints, MergeLocal, Settled};
+use coordinate::{
+    ConditionTurns, ContextLookedUp, Coordinating, Coordinator, KeepHints, MergeLocal, Settled,
+};
 use hinted::{DeliveryRoundOver, HintDelivered, HintKeeper};
 use inbound::{merge_batch, PeerDoor};
 use local::{LocalCopies, WriteLimits};
@@ -106,6 +108,7 @@ pub struct Store {
     collector: Collector,
     door: PeerDoor,
     watches: Arc<Watches>,
+    conditions: ConditionTurns,
 }
 
 impl Store {
@@ -147,6 +150,7 @@ impl Store {
             collector: Collector::new(peers.clone(), timeout, config.tombstone_grace),
             door: PeerDoor::new(metrics.clone(), config.max_value_bytes),
             watches,
+            conditions: ConditionTurns::default(),
             peers,
             metrics,
             config,
@@ -162,6 +166,7 @@ impl Store {
             view: &self.view,
             local: &mut self.local,
             hints: &mut self.hints,
+            conditions: &self.conditions,
         }
     }
 

@@ -1,11 +1,49 @@
 //! Conditional writes: whether the versions a quorum read found let a
 //! write with a condition go ahead, and what it then supersedes.
 //!
-//! Owns that judgement only. It is made on a quorum read just before the
-//! write, not atomically with it: without consensus, two writers can both
-//! pass it during a partition (README, "Conditional writes"). Pure.
+//! Owns that judgement, and which node makes it: one node per key (its
+//! first home replica that is up) checks every conditional write of it,
+//! one after another, so two clients racing to create a key through
+//! different nodes are told apart while that node's view holds. It is
+//! still a quorum read just before the write, not a consensus: when nodes
+//! disagree on who is up (a partition), two checkers can both let a write
+//! through (README, "Conditional writes"). Pure.
 
+use crate::node_id::NodeId;
 use crate::version::{Object, VersionVector};
+
+/// Where a conditional write is checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checker {
+    /// On this node.
+    Here,
+    /// On the first of these home replicas that takes it (in ring order,
+    /// from the first that is up).
+    Forward(Vec<NodeId>),
+}
+
+/// Which node checks a conditional write of a key with home replicas
+/// `home`, as `local` sees who `is_up`. A write forwarded here is checked
+/// here: the node that sent it found this one first.
+pub fn checker_of(
+    home: &[NodeId],
+    local: NodeId,
+    forwarded: bool,
+    is_up: impl Fn(NodeId) -> bool,
+) -> Checker {
+    if forwarded {
+        return Checker::Here;
+    }
+    let up: Vec<NodeId> = home
+        .iter()
+        .copied()
+        .filter(|&n| n == local || is_up(n))
+        .collect();
+    match up.first() {
+        Some(&first) if first != local => Checker::Forward(up),
+        _ => Checker::Here,
+    }
+}
 
 /// What a conditional write requires of the key.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -90,6 +128,27 @@ mod tests {
                 found: live.clock()
             })
         );
+    }
+
+    #[test]
+    fn the_first_home_up_checks_every_conditional_write_of_a_key() {
+        let home = [A, B, NodeId::from_u64(3)];
+        assert_eq!(checker_of(&home, A, false, |_| true), Checker::Here);
+        assert_eq!(
+            checker_of(&home, B, false, |_| true),
+            Checker::Forward(home.to_vec())
+        );
+        assert_eq!(
+            checker_of(&home, B, false, |n| n != A),
+            Checker::Here,
+            "the first home is down: the next checks"
+        );
+        let outsider = NodeId::from_u64(9);
+        assert_eq!(
+            checker_of(&home, outsider, false, |n| n != A),
+            Checker::Forward(vec![B, NodeId::from_u64(3)])
+        );
+        assert_eq!(checker_of(&home, B, true, |_| true), Checker::Here);
     }
 
     #[test]

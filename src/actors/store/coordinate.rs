@@ -24,7 +24,7 @@ use super::rounds::{FanOut, Gather};
 use super::view::ClusterView;
 use super::{ClientWrite, ReadOutcome, ReplicaClient, Store, StoreConfig, StoreError, Supersedes};
 use crate::actors::contain_panic;
-use crate::data::condition::settle;
+use crate::data::condition::{checker_of, settle, Checker};
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
 use crate::key::Key;
 use crate::metrics::SharedMetrics;
@@ -142,6 +142,26 @@ pub(super) struct Coordinator<'a> {
     pub view: &'a ClusterView,
     pub local: &'a mut LocalCopies,
     pub hints: &'a mut HintKeeper,
+    pub conditions: &'a ConditionTurns,
+}
+
+/// Conditional writes of one key take turns on the node that checks them.
+/// A key's entry lives while a write of it holds or waits for its turn.
+#[derive(Default)]
+pub(super) struct ConditionTurns {
+    turns: std::sync::Mutex<std::collections::HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ConditionTurns {
+    fn turn(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self
+            .turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Keys no write holds or waits for any more.
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        turns.entry(key.clone()).or_default().clone()
+    }
 }
 
 impl Coordinator<'_> {
@@ -237,13 +257,42 @@ impl Coordinator<'_> {
                 condition,
                 read_quorum,
             } => {
-                let condition = condition.clone();
-                let read = self.read(job.write.key.clone(), *read_quorum, ctx);
+                let placement = self.view.placement(&job.write.key);
+                let local_id = self.config.local_id;
+                if let Checker::Forward(homes) =
+                    checker_of(&placement.home, local_id, job.forwarded, |n| {
+                        self.view.is_up(n)
+                    })
+                {
+                    self.metrics.kv_writes_forwarded.inc();
+                    return Box::pin(forward(
+                        self.peers.clone(),
+                        self.view.reachability().clone(),
+                        self.view.with_addrs(homes),
+                        // The check's quorum read, then the write's fan-out.
+                        self.config.replica_timeout * 4,
+                        job,
+                    ));
+                }
+                let (condition, quorum) = (condition.clone(), *read_quorum);
                 let store = ctx.address();
                 let metrics = self.metrics.clone();
+                let turn = self.conditions.turn(&job.write.key);
                 let mut job = job;
                 return Box::pin(async move {
-                    let found = read.await?.object;
+                    // One check of a key at a time on this node, its read
+                    // begun only once the write before it is done, so it
+                    // sees that write.
+                    let _turn = turn.lock_owned().await;
+                    let read = super::Get {
+                        key: job.write.key.clone(),
+                        quorum,
+                    };
+                    let found = store
+                        .send(read)
+                        .await
+                        .unwrap_or(Err(StoreError::Restarting))?
+                        .object;
                     match settle(&condition, &found, wall_clock_ms()) {
                         Ok(supersedes) => job.write.supersedes = Supersedes::Seen(supersedes),
                         Err(unmet) => {
@@ -428,6 +477,9 @@ pub(super) async fn forward(
             Ok(ReplicaReply::ObjectTooLarge { size, limit }) => {
                 return Err(StoreError::ObjectTooLarge { size, limit })
             }
+            Ok(ReplicaReply::PreconditionFailed { found }) => {
+                return Err(StoreError::PreconditionFailed { found })
+            }
             // Refused, or never sent: the next home replica may take it.
             Ok(other) => tracing::debug!(%node, reply = ?other, "home replica did not coordinate"),
             Err(e @ (PeerError::Connect { .. } | PeerError::Refused(_))) => {
@@ -462,6 +514,7 @@ pub(super) fn reply_to_forwarder(outcome: Result<Written, StoreError>) -> Replic
         Err(StoreError::ObjectTooLarge { size, limit }) => {
             ReplicaReply::ObjectTooLarge { size, limit }
         }
+        Err(StoreError::PreconditionFailed { found }) => ReplicaReply::PreconditionFailed { found },
         Err(e) => ReplicaReply::Refused(e.to_string()),
     }
 }
