@@ -194,6 +194,8 @@ mod tests {
             (Method::GET, "/health", None),
             (Method::GET, "/ready", None),
             (Method::GET, "/kv/a", Some(Role::Read)),
+            (Method::GET, "/kv", Some(Role::Read)),
+            (Method::POST, "/kv/_batch", Some(Role::Write)),
             (Method::HEAD, "/kv/a", Some(Role::Read)),
             (Method::PUT, "/kv/a", Some(Role::Write)),
             (Method::POST, "/kv/a", Some(Role::Write)),

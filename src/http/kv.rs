@@ -41,7 +41,8 @@ async fn dispatch(
     if path == "/kv" || path == KV_PREFIX {
         return match *req.method() {
             Method::GET => list::list(req, state).await,
-            _ => Err(ApiError::MethodNotAllowed),
+            // A write or delete of no key at all.
+            _ => Err(ApiError::BadKey(KeyError::Empty)),
         };
     }
     if path == BATCH_PATH {

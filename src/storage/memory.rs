@@ -1,45 +1,54 @@
-//! The in-memory engine: a dashmap, for tests and throwaway nodes.
+//! The in-memory engine: an ordered map behind a read-write lock, for tests
+//! and throwaway nodes.
 //!
 //! Owns nothing beyond the map; must behave exactly like the disk engine
 //! under the shared contract test, except that nothing outlives the process.
+//! Ordered, so a walk in key order (listings, scans) costs what it returns,
+//! as on disk, not the whole map.
 
-use dashmap::DashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{StorageEngine, StorageResult};
 
-/// Keys and values in a sharded concurrent map. Lost when the process ends.
+/// Keys and values in key order. Lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
-    entries: DashMap<Vec<u8>, Vec<u8>>,
+    entries: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryEngine {
+    // A panic while the lock was held leaves a map of whole entries.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl StorageEngine for MemoryEngine {
     fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         super::check_key(key)?;
-        Ok(self.entries.get(key).map(|v| v.value().clone()))
+        Ok(self.read().get(key).cloned())
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()> {
         super::check_key(key)?;
-        self.entries.insert(key.to_vec(), value.to_vec());
+        self.write().insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> StorageResult<()> {
         super::check_key(key)?;
-        self.entries.remove(key);
+        self.write().remove(key);
         Ok(())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut found: Vec<(Vec<u8>, Vec<u8>)> = self
-            .entries
-            .iter()
-            .filter(|e| e.key().starts_with(prefix))
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        found.sort_unstable();
-        Ok(found)
+        self.scan_after(prefix, None, usize::MAX)
     }
 
     fn scan_after(
@@ -48,30 +57,21 @@ impl StorageEngine for MemoryEngine {
         after: Option<&[u8]>,
         limit: usize,
     ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        // A hash map has no order: find the `limit` smallest keys past
-        // `after` in one pass, without sorting the whole map.
-        let mut keys: Vec<Vec<u8>> = self
-            .entries
-            .iter()
-            .map(|e| e.key().clone())
-            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_slice() > a))
-            .collect();
-        if keys.len() > limit {
-            keys.select_nth_unstable(limit);
-            keys.truncate(limit);
-        }
-        keys.sort_unstable();
-        Ok(keys
-            .into_iter()
-            .filter_map(|k| {
-                let value = self.entries.get(&k)?.value().clone();
-                Some((k, value))
-            })
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        Ok(self
+            .read()
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 
     fn approximate_len(&self) -> u64 {
-        self.entries.len() as u64
+        self.read().len() as u64
     }
 
     fn name(&self) -> &'static str {

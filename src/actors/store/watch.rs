@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::{Addr, Message};
+use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -61,7 +62,7 @@ pub struct Watches {
     metrics: SharedMetrics,
     peers: ReplicaClient,
     replica_timeout: Duration,
-    watched: Mutex<HashMap<Key, watch::Sender<u64>>>,
+    watched: DashMap<Key, watch::Sender<u64>>,
     open: AtomicUsize,
     subscribers: Mutex<HashMap<Key, Vec<Subscriber>>>,
     subscriptions: AtomicUsize,
@@ -98,7 +99,7 @@ impl Watches {
             metrics,
             peers,
             replica_timeout,
-            watched: Mutex::new(HashMap::new()),
+            watched: DashMap::new(),
             open: AtomicUsize::new(0),
             subscribers: Mutex::new(HashMap::new()),
             subscriptions: AtomicUsize::new(0),
@@ -118,7 +119,8 @@ impl Watches {
         self.metrics
             .kv_watches_open
             .set(self.open.load(Ordering::Relaxed) as u64);
-        let changes = lock(&self.watched)
+        let changes = self
+            .watched
             .entry(key.clone())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
@@ -133,7 +135,7 @@ impl Watches {
     /// did: wakes the client watches on it and tells the peers waiting.
     pub(super) fn changed(&self, key: &str) {
         if self.open.load(Ordering::Relaxed) > 0 {
-            if let Some(sender) = lock(&self.watched).get(key) {
+            if let Some(sender) = self.watched.get(key) {
                 sender.send_modify(|changes| *changes = changes.wrapping_add(1));
             }
         }
@@ -196,14 +198,9 @@ impl Watches {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         drop(self.changes.take());
-        let mut watched = lock(&self.watches.watched);
-        if watched
-            .get(&self.key)
-            .is_some_and(|sender| sender.receiver_count() == 0)
-        {
-            watched.remove(&self.key);
-        }
-        drop(watched);
+        self.watches
+            .watched
+            .remove_if(&self.key, |_, sender| sender.receiver_count() == 0);
         let open = self.watches.open.fetch_sub(1, Ordering::Relaxed) - 1;
         self.watches.metrics.kv_watches_open.set(open as u64);
         self.watches.metrics.kv_watches_answered.inc();
