@@ -211,7 +211,11 @@ async fn listing_bad_parameters_get_400_naming_the_parameter() {
         404,
         "nothing stored"
     );
-    assert_eq!(send("DELETE", http, "/kv", &[], None).await.status, 400, "no key");
+    assert_eq!(
+        send("DELETE", http, "/kv", &[], None).await.status,
+        400,
+        "no key"
+    );
 }
 
 #[actix_rt::test]

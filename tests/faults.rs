@@ -575,19 +575,23 @@ fn set_client(mut c: Client, id: usize) -> Vec<Op> {
     c.ops
 }
 
+/// Whether the clients at `barrier` start another round: one decides for
+/// all (from `stopped`), or some would wait at the barrier for ever.
+fn all_go_on(barrier: &Barrier, go: &AtomicBool, stopped: bool) -> bool {
+    if barrier.wait().is_leader() {
+        go.store(!stopped, Ordering::Relaxed);
+    }
+    barrier.wait();
+    go.load(Ordering::Relaxed)
+}
+
 /// One of [`CREATE_CLIENTS`] that, round after round, read a fresh key
 /// together and then all write it at the same moment, each through a node
 /// of its own choosing, with whatever context the read gave.
 fn create_client(mut c: Client, id: usize, barrier: Arc<Barrier>, go: Arc<AtomicBool>) -> Vec<Op> {
     let mut round = 0u64;
     loop {
-        // Every client must agree on whether to go on, or some would wait
-        // at the barrier for ever.
-        if barrier.wait().is_leader() {
-            go.store(!c.stopped(), Ordering::Relaxed);
-        }
-        barrier.wait();
-        if !go.load(Ordering::Relaxed) {
+        if !all_go_on(&barrier, &go, c.stopped()) {
             return c.ops;
         }
         round += 1;
@@ -1560,11 +1564,7 @@ fn if_none_match_client(
 ) -> ModelRecord {
     let mut round = 0u64;
     loop {
-        if barrier.wait().is_leader() {
-            go.store(!c.stopped(), Ordering::Relaxed);
-        }
-        barrier.wait();
-        if !go.load(Ordering::Relaxed) {
+        if !all_go_on(&barrier, &go, c.stopped()) {
             break;
         }
         round += 1;
