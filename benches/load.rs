@@ -117,6 +117,11 @@ use serde::{Deserialize, Serialize};
 mod support;
 use support::{cpu_seconds, release, value_of, Conn, Fail, Histogram, Released};
 
+#[path = "load/listing.rs"]
+mod listing;
+#[path = "load/watch.rs"]
+mod watch;
+
 const USAGE: &str = "\
 usage: cargo bench --bench load -- --target HOST:PORT[,HOST:PORT...] [options]
        cargo bench --bench load -- summarize --results DIR --out FILE [options]
@@ -174,6 +179,10 @@ enum Workload {
     A,
     B,
     C,
+    Singles,
+    Batch,
+    List,
+    Watch,
 }
 
 impl Workload {
@@ -183,16 +192,39 @@ impl Workload {
             Workload::A => "A",
             Workload::B => "B",
             Workload::C => "C",
+            Workload::Singles => "singles",
+            Workload::Batch => "batch",
+            Workload::List => "list",
+            Workload::Watch => "watch",
         }
+    }
+
+    fn of_name(name: &str) -> Option<Workload> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "load" => Workload::Load,
+            "a" => Workload::A,
+            "b" => Workload::B,
+            "c" => Workload::C,
+            "singles" => Workload::Singles,
+            "batch" => Workload::Batch,
+            "list" => Workload::List,
+            "watch" => Workload::Watch,
+            _ => return None,
+        })
     }
 
     fn read_fraction(self) -> f64 {
         match self {
-            Workload::Load => 0.0,
+            Workload::Load | Workload::Singles | Workload::Batch => 0.0,
             Workload::A => 0.5,
             Workload::B => 0.95,
-            Workload::C => 1.0,
+            Workload::C | Workload::List | Workload::Watch => 1.0,
         }
+    }
+
+    /// Whether it needs every record written first.
+    fn needs_records(self) -> bool {
+        !matches!(self, Workload::Load | Workload::Singles | Workload::Batch)
     }
 
     fn describe(self) -> &'static str {
@@ -201,6 +233,10 @@ impl Workload {
             Workload::A => "50% read, 50% update",
             Workload::B => "95% read, 5% update",
             Workload::C => "100% read",
+            Workload::Singles => "new keys, one PUT per request",
+            Workload::Batch => "new keys, PUTs in POST /kv/_batch",
+            Workload::List => "every record, page by page",
+            Workload::Watch => "one held watch per record",
         }
     }
 }
@@ -228,6 +264,12 @@ struct Args {
     missing_ok: bool,
     seed: u64,
     timeout: Duration,
+    /// PUTs per request of the batch workload.
+    batch_size: usize,
+    /// Keys per page of the list workload.
+    page_size: usize,
+    /// How long the watch workload holds its watches idle.
+    idle: Duration,
     server_pids: Vec<String>,
     label: Option<String>,
     id: Option<String>,
@@ -329,6 +371,9 @@ fn parse_args() -> std::result::Result<Command, String> {
         missing_ok: false,
         seed: 1,
         timeout: Duration::from_secs(10),
+        batch_size: 100,
+        page_size: 1000,
+        idle: Duration::from_secs(10),
         server_pids: Vec::new(),
         label: None,
         id: None,
@@ -368,16 +413,22 @@ fn parse_args() -> std::result::Result<Command, String> {
             "--workload" => {
                 for w in it.value(&name, inline)?.split(',') {
                     args.workloads
-                        .push(match w.trim().to_ascii_lowercase().as_str() {
-                            "load" => Workload::Load,
-                            "a" => Workload::A,
-                            "b" => Workload::B,
-                            "c" => Workload::C,
-                            other => {
-                                return Err(format!("--workload: `{other}` is not load, a, b or c"))
-                            }
-                        });
+                        .push(Workload::of_name(w.trim()).ok_or_else(|| {
+                            format!(
+                            "--workload: `{}` is not load, a, b, c, singles, batch, list or watch",
+                            w.trim()
+                        )
+                        })?);
                 }
+            }
+            "--batch-size" => args.batch_size = number(&name, &it.value(&name, inline)?)?,
+            "--page-size" => args.page_size = number(&name, &it.value(&name, inline)?)?,
+            "--idle" => {
+                let secs: f64 = number(&name, &it.value(&name, inline)?)?;
+                if !(secs > 0.0 && secs < 1e6) {
+                    return Err("--idle must be a positive number of seconds".into());
+                }
+                args.idle = Duration::from_secs_f64(secs);
             }
             "--distribution" => {
                 args.distribution = match it.value(&name, inline)?.as_str() {
@@ -456,6 +507,25 @@ fn parse_args() -> std::result::Result<Command, String> {
     }
     if args.rate.is_some() && args.half_peak {
         return Err("--rate and --half-peak do not go together".into());
+    }
+    if !(1..=1000).contains(&args.batch_size) || !(1..=1000).contains(&args.page_size) {
+        return Err("--batch-size and --page-size must be between 1 and 1000".into());
+    }
+    for (workload, protocols) in [
+        (Workload::Batch, &[Protocol::Dnd][..]),
+        (Workload::Watch, &[Protocol::Dnd][..]),
+        (Workload::List, &[Protocol::Dnd, Protocol::Etcd][..]),
+    ] {
+        if args.workloads.contains(&workload) && !protocols.contains(&args.protocol) {
+            return Err(format!(
+                "--workload {}: not for --protocol {}",
+                workload.name(),
+                args.protocol.name()
+            ));
+        }
+    }
+    if args.workloads.contains(&Workload::Watch) && args.targets.len() != 1 {
+        return Err("--workload watch: give exactly one --target".into());
     }
     Ok(Command::Run(Box::new(args)))
 }
@@ -615,6 +685,8 @@ enum Op {
     Read,
     /// A write; `insert` in the load phase, `update` in the others.
     Write,
+    /// `POST /kv/_batch` with PUTs of `batch_size` records from this one on.
+    Batch,
 }
 
 enum Outcome {
@@ -624,6 +696,23 @@ enum Outcome {
     /// A `dnd` read answered `300 Multiple Choices`: concurrent writes left
     /// siblings, and the answer holds every one of them.
     Siblings,
+    /// A batch answered 200: how many of its PUTs were done, and the status
+    /// of each one that was not.
+    Batch {
+        done: u64,
+        failed: Vec<u16>,
+    },
+}
+
+/// The part of a `POST /kv/_batch` answer the load tool reads.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    status: u16,
 }
 
 /// What every request needs, built once per run.
@@ -635,6 +724,7 @@ struct Requests {
     /// The `Host` header of each target.
     hosts: Vec<String>,
     missing_ok: bool,
+    batch_size: usize,
 }
 
 impl Requests {
@@ -646,15 +736,40 @@ impl Requests {
             value,
             hosts: args.targets.iter().map(|t| t.to_string()).collect(),
             missing_ok: args.missing_ok,
+            batch_size: args.batch_size,
         }
     }
 
-    /// Writes the whole HTTP request for `op` on `key` to `target` into `buf`.
-    fn build(&self, buf: &mut Vec<u8>, op: Op, key: &[u8], target: usize) {
+    /// Writes the whole HTTP request for `op` on `record` to `target` into
+    /// `buf`.
+    fn build(&self, buf: &mut Vec<u8>, op: Op, record: u64, target: usize) {
         buf.clear();
         let host = &self.hosts[target];
-        let key_text = std::str::from_utf8(key).expect("keys are ASCII");
+        let key = key_of(record);
+        let key_text = std::str::from_utf8(&key).expect("keys are ASCII");
         match (self.protocol, op) {
+            // The values are lowercase letters (`value_of`): no JSON escapes.
+            (_, Op::Batch) => {
+                const OP_FRAME: &str = r#"{"op":"put","key":"","value":""}"#;
+                let one = OP_FRAME.len() + KEY_BYTES + self.value.len();
+                let body_len = r#"{"ops":[]}"#.len() + self.batch_size * (one + 1) - 1;
+                let _ = write!(
+                    buf,
+                    "POST /kv/_batch HTTP/1.1\r\nHost: {host}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"ops\":["
+                );
+                for n in 0..self.batch_size as u64 {
+                    if n > 0 {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(br#"{"op":"put","key":""#);
+                    buf.extend_from_slice(&key_of(record + n));
+                    buf.extend_from_slice(br#"","value":""#);
+                    buf.extend_from_slice(&self.value);
+                    buf.extend_from_slice(br#""}"#);
+                }
+                buf.extend_from_slice(b"]}");
+            }
             // dnd replaces what is there, as etcd's and Redis's writes do:
             // a plain PUT would keep every write to a key as a sibling.
             (Protocol::Dnd | Protocol::Ceiling, Op::Write) => {
@@ -677,7 +792,7 @@ impl Requests {
             (Protocol::Etcd, op) => {
                 let key_b64 = base64::engine::general_purpose::STANDARD.encode(key);
                 let (path, body_len) = match op {
-                    Op::Write => (
+                    Op::Write | Op::Batch => (
                         "put",
                         r#"{"key":"","value":""}"#.len() + key_b64.len() + self.value_b64.len(),
                     ),
@@ -707,6 +822,23 @@ impl Requests {
             }
         };
         match (self.protocol, op) {
+            (_, Op::Batch) if status == 200 => {
+                let answer: BatchAnswer =
+                    serde_json::from_slice(body).map_err(|_| Fail::Protocol)?;
+                if answer.results.len() != self.batch_size {
+                    return Err(Fail::Protocol);
+                }
+                let failed: Vec<u16> = answer
+                    .results
+                    .iter()
+                    .map(|r| r.status)
+                    .filter(|s| !(200..300).contains(s))
+                    .collect();
+                Ok(Outcome::Batch {
+                    done: (self.batch_size - failed.len()) as u64,
+                    failed,
+                })
+            }
             (Protocol::Dnd | Protocol::Ceiling, Op::Write) if (200..300).contains(&status) => {
                 Ok(Outcome::Done)
             }
@@ -817,6 +949,10 @@ enum Records {
         chooser: Arc<Chooser>,
         read_fraction: f64,
     },
+    /// `base + i`: a new key every request, never written before.
+    Fresh { base: u64 },
+    /// Batches of new keys: `base + i * size` and the `size - 1` after it.
+    FreshBatches { base: u64, size: u64 },
 }
 
 /// What one phase sends, shared by its clients.
@@ -846,6 +982,8 @@ impl Plan {
         match &self.records {
             Records::Sequence(records) => Some((Op::Write, i % records)),
             Records::List(list) => list.get(i as usize).map(|&r| (Op::Write, r)),
+            Records::Fresh { base } => Some((Op::Write, base + i)),
+            Records::FreshBatches { base, size } => Some((Op::Batch, base + i * size)),
             Records::Random {
                 chooser,
                 read_fraction,
@@ -868,6 +1006,10 @@ struct Stats {
     writes: u64,
     misses: u64,
     siblings: u64,
+    /// Keys listed (the list workload).
+    keys: u64,
+    /// Whole listings of every record (the list workload).
+    passes: u64,
     /// From the request's scheduled start (open loop) or send (closed loop)
     /// until its answer, for done requests.
     latency: Histogram,
@@ -885,6 +1027,8 @@ impl Stats {
         self.writes += other.writes;
         self.misses += other.misses;
         self.siblings += other.siblings;
+        self.keys += other.keys;
+        self.passes += other.passes;
         self.latency.merge(&other.latency);
         self.read_latency.merge(&other.read_latency);
         self.write_latency.merge(&other.write_latency);
@@ -918,8 +1062,7 @@ async fn send(
     scheduled: Option<Instant>,
 ) -> Option<Fail> {
     let target = (i % plan.targets.len() as u64) as usize;
-    let key = key_of(record);
-    plan.requests.build(&mut client.request, op, &key, target);
+    plan.requests.build(&mut client.request, op, record, target);
     let sent = Instant::now();
     let conn = &mut client.conns[target];
     let result = match conn.request(&client.request, plan.timeout).await {
@@ -945,13 +1088,29 @@ async fn send(
                     match outcome {
                         Outcome::Miss => stats.misses += 1,
                         Outcome::Siblings => stats.siblings += 1,
-                        Outcome::Done => {}
+                        Outcome::Done | Outcome::Batch { .. } => {}
                     }
                 }
                 Op::Write => {
                     stats.writes += 1;
                     stats.write_latency.record(latency);
-                    plan.written[record as usize].store(true, Ordering::Relaxed);
+                    // New keys (`Records::Fresh`) lie past the records.
+                    if let Some(written) = plan.written.get(record as usize) {
+                        written.store(true, Ordering::Relaxed);
+                    }
+                }
+                Op::Batch => {
+                    stats.write_latency.record(latency);
+                    if let Outcome::Batch { done, failed } = outcome {
+                        stats.writes += done;
+                        for status in failed {
+                            *stats
+                                .errors
+                                .entry(format!("batch put: {}", Fail::Status(status).label()))
+                                .or_default() += 1;
+                            plan.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             None
@@ -959,6 +1118,7 @@ async fn send(
         Err(fail) => {
             let kind = match (op, &plan.records) {
                 (Op::Read, _) => "read",
+                (Op::Batch, _) => "batch",
                 (Op::Write, Records::Random { .. }) => "update",
                 (Op::Write, _) => "insert",
             };
@@ -1309,7 +1469,22 @@ struct PhaseReport {
     #[serde(default)]
     siblings: u64,
     failed: u64,
+    /// Done requests per second; for the batch workload, done PUTs.
     ops_per_sec: f64,
+    /// PUTs per request of the batch workload.
+    #[serde(default)]
+    batch_size: Option<usize>,
+    /// Done requests per second of the batch workload.
+    #[serde(default)]
+    requests_per_sec: Option<f64>,
+    /// Keys listed, in how many whole listings of every record (the list
+    /// workload; `done` counts its pages).
+    #[serde(default)]
+    keys: Option<u64>,
+    #[serde(default)]
+    keys_per_sec: Option<f64>,
+    #[serde(default)]
+    passes: Option<u64>,
     latency_us: Option<Latency>,
     read_latency_us: Option<Latency>,
     write_latency_us: Option<Latency>,
@@ -1342,6 +1517,9 @@ struct RunReport {
     /// Seconds since the Unix epoch at the start.
     started: u64,
     phases: Vec<PhaseReport>,
+    /// What the watch workload measured.
+    #[serde(default)]
+    watch: Option<watch::WatchFigures>,
     notes: Vec<String>,
 }
 
@@ -1350,8 +1528,12 @@ fn phase_report(
     half_peak: bool,
     fill: bool,
     result: &PhaseResult,
+    batch_size: usize,
 ) -> PhaseReport {
     let s = &result.stats;
+    let secs = result.elapsed.as_secs_f64();
+    let batch = workload == Workload::Batch && !fill;
+    let list = workload == Workload::List;
     PhaseReport {
         workload: workload.name().into(),
         half_peak,
@@ -1365,7 +1547,16 @@ fn phase_report(
         misses: s.misses,
         siblings: s.siblings,
         failed: s.failed(),
-        ops_per_sec: result.throughput(),
+        ops_per_sec: if batch {
+            s.writes as f64 / secs
+        } else {
+            result.throughput()
+        },
+        batch_size: batch.then_some(batch_size),
+        requests_per_sec: batch.then(|| result.throughput()),
+        keys: list.then_some(s.keys),
+        keys_per_sec: list.then(|| s.keys as f64 / secs),
+        passes: list.then_some(s.passes),
         latency_us: Latency::of(&s.latency),
         read_latency_us: Latency::of(&s.read_latency),
         write_latency_us: Latency::of(&s.write_latency),
@@ -1424,14 +1615,15 @@ fn cores(cpu: Option<f64>) -> String {
 
 fn phase_title(p: &PhaseReport) -> String {
     let workload = &p.workload;
-    let what = match p.workload.as_str() {
-        "load" => Workload::Load.describe(),
-        "A" => Workload::A.describe(),
-        "B" => Workload::B.describe(),
-        _ => Workload::C.describe(),
-    };
+    let what = Workload::of_name(&p.workload).map_or("", Workload::describe);
     if p.fill {
         return "load, untimed rest".into();
+    }
+    if let Some(size) = p.batch_size {
+        return format!("{workload} (new keys, {size} PUTs per POST /kv/_batch; ops are PUTs)");
+    }
+    if p.keys.is_some() {
+        return format!("{workload} ({what}; ops are pages)");
     }
     match p.rate {
         Some(rate) if p.half_peak => {
@@ -1508,6 +1700,22 @@ fn text_report(run: &RunReport) -> String {
                 );
             }
         }
+        if let Some(rps) = p.requests_per_sec {
+            let _ = writeln!(
+                out,
+                "| &nbsp;&nbsp;batches | {} | | | | | {} | | | |",
+                thousands(rps),
+                p.done
+            );
+        }
+        if let (Some(keys), Some(kps)) = (p.keys, p.keys_per_sec) {
+            let _ = writeln!(
+                out,
+                "| &nbsp;&nbsp;keys ({} whole listings) | {} | | | | | {keys} | | | |",
+                p.passes.unwrap_or(0),
+                thousands(kps),
+            );
+        }
         if p.from_send_us.is_some() {
             let _ = writeln!(
                 out,
@@ -1520,6 +1728,9 @@ fn text_report(run: &RunReport) -> String {
         }
     }
     out.push('\n');
+    if let Some(figures) = &run.watch {
+        out.push_str(&watch::text(figures));
+    }
     let failures: Vec<String> = run
         .phases
         .iter()
@@ -1614,6 +1825,7 @@ fn run(args: &Args) -> Result<RunReport> {
         timeout_ms: args.timeout.as_millis() as u64,
         started,
         phases: Vec::new(),
+        watch: None,
         notes: Vec::new(),
     };
     let plan = |records: Records, limit: Option<u64>| Plan {
@@ -1629,12 +1841,22 @@ fn run(args: &Args) -> Result<RunReport> {
         failed: AtomicU64::new(0),
         connect_failed: AtomicU64::new(0),
     };
-    let records_of = |workload: Workload| match workload {
-        Workload::Load => Records::Sequence(args.records),
-        w => Records::Random {
-            chooser: chooser.clone(),
-            read_fraction: w.read_fraction(),
-        },
+    // Phase `n`'s new keys are records from `(n + 1) << 40` on (`<< 39`
+    // more at half peak): past the loaded ones and every other phase's.
+    let records_of = |workload: Workload, n: usize, half_peak: bool| {
+        let base = ((n as u64 + 1) << 40) + if half_peak { 1 << 39 } else { 0 };
+        match workload {
+            Workload::Load => Records::Sequence(args.records),
+            Workload::Singles => Records::Fresh { base },
+            Workload::Batch => Records::FreshBatches {
+                base,
+                size: args.batch_size as u64,
+            },
+            w => Records::Random {
+                chooser: chooser.clone(),
+                read_fraction: w.read_fraction(),
+            },
+        }
     };
     // A long limit for an operation-count phase.
     let unbounded = Duration::from_secs(365 * 24 * 3600);
@@ -1653,35 +1875,51 @@ fn run(args: &Args) -> Result<RunReport> {
         if !progress.enabled && !args.quiet {
             eprintln!("load: {title} ({})", workload.describe());
         }
-        let result = run_phase(
-            plan(records_of(workload), args.operations),
-            &title,
-            args.concurrency,
-            args.threads,
-            args.rate,
-            length,
-            args.seed.wrapping_add(n as u64 * 1_000_003),
-            &args.server_pids,
-            &progress,
-        )
+        let result = match workload {
+            Workload::List => listing::run(args, &title, &progress),
+            Workload::Watch => watch::run(args, &title, &progress).map(|(result, figures)| {
+                report.watch = Some(figures);
+                result
+            }),
+            _ => run_phase(
+                plan(records_of(workload, n, false), args.operations),
+                &title,
+                args.concurrency,
+                args.threads,
+                args.rate,
+                length,
+                args.seed.wrapping_add(n as u64 * 1_000_003),
+                &args.server_pids,
+                &progress,
+            ),
+        }
         .with_context(|| format!("{label}: workload {}", workload.name()))?;
         let aborted = result.aborted.clone();
-        report
-            .phases
-            .push(phase_report(workload, false, false, &result));
+        report.phases.push(phase_report(
+            workload,
+            false,
+            false,
+            &result,
+            args.batch_size,
+        ));
         if let Some(why) = aborted {
             print!("{}", text_report(&report));
             bail!("{label}: workload {}: {why}", workload.name());
         }
-        if args.half_peak && result.stats.done > 0 {
+        let closed_loop = !matches!(workload, Workload::List | Workload::Watch);
+        if args.half_peak && closed_loop && result.stats.done > 0 {
             std::thread::sleep(PAUSE);
             let rate = result.throughput() / 2.0;
+            // (Of requests: batches, for the batch workload.)
             let title = format!("{label}: {} at half peak", workload.name());
             if !progress.enabled && !args.quiet {
                 eprintln!("load: {title} ({rate:.0}/s)");
             }
             let result = run_phase(
-                plan(records_of(workload), args.operations.map(|n| n / 2)),
+                plan(
+                    records_of(workload, n, true),
+                    args.operations.map(|n| n / 2),
+                ),
                 &title,
                 args.concurrency,
                 args.threads,
@@ -1692,13 +1930,17 @@ fn run(args: &Args) -> Result<RunReport> {
                 &progress,
             )
             .with_context(|| format!("{label}: workload {} at half peak", workload.name()))?;
-            report
-                .phases
-                .push(phase_report(workload, true, false, &result));
+            report.phases.push(phase_report(
+                workload,
+                true,
+                false,
+                &result,
+                args.batch_size,
+            ));
         }
         // The read workloads need every record: write what the load phase
         // did not reach.
-        let reads_follow = args.workloads[n + 1..].iter().any(|w| *w != Workload::Load);
+        let reads_follow = args.workloads[n + 1..].iter().any(|w| w.needs_records());
         if workload == Workload::Load && reads_follow {
             let missing: Vec<u64> = (0..args.records)
                 .filter(|&r| !written[r as usize].load(Ordering::Relaxed))
@@ -1735,9 +1977,13 @@ fn run(args: &Args) -> Result<RunReport> {
                         String::new()
                     }
                 ));
-                report
-                    .phases
-                    .push(phase_report(Workload::Load, false, true, &result));
+                report.phases.push(phase_report(
+                    Workload::Load,
+                    false,
+                    true,
+                    &result,
+                    args.batch_size,
+                ));
             }
         }
     }

@@ -62,6 +62,8 @@ impl Fail {
 /// buffer ([`Conn::body`]).
 pub struct Response {
     pub status: u16,
+    /// The status line and headers, up to the empty line.
+    head: Range<usize>,
     body: Range<usize>,
 }
 
@@ -136,6 +138,16 @@ impl Conn {
     /// The body of the last response.
     pub fn body(&self, response: &Response) -> &[u8] {
         self.buf.get(response.body.clone()).unwrap_or_default()
+    }
+
+    /// The value of the first header `name` (any case) of the last
+    /// response, trimmed; `None` when it has none.
+    pub fn header(&self, response: &Response, name: &str) -> Option<&str> {
+        let head = std::str::from_utf8(self.buf.get(response.head.clone())?).ok()?;
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, value) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
     }
 }
 
@@ -263,7 +275,14 @@ async fn exchange(
         }
         head_end..buf.len()
     };
-    Ok((Response { status, body }, close))
+    Ok((
+        Response {
+            status,
+            head: 0..head_end,
+            body,
+        },
+        close,
+    ))
 }
 
 /// Reads a chunked body that starts at `start` and leaves it decoded at
