@@ -12,19 +12,32 @@
 #   7. Redis through redis-benchmark, for reference (another protocol)
 #   8. memory: 1,000,000 keys of 100 B loaded into one dnd node (disk):
 #      resident memory and bytes on disk per key
+#   9. list: 100,000 keys loaded into dnd on three nodes (N=3 R=2 W=2) and into
+#      etcd on three members, then listed whole, pages of 1,000, as often as
+#      fits in a phase, every listing checked (the run fails on a wrong one):
+#      keys/s, pages/s, page latency
+#  10. batch: dnd on one node (disk) and on three nodes: PUTs of new keys one
+#      per request, then in batches of 100 (POST /kv/_batch), same clients:
+#      PUTs/s of each and their ratio
+#  11. watch: 10,000 watches held open on one dnd node (disk), one connection
+#      each: the node's resident memory per watch, its CPU over 10 s while
+#      they wait, and that a write wakes its watch and no other (the run
+#      fails if not); raises `ulimit -n` to do it
 #
-# Each HTTP system gets the workloads load, C, A and B in that order. Then it
-# writes docs/figures/compare.md and the short table between the
+# Each HTTP system of 1-6 gets the workloads load, C, A and B in that order.
+# Then it writes docs/figures/compare.md and the short tables between the
 # `compare:begin` and `compare:end` markers of README.md.
 #
 # usage: bench/compare.sh [--seconds N] [--concurrency C] [--threads T] [--records R]
-#          [--value-size B] [--memory-keys K] [--skip-memory] [--out FILE]
+#          [--value-size B] [--memory-keys K] [--skip-memory] [--list-keys K]
+#          [--batch-size B] [--watches W] [--out FILE]
 #          [--readme FILE | --no-readme] [--no-install] [--systems LIST]
 #
 # Defaults: 10 s per phase, 32 clients on 2 threads, 10,000 records, 100 B values,
-# 1,000,000 keys for the memory figures, docs/figures/compare.md, every
-# system: --systems ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory
-# (a subset leaves the others' columns empty). Takes about 8 minutes.
+# 1,000,000 keys for the memory figures, 100,000 keys to list, batches of 100,
+# 10,000 watches, docs/figures/compare.md, every system: --systems
+# ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
+# (a subset leaves the others' figures out). Takes about 12 minutes.
 #
 # It installs what it lacks (etcd-server, redis-server, redis-tools, curl)
 # with apt-get, as root. Everything it starts listens on loopback ports that
@@ -45,10 +58,13 @@ RECORDS=10000
 VALUE=100
 MEMORY_KEYS=1000000
 SKIP_MEMORY=0
+LIST_KEYS=100000
+BATCH=100
+WATCHES=10000
 OUT=docs/figures/compare.md
 README=README.md
 INSTALL=1
-ALL_SYSTEMS=ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory
+ALL_SYSTEMS=ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
 SYSTEMS=$ALL_SYSTEMS
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -67,6 +83,9 @@ while (($#)); do
     --value-size) VALUE=$2; shift 2 ;;
     --memory-keys) MEMORY_KEYS=$2; shift 2 ;;
     --skip-memory) SKIP_MEMORY=1; shift ;;
+    --list-keys) LIST_KEYS=$2; shift 2 ;;
+    --batch-size) BATCH=$2; shift 2 ;;
+    --watches) WATCHES=$2; shift 2 ;;
     --systems) SYSTEMS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-readme) README=; shift ;;
@@ -206,25 +225,33 @@ dnd_converged() {
 
 mkdir -p "$WORK/results"
 RUN=0
-# measure ID LABEL ROLE DURABILITY PROTOCOL TARGETS [EXTRA LOAD FLAGS...]
-measure() {
-  local id=$1 label=$2 role=$3 durability=$4 protocol=$5 targets=$6
-  shift 6
+# run_load ID LABEL ROLE DURABILITY PROTOCOL TARGETS WORKLOADS RECORDS [EXTRA LOAD FLAGS...]:
+# the load tool against what runs now (the CPU of every process started),
+# its report kept; then stops them all.
+run_load() {
+  local id=$1 label=$2 role=$3 durability=$4 protocol=$5 targets=$6 workloads=$7 records=$8
+  shift 8
   RUN=$((RUN + 1))
   local pids
   pids=$(
     IFS=,
     echo "${PIDS[*]}"
   )
-  log "measuring $label"
-  "$LOAD" --protocol "$protocol" --target "$targets" --workload load,c,a,b \
-    --duration "$SECS" --concurrency "$CONC" --threads "$THREADS" --records "$RECORDS" --value-size "$VALUE" \
+  log "measuring $label: $workloads"
+  "$LOAD" --protocol "$protocol" --target "$targets" --workload "$workloads" \
+    --duration "$SECS" --concurrency "$CONC" --threads "$THREADS" --records "$records" --value-size "$VALUE" \
     --server-pids "$pids" --id "$id" --label "$label" --role "$role" --durability "$durability" \
     --json "$WORK/results/$(printf %02d $RUN)-$id.json" "$@" | tee -a "$WORK/reports.md" ||
-    die "the load tool failed on $label"
+    die "the load tool failed on $label ($workloads)"
   echo >>"$WORK/reports.md"
   stop_all
   sleep 1
+}
+
+# measure ID LABEL ROLE DURABILITY PROTOCOL TARGETS [EXTRA LOAD FLAGS...]: the
+# YCSB workloads.
+measure() {
+  run_load "$1" "$2" "$3" "$4" "$5" "$6" load,c,a,b "$RECORDS" "${@:7}"
 }
 
 # dnd_node NAME [FLAGS...]: one dnd process on fresh ports and data dir.
@@ -293,19 +320,28 @@ system_dnd_disk() {
     --half-peak
 }
 
-system_dnd_3() {
-  local quorum=(--replicas 3 --read-quorum 2 --write-quorum 2) seed http=()
-  dnd_node dnd-3a "${quorum[@]}" start
+# dnd_cluster_3 NAME: three dnd nodes (N=3, R=2, W=2), converged; sets DND_URLS.
+dnd_cluster_3() {
+  local name=$1 quorum=(--replicas 3 --read-quorum 2 --write-quorum 2) seed http=() first
+  dnd_node "${name}a" "${quorum[@]}" start
   seed=$DND_GOSSIP
+  first=$LAST_PID
   http+=("$DND_HTTP")
-  dnd_node dnd-3b "${quorum[@]}" join "127.0.0.1:$seed"
+  dnd_node "${name}b" "${quorum[@]}" join "127.0.0.1:$seed"
   http+=("$DND_HTTP")
-  dnd_node dnd-3c "${quorum[@]}" join "127.0.0.1:$seed"
+  dnd_node "${name}c" "${quorum[@]}" join "127.0.0.1:$seed"
   http+=("$DND_HTTP")
-  wait_until dnd-3a "${PIDS[0]}" 60 dnd_converged "${http[@]}"
-  measure dnd-3 "dnd, 3 nodes (N=3, R=2, W=2)" other \
-    "W=2 of 3 replicas hold the write, each $DND_PERIODIC" \
-    dnd "127.0.0.1:${http[0]},127.0.0.1:${http[1]},127.0.0.1:${http[2]}"
+  wait_until "${name}a" "$first" 60 dnd_converged "${http[@]}"
+  DND_URLS="127.0.0.1:${http[0]},127.0.0.1:${http[1]},127.0.0.1:${http[2]}"
+}
+
+DND_3_LABEL="dnd, 3 nodes (N=3, R=2, W=2)"
+DND_3_DURABILITY="W=2 of 3 replicas hold the write, each $DND_PERIODIC"
+ETCD_3_DURABILITY="a majority (2 of 3) fsynced its raft log before the commit is acknowledged (default)"
+
+system_dnd_3() {
+  dnd_cluster_3 dnd-3
+  measure dnd-3 "$DND_3_LABEL" other "$DND_3_DURABILITY" dnd "$DND_URLS"
 }
 
 system_etcd_1() {
@@ -315,9 +351,41 @@ system_etcd_1() {
 
 system_etcd_3() {
   etcd_cluster etcd-3 3
-  measure etcd-3 "etcd $ETCD_VERSION, 3 members" other \
-    "a majority (2 of 3) fsynced its raft log before the commit is acknowledged (default)" \
-    etcd "$ETCD_URLS"
+  measure etcd-3 "etcd $ETCD_VERSION, 3 members" other "$ETCD_3_DURABILITY" etcd "$ETCD_URLS"
+}
+
+# The listing: the same keys, loaded by the load phase, listed whole.
+system_list() {
+  local load=(--operations "$LIST_KEYS" --page-size 1000)
+  dnd_cluster_3 dnd-list
+  run_load list-dnd-3 "$DND_3_LABEL" other "$DND_3_DURABILITY" dnd "$DND_URLS" \
+    load,list "$LIST_KEYS" "${load[@]}"
+  etcd_cluster etcd-list 3
+  run_load list-etcd-3 "etcd $ETCD_VERSION, 3 members" other "$ETCD_3_DURABILITY" etcd "$ETCD_URLS" \
+    load,list "$LIST_KEYS" "${load[@]}"
+}
+
+# Batches against single PUTs, on one node and on three.
+system_batch() {
+  dnd_node dnd-batch start
+  run_load batch-dnd-disk "dnd, 1 node, disk" other "$DND_PERIODIC" dnd "127.0.0.1:$DND_HTTP" \
+    singles,batch "$RECORDS" --batch-size "$BATCH"
+  dnd_cluster_3 dnd-batch-3
+  run_load batch-dnd-3 "$DND_3_LABEL" other "$DND_3_DURABILITY" dnd "$DND_URLS" \
+    singles,batch "$RECORDS" --batch-size "$BATCH"
+}
+
+# Open watches on one node: one connection each, in the load tool and in the
+# node, so both need that many open files.
+system_watch() {
+  local want=$((WATCHES + 1000))
+  if (($(ulimit -n) < want)); then
+    ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  fi
+  (($(ulimit -n) >= want)) || die "$WATCHES watches need ulimit -n $want; the limit here is $(ulimit -Hn)"
+  dnd_node dnd-watch start
+  run_load watch-dnd-disk "dnd, 1 node, disk" other "$DND_PERIODIC" dnd "127.0.0.1:$DND_HTTP" \
+    load,watch "$WATCHES" --operations "$WATCHES" --idle 10
 }
 
 REDIS_ARGS=()
@@ -378,6 +446,9 @@ for system in ${SYSTEMS//,/ }; do
     etcd-3) system_etcd_3 ;;
     redis) system_redis ;;
     memory) ((SKIP_MEMORY)) || system_memory ;;
+    list) system_list ;;
+    batch) system_batch ;;
+    watch) system_watch ;;
     *) die "unknown system $system" ;;
   esac
 done

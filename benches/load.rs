@@ -117,6 +117,8 @@ use serde::{Deserialize, Serialize};
 mod support;
 use support::{cpu_seconds, release, value_of, Conn, Fail, Histogram, Released};
 
+#[path = "load/api_figures.rs"]
+mod api_figures;
 #[path = "load/listing.rs"]
 mod listing;
 #[path = "load/watch.rs"]
@@ -1485,6 +1487,9 @@ struct PhaseReport {
     keys_per_sec: Option<f64>,
     #[serde(default)]
     passes: Option<u64>,
+    /// Keys asked for per page (the list workload).
+    #[serde(default)]
+    page_size: Option<usize>,
     latency_us: Option<Latency>,
     read_latency_us: Option<Latency>,
     write_latency_us: Option<Latency>,
@@ -1528,7 +1533,7 @@ fn phase_report(
     half_peak: bool,
     fill: bool,
     result: &PhaseResult,
-    batch_size: usize,
+    args: &Args,
 ) -> PhaseReport {
     let s = &result.stats;
     let secs = result.elapsed.as_secs_f64();
@@ -1552,7 +1557,8 @@ fn phase_report(
         } else {
             result.throughput()
         },
-        batch_size: batch.then_some(batch_size),
+        batch_size: batch.then_some(args.batch_size),
+        page_size: list.then_some(args.page_size),
         requests_per_sec: batch.then(|| result.throughput()),
         keys: list.then_some(s.keys),
         keys_per_sec: list.then(|| s.keys as f64 / secs),
@@ -1895,13 +1901,9 @@ fn run(args: &Args) -> Result<RunReport> {
         }
         .with_context(|| format!("{label}: workload {}", workload.name()))?;
         let aborted = result.aborted.clone();
-        report.phases.push(phase_report(
-            workload,
-            false,
-            false,
-            &result,
-            args.batch_size,
-        ));
+        report
+            .phases
+            .push(phase_report(workload, false, false, &result, args));
         if let Some(why) = aborted {
             print!("{}", text_report(&report));
             bail!("{label}: workload {}: {why}", workload.name());
@@ -1930,13 +1932,9 @@ fn run(args: &Args) -> Result<RunReport> {
                 &progress,
             )
             .with_context(|| format!("{label}: workload {} at half peak", workload.name()))?;
-            report.phases.push(phase_report(
-                workload,
-                true,
-                false,
-                &result,
-                args.batch_size,
-            ));
+            report
+                .phases
+                .push(phase_report(workload, true, false, &result, args));
         }
         // The read workloads need every record: write what the load phase
         // did not reach.
@@ -1977,13 +1975,9 @@ fn run(args: &Args) -> Result<RunReport> {
                         String::new()
                     }
                 ));
-                report.phases.push(phase_report(
-                    Workload::Load,
-                    false,
-                    true,
-                    &result,
-                    args.batch_size,
-                ));
+                report
+                    .phases
+                    .push(phase_report(Workload::Load, false, true, &result, args));
             }
         }
     }
@@ -2089,6 +2083,10 @@ fn summarize(args: &SummaryArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("no load reports (*.json) in {}", args.results.display());
     }
+    let started = runs.iter().map(|r| r.started).min().unwrap_or(0);
+    // The listing, batch and watch runs have their own section.
+    let api = api_figures::section(&runs);
+    runs.retain(|r| !api_figures::is_api_run(r));
     let find_run = |id: &str| runs.iter().find(|r| r.id == id);
     let closed = |run: &RunReport, workload: &str| {
         run.phases
@@ -2101,8 +2099,6 @@ fn summarize(args: &SummaryArgs) -> Result<()> {
             .and_then(|r| closed(r, workload))
             .map_or(f64::NAN, |p| p.ops_per_sec)
     };
-    let first = &runs[0];
-    let started = runs.iter().map(|r| r.started).min().unwrap_or(0);
     let mut out = String::from("# dnd beside the HTTP ceiling, etcd and Redis\n\n");
     let _ = writeln!(
         out,
@@ -2115,12 +2111,13 @@ same settings. Only ratios within this page mean much.\n",
             .as_ref()
             .map_or(String::new(), |w| format!(" (the whole run took {w})")),
     );
-    let per_phase = match (first.operations_per_phase, first.seconds_per_phase) {
-        (Some(n), _) => format!("{n} requests"),
-        (None, Some(s)) => format!("{s} s"),
-        _ => "–".into(),
-    };
-    let _ = writeln!(
+    if let Some(first) = runs.first() {
+        let per_phase = match (first.operations_per_phase, first.seconds_per_phase) {
+            (Some(n), _) => format!("{n} requests"),
+            (None, Some(s)) => format!("{s} s"),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
         out,
         "Settings: {} record choice{} over {} records, {} B keys, {} B values, {} clients (one \
 keep-alive connection each to every node of the system, requests round-robin over the nodes), \
@@ -2138,16 +2135,17 @@ only; failed requests are listed, never counted.\n",
         first.concurrency,
         first.threads,
     );
-    out.push_str("| system | durability |\n|---|---|\n");
-    for run in &runs {
-        let _ = writeln!(
-            out,
-            "| {} | {} |",
-            run.label,
-            run.durability.as_deref().unwrap_or("–")
-        );
+        out.push_str("| system | durability |\n|---|---|\n");
+        for run in &runs {
+            let _ = writeln!(
+                out,
+                "| {} | {} |",
+                run.label,
+                run.durability.as_deref().unwrap_or("–")
+            );
+        }
+        out.push('\n');
     }
-    out.push('\n');
     for (workload, title) in [
         ("load", "Write-only load phase (100% insert/overwrite)"),
         ("C", "Workload C (100% read)"),
@@ -2363,6 +2361,7 @@ apparent size whatever it holds.\n\n",
         }
         out.push('\n');
     }
+    out.push_str(&api.markdown);
     // Goals.
     out.push_str("## Goals\n\n| goal | measured | met |\n|---|---|---|\n");
     let goal =
@@ -2443,6 +2442,9 @@ apparent size whatever it holds.\n\n",
             " B",
         );
     }
+    for (what, measured, target, higher, unit) in &api.goals {
+        goal(&mut out, what, *measured, *target, *higher, unit);
+    }
     out.push_str("\nWhy the goals that are missed are missed, and what would close them: `docs/figures/profile.md`.\n");
     std::fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
 
@@ -2450,15 +2452,25 @@ apparent size whatever it holds.\n\n",
     if let Some(path) = &args.readme {
         let mut short = format!(
             "Latest figures ({}, {}; from `bench/compare.sh`, details in \
-[docs/figures/compare.md](docs/figures/compare.md)): {} B values, {} clients, closed loop; PUT is \
-the write-only load phase, GET is workload C.\n\n",
+[docs/figures/compare.md](docs/figures/compare.md))",
             date_of(started),
             args.machine.as_deref().unwrap_or("this machine"),
-            first.value_bytes,
-            first.concurrency,
         );
-        short.push_str("| system | PUT ops/s | PUT p99 | GET ops/s | GET p99 | A ops/s | PUT, GET × ceiling | PUT, GET × dnd |\n");
-        short.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        match runs.first() {
+            Some(first) => {
+                let _ = write!(
+                    short,
+                    ": {} B values, {} clients, closed loop; PUT is the write-only load phase, \
+GET is workload C.\n\n",
+                    first.value_bytes, first.concurrency,
+                );
+            }
+            None => short.push_str(".\n"),
+        }
+        if !runs.is_empty() {
+            short.push_str("| system | PUT ops/s | PUT p99 | GET ops/s | GET p99 | A ops/s | PUT, GET × ceiling | PUT, GET × dnd |\n");
+            short.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        }
         for run in &runs {
             let (put, get, a) = (closed(run, "load"), closed(run, "C"), closed(run, "A"));
             let v = |p: &Option<PhaseReport>| p.as_ref().map_or(f64::NAN, |p| p.ops_per_sec);
@@ -2486,6 +2498,16 @@ the write-only load phase, GET is workload C.\n\n",
 resident memory and {disk:.0} B on disk per key.",
                 thousands(m.keys as f64)
             );
+        }
+        if !api.readme_rows.is_empty() {
+            short.push_str(
+                "\nThe listing, batch and watch API, each beside its baseline in the same run:\n\n\
+| figure | dnd | baseline | dnd ÷ baseline |\n|---|---:|---:|---:|\n",
+            );
+            for row in &api.readme_rows {
+                short.push_str(row);
+                short.push('\n');
+            }
         }
         std::fs::write(path, short).with_context(|| format!("writing {}", path.display()))?;
     }
