@@ -687,6 +687,10 @@ enum Op {
     Read,
     /// A write; `insert` in the load phase, `update` in the others.
     Write,
+    /// A write of a key never written before: for dnd a plain PUT, with
+    /// nothing to supersede (no `?overwrite=true`, which reads first), as a
+    /// batch's PUT.
+    Insert,
     /// `POST /kv/_batch` with PUTs of `batch_size` records from this one on.
     Batch,
 }
@@ -774,8 +778,8 @@ impl Requests {
             }
             // dnd replaces what is there, as etcd's and Redis's writes do:
             // a plain PUT would keep every write to a key as a sibling.
-            (Protocol::Dnd | Protocol::Ceiling, Op::Write) => {
-                let query = if self.protocol == Protocol::Dnd {
+            (Protocol::Dnd | Protocol::Ceiling, Op::Write | Op::Insert) => {
+                let query = if self.protocol == Protocol::Dnd && op == Op::Write {
                     "?overwrite=true"
                 } else {
                     ""
@@ -794,7 +798,7 @@ impl Requests {
             (Protocol::Etcd, op) => {
                 let key_b64 = base64::engine::general_purpose::STANDARD.encode(key);
                 let (path, body_len) = match op {
-                    Op::Write | Op::Batch => (
+                    Op::Write | Op::Insert | Op::Batch => (
                         "put",
                         r#"{"key":"","value":""}"#.len() + key_b64.len() + self.value_b64.len(),
                     ),
@@ -806,7 +810,7 @@ impl Requests {
                      Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n\
                      {{\"key\":\"{key_b64}\""
                 );
-                if op == Op::Write {
+                if op != Op::Read {
                     let _ = write!(buf, ",\"value\":\"{}\"", self.value_b64);
                 }
                 buf.push(b'}');
@@ -841,7 +845,9 @@ impl Requests {
                     failed,
                 })
             }
-            (Protocol::Dnd | Protocol::Ceiling, Op::Write) if (200..300).contains(&status) => {
+            (Protocol::Dnd | Protocol::Ceiling, Op::Write | Op::Insert)
+                if (200..300).contains(&status) =>
+            {
                 Ok(Outcome::Done)
             }
             (Protocol::Ceiling, Op::Read) if status == 200 => Ok(Outcome::Done),
@@ -852,7 +858,7 @@ impl Requests {
                 404 => missing(),
                 _ => Err(Fail::Status(status)),
             },
-            (Protocol::Etcd, Op::Write) if status == 200 => Ok(Outcome::Done),
+            (Protocol::Etcd, Op::Write | Op::Insert) if status == 200 => Ok(Outcome::Done),
             (Protocol::Etcd, Op::Read) if status == 200 => {
                 if find(body, b"\"kvs\":[").is_none() {
                     return missing();
@@ -984,7 +990,7 @@ impl Plan {
         match &self.records {
             Records::Sequence(records) => Some((Op::Write, i % records)),
             Records::List(list) => list.get(i as usize).map(|&r| (Op::Write, r)),
-            Records::Fresh { base } => Some((Op::Write, base + i)),
+            Records::Fresh { base } => Some((Op::Insert, base + i)),
             Records::FreshBatches { base, size } => Some((Op::Batch, base + i * size)),
             Records::Random {
                 chooser,
@@ -1093,7 +1099,7 @@ async fn send(
                         Outcome::Done | Outcome::Batch { .. } => {}
                     }
                 }
-                Op::Write => {
+                Op::Write | Op::Insert => {
                     stats.writes += 1;
                     stats.write_latency.record(latency);
                     // New keys (`Records::Fresh`) lie past the records.
@@ -1122,6 +1128,7 @@ async fn send(
                 (Op::Read, _) => "read",
                 (Op::Batch, _) => "batch",
                 (Op::Write, Records::Random { .. }) => "update",
+                (Op::Insert, _) => "insert of a new key",
                 (Op::Write, _) => "insert",
             };
             *stats

@@ -41,8 +41,11 @@ const WATCH_SECONDS: u64 = 300;
 const WAKE_WITHIN: Duration = Duration::from_secs(5);
 /// Watches woken after the first, to check that the others still work.
 const SAMPLE: u64 = 10;
-/// Connections being opened at once.
-const OPENING: usize = 256;
+/// Connections being opened at once: few enough that the node's accept
+/// queue keeps up.
+const OPENING: usize = 64;
+/// Tries of one watch's connection (a full accept queue drops the SYN).
+const CONNECT_TRIES: u32 = 5;
 /// How long opening every watch, or the node counting them, may take.
 const OPEN_WITHIN: Duration = Duration::from_secs(120);
 /// How long the node may take to count closed watches as gone.
@@ -163,10 +166,24 @@ fn gauge_of(page: &str) -> Option<u64> {
     })
 }
 
+/// A request on the tool's own connection to the node, which sits idle
+/// while the watches wait: once more on a new connection if the node had
+/// closed it meanwhile.
+async fn side_request(
+    conn: &mut Conn,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<super::support::Response, Fail> {
+    match conn.request(request, timeout).await {
+        Err(Fail::Io) => conn.request(request, timeout).await,
+        other => other,
+    }
+}
+
 /// Reads the gauge from the node; `None` when it has no such metric.
 async fn read_gauge(conn: &mut Conn, host: &str, timeout: Duration) -> Option<u64> {
     let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    let response = conn.request(request.as_bytes(), timeout).await.ok()?;
+    let response = side_request(conn, request.as_bytes(), timeout).await.ok()?;
     if response.status != 200 {
         return None;
     }
@@ -338,7 +355,14 @@ async fn watch(
         );
         tasks.push(tokio::spawn(async move {
             let permit = opening.acquire_owned().await;
-            let conn = Conn::open(target).await;
+            let mut conn = Conn::open(target).await;
+            for _ in 1..CONNECT_TRIES {
+                if conn.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                conn = Conn::open(target).await;
+            }
             drop(permit);
             let mut conn = match conn {
                 Ok(conn) => conn,
@@ -449,7 +473,7 @@ async fn watch(
         .into_bytes();
         request.extend_from_slice(&value);
         let sent = Instant::now();
-        match side.request(&request, args.timeout).await {
+        match side_request(&mut side, &request, args.timeout).await {
             Ok(response) if (200..300).contains(&response.status) => {}
             Ok(response) => {
                 tally
