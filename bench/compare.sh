@@ -162,8 +162,11 @@ REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 log "building dnd, the ceiling and the load tool (release)"
 cargo build --release --bin dnd --example ceiling >"$WORK/build.log" 2>&1 ||
   { tail -30 "$WORK/build.log" >&2; die "cargo build failed"; }
+# The load tool's own artifact: the same build also reports the dnd binary,
+# in no fixed order.
 LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.log" |
-  grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4) || true
+  grep '"kind":\["bench"\]' | grep '"name":"load"' | grep -o '"executable":"[^"]*"' |
+  tail -1 | cut -d'"' -f4) || true
 [[ -x $LOAD ]] || { tail -30 "$WORK/build.log" >&2; die "building the load tool failed"; }
 DND=$ROOT/target/release/dnd
 CEILING=$ROOT/target/release/examples/ceiling
@@ -172,9 +175,14 @@ CEILING=$ROOT/target/release/examples/ceiling
 # Helpers
 
 # A loopback port with nothing listening on TCP, not handed out before in
-# this run (dnd also binds the same number on UDP).
+# this run (dnd also binds the same number on UDP). Below the kernel's
+# ephemeral range when there is room: the client ends of earlier runs'
+# connections (10,000 of them for the watches) linger there in TIME-WAIT,
+# and a port one of them holds cannot be bound.
 USED_PORTS=" "
-NEXT_PORT=$((20000 + RANDOM % 30000))
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PORT_SPAN=$((EPHEMERAL_LOW - 20000 > 4000 ? EPHEMERAL_LOW - 20000 - 2000 : 30000))
+NEXT_PORT=$((20000 + RANDOM % PORT_SPAN))
 port() {
   while :; do
     NEXT_PORT=$((NEXT_PORT + 1))

@@ -8,6 +8,11 @@
 //! cargo bench --bench load -- --target 127.0.0.1:6000,127.0.0.1:6001,127.0.0.1:6002 \
 //!     --workload a --distribution uniform --value-size 1k --duration 30 --json a.json
 //! cargo bench --bench load -- --protocol etcd --target 127.0.0.1:2379 --workload load,c
+//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload singles,batch --batch-size 100
+//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,list --records 100000 \
+//!     --operations 100000
+//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,watch --records 10000 \
+//!     --operations 10000 --server-pids PID
 //! cargo bench --bench load -- summarize --results DIR --out docs/figures/compare.md
 //! ```
 //!
@@ -22,7 +27,14 @@
 //! | `a` | 50% reads, 50% updates (YCSB A, update heavy) |
 //! | `b` | 95% reads, 5% updates (YCSB B, read mostly) |
 //! | `c` | 100% reads (YCSB C, read only) |
+//! | `singles` | write-only, a key never written before each request: a plain `PUT` (dnd: no `?overwrite=true`, nothing to supersede) |
+//! | `batch` | the same, `--batch-size` (default 100) PUTs per `POST /kv/_batch` (dnd only); its ops/s count PUTs, each done when its own result is 2xx |
+//! | `list` | one client lists every record, page by page (`--page-size`, default 1000), whole listings for `--duration`, each checked (`load/listing.rs`) |
+//! | `watch` | one held watch per record, each on its own connection: the node's memory and idle CPU, then writes that must wake their watch and no other (dnd only, one target; `load/watch.rs`) |
 //!
+//! `singles` then `batch` in one run compare batched PUTs with single ones
+//! on the same server, clients and value size; each phase writes keys of
+//! its own, past the records, so neither overwrites nor meets siblings.
 //! Workloads `a`, `b` and `c` pick each request's record with
 //! `--distribution`: `zipfian` (the default, as in YCSB: constant θ = 0.99,
 //! `--zipf-theta`) or `uniform`. The zipfian generator is YCSB's (Gray et
@@ -37,7 +49,7 @@
 //! one value of `--value-size` bytes (`100`, `1k` = 1 KiB, `10k` = 10 KiB or
 //! any number of bytes).
 //!
-//! The read workloads expect every record to exist. When this run's `load`
+//! The read workloads (and `list` and `watch`) expect every record to exist. When this run's `load`
 //! phase ended (by `--duration`) before writing them all, the rest are
 //! written untimed before the next phase, and a note says so; a run without a
 //! `load` phase relies on an earlier one. A read that finds no value is a
@@ -98,7 +110,9 @@
 //! `--wall TEXT`. Ratios are to the run whose `--id` is `--ceiling`
 //! (default `ceiling`) and `--reference` (default `dnd-disk`); the goal of
 //! the issue on cluster writes compares `--cluster` (default `dnd-3`) with
-//! `--peer-cluster` (default `etcd-3`).
+//! `--peer-cluster` (default `etcd-3`). The runs of the `singles`, `batch`,
+//! `list` and `watch` workloads get a section of their own, each figure
+//! beside its baseline in the same run (`load/api_figures.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -129,7 +143,11 @@ usage: cargo bench --bench load -- --target HOST:PORT[,HOST:PORT...] [options]
        cargo bench --bench load -- summarize --results DIR --out FILE [options]
 
   --protocol dnd|ceiling|etcd   what the targets speak (default dnd)
-  --workload LIST               of load, a, b, c, run in order (default load,a)
+  --workload LIST               of load, a, b, c, singles, batch, list, watch, run in
+                                order (default load,a)
+  --batch-size N                PUTs per POST /kv/_batch of batch (default 100)
+  --page-size N                 keys per page of list (default 1000)
+  --idle S                      seconds watch holds its watches idle (default 10)
   --distribution zipfian|uniform  record choice of a, b, c (default zipfian)
   --zipf-theta T                zipfian constant (default 0.99)
   --records R                   records (default 10000)

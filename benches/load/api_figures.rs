@@ -66,8 +66,8 @@ mean more than the figures.\n\n",
             out,
             "### Listing {} keys\n\n{} keys of {} B (values of {} B) written once each by the load \
 tool's load phase, then listed by one client, page after page of {} keys (round-robin over the \
-nodes), as many whole listings as fit in {} s and at least one. Every listing was checked: exactly \
-the {} keys written, each once, in key order. dnd: `GET /kv?prefix=user&limit=…&start_after=…`; \
+nodes), whole listings one after the other for as long as a phase lasts and at least one. Every \
+listing was checked: exactly the {} keys written, each once, in key order. dnd: `GET /kv?prefix=user&limit=…&start_after=…`; \
 etcd: `POST /v3/kv/range` with `range_end`, `limit`, `keys_only` and the last key and a NUL byte \
 as the next start. Latency is per page.\n",
             thousands(first.records as f64),
@@ -75,7 +75,6 @@ as the next start. Latency is per page.\n",
             first.key_bytes,
             first.value_bytes,
             list.page_size.unwrap_or(0),
-            first.seconds_per_phase.unwrap_or(f64::NAN),
             thousands(first.records as f64),
         );
         out.push_str(
@@ -223,7 +222,7 @@ must answer 200 within 5 s, and no other.\n",
         let _ = writeln!(
             out,
             "| **per watch** | **{}** |",
-            per_watch.map_or("–".into(), |b| format!("{b:.0} B"))
+            per_watch.map_or("–".into(), |b| format!("{} B", thousands(b)))
         );
         let _ = writeln!(
             out,
@@ -276,7 +275,7 @@ must answer 200 within 5 s, and no other.\n",
             run.label,
             thousands(f.watches as f64),
             mib_of(f.rss_open_bytes),
-            per_watch.map_or("–".into(), |b| format!("{b:.0} B")),
+            per_watch.map_or("–".into(), |b| format!("{} B", thousands(b))),
             mib_of(f.rss_before_bytes),
             ratio(mib_of(f.rss_open_bytes), mib_of(f.rss_before_bytes)),
         ));
