@@ -37,7 +37,7 @@
 # 1,000,000 keys for the memory figures, 100,000 keys to list, batches of 100,
 # 10,000 watches, docs/figures/compare.md, every system: --systems
 # ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
-# (a subset leaves the others' figures out). Takes about 12 minutes.
+# (a subset leaves the others' figures out). Takes about 10 minutes.
 #
 # It installs what it lacks (etcd-server, redis-server, redis-tools, curl)
 # with apt-get, as root. Everything it starts listens on loopback ports that
