@@ -230,6 +230,7 @@ impl Node {
                 .configure(http::routes)
                 .default_service(web::to(http::no_route))
         })
+        .on_connect(http::client_gone::note_connection)
         .disable_signals()
         .shutdown_timeout(2);
         if config.http_workers > 0 {

@@ -515,6 +515,27 @@ async fn a_watch_answers_when_the_key_changes_or_304_at_its_timeout() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     send("DELETE", http, "/kv/w", &[], None).await;
     assert_eq!(deletion.await.unwrap().status, 404);
+
+    // A client that gives up on its watch leaves no watch behind.
+    let impatient = awc::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .finish();
+    let gave_up = impatient
+        .get(format!("http://{http}/kv/quiet?wait=&timeout=300"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out first");
+    eventually(
+        Duration::from_secs(5),
+        "the abandoned watch to close",
+        || async {
+            let metrics = send("GET", http, "/metrics", &[], None).await;
+            String::from_utf8_lossy(&metrics.body)
+                .contains("dnd_kv_watches_open 0")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// On every node of a cluster, those that are homes of the key and the

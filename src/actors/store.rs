@@ -57,7 +57,7 @@ pub use collect::wall_clock_ms;
 pub use inbound::serve_peers;
 pub use list::List;
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
-pub use watch::{Watch, WatchOutcome, MAX_OPEN_WATCHES};
+pub use watch::{Watch, WatchOutcome, Watching, MAX_OPEN_WATCHES};
 
 use super::contain_panic;
 use super::membership::MembersChanged;
@@ -72,7 +72,7 @@ use local::{LocalCopies, WriteLimits};
 use reachability::Reachability;
 use ring_change::Handoff;
 use view::ClusterView;
-use watch::{Watches, Watching};
+use watch::Watches;
 
 use crate::data::placement::keeps_settled_ring;
 use crate::metrics::SharedMetrics;
@@ -446,13 +446,10 @@ impl Handler<List> for Store {
 }
 
 impl Handler<Watch> for Store {
-    type Result = ResponseFuture<Result<WatchOutcome, StoreError>>;
+    type Result = Result<Watching, StoreError>;
 
     fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) -> Self::Result {
-        let guard = match self.watches.open(&msg.key) {
-            Ok(guard) => guard,
-            Err(e) => return ready(Err(e)),
-        };
+        let guard = self.watches.open(&msg.key)?;
         let home = self.view.home_of(&msg.key);
         let homes = if home.contains(&self.config.local_id) {
             Vec::new()
@@ -460,14 +457,14 @@ impl Handler<Watch> for Store {
             self.view
                 .with_addrs(home.into_iter().filter(|&n| self.view.is_up(n)))
         };
-        let watching = Watching {
+        Ok(Watching {
+            watch: msg,
             guard,
             store: ctx.address(),
             homes,
             peers: self.peers.clone(),
             replica_timeout: self.config.replica_timeout,
-        };
-        Box::pin(watching.run(msg))
+        })
     }
 }
 

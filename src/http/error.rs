@@ -76,6 +76,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Internal(String),
+    /// The client closed its connection before the answer; nobody reads it.
+    #[error("the client went away")]
+    ClientGone,
 }
 
 impl From<StoreError> for ApiError {
@@ -160,6 +163,8 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // 499, as nginx logs it; no client will see it.
+            ApiError::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 

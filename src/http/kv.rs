@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::answer::{read_response, with_context, CONTEXT_HEADER, DEFAULT_CONTENT_TYPE};
+use super::client_gone::client_gone;
 use super::params::KvParams;
 use super::{batch, list, ApiError, AppState};
 use crate::actors::store::{self, ClientWrite, Supersedes, WatchOutcome};
@@ -149,7 +150,7 @@ async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
     let key = key_of(&req)?;
     let params = KvParams::of(&req, state.replication.replicas)?;
     if let Some(seen) = params.wait.clone() {
-        return watch(key, seen, &params, &state).await;
+        return watch(&req, key, seen, &params, &state).await;
     }
     let quorum = params.read_quorum;
     let outcome = state
@@ -161,6 +162,7 @@ async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespons
 /// `?wait=CONTEXT`: answers as a read does once the key has a version the
 /// context does not cover, or 304 with the context at the timeout.
 async fn watch(
+    req: &HttpRequest,
     key: Key,
     seen: VersionVector,
     params: &KvParams,
@@ -173,9 +175,14 @@ async fn watch(
         quorum: params.read_quorum,
         timeout,
     };
-    let outcome = state
-        .ask_within(&state.store, watch, timeout + state.request_timeout)
-        .await??;
+    let watching = state.ask(&state.store, watch).await??;
+    // Run here, not in the Store, so that a client that goes away ends it
+    // at once, and its place among the node's open watches with it.
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(timeout + state.request_timeout, watching.run()) => outcome
+            .map_err(|_| ApiError::Unavailable("the watch did not end in time".into()))??,
+        () = client_gone(req) => return Err(ApiError::ClientGone),
+    };
     Ok(match outcome {
         WatchOutcome::Changed(object) => read_response(&object, store::wall_clock_ms()),
         WatchOutcome::Unchanged(object) => {

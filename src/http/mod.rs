@@ -9,6 +9,7 @@ mod admin;
 mod answer;
 pub mod auth;
 mod batch;
+pub mod client_gone;
 mod cluster;
 mod error;
 mod keyring;
@@ -71,23 +72,7 @@ impl AppState {
         M: actix::Message + Send + 'static,
         M::Result: Send,
     {
-        self.ask_within(actor, msg, self.request_timeout).await
-    }
-
-    /// [`AppState::ask`] with a wait of its own (a watch waits longer).
-    pub(crate) async fn ask_within<A, M>(
-        &self,
-        actor: &Addr<A>,
-        msg: M,
-        wait: Duration,
-    ) -> Result<M::Result, ApiError>
-    where
-        A: actix::Actor + actix::Handler<M>,
-        A::Context: actix::dev::ToEnvelope<A, M>,
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
-    {
-        match tokio::time::timeout(wait, actor.send(msg)).await {
+        match tokio::time::timeout(self.request_timeout, actor.send(msg)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(actix::MailboxError::Closed)) => Err(ApiError::Unavailable(
                 "the actor serving this request is not running".into(),

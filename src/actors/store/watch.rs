@@ -39,10 +39,12 @@ pub const MAX_PEER_SUBSCRIPTIONS: usize = 200_000;
 /// watch lasts, after which it is forgotten unless renewed.
 const PEER_SUBSCRIPTION_LIFE: Duration = Duration::from_secs(330);
 
-/// A client watch: answers once `key` has a version `seen` does not
-/// cover, or at the timeout.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<WatchOutcome, StoreError>")]
+/// A client watch: opens its place on this node and gives back the
+/// [`Watching`] to run, which answers once `key` has a version `seen` does
+/// not cover, or at the timeout. The caller runs it, so a client that goes
+/// away ends its watch at once.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Watching, StoreError>")]
 pub struct Watch {
     pub key: Key,
     pub seen: VersionVector,
@@ -209,18 +211,30 @@ impl Drop for WatchGuard {
 
 /// What a client watch needs once the Store has opened it: it runs beside
 /// the Store, reading through it, and holds nothing of the Store's.
-pub(super) struct Watching {
-    pub guard: WatchGuard,
-    pub store: Addr<Store>,
+pub struct Watching {
+    pub(super) watch: Watch,
+    pub(super) guard: WatchGuard,
+    pub(super) store: Addr<Store>,
     /// The key's home replicas to ask to hear of changes, when this node
     /// is none of them (its own copy would never change).
-    pub homes: Vec<(NodeId, SocketAddr)>,
-    pub peers: ReplicaClient,
-    pub replica_timeout: Duration,
+    pub(super) homes: Vec<(NodeId, SocketAddr)>,
+    pub(super) peers: ReplicaClient,
+    pub(super) replica_timeout: Duration,
+}
+
+impl std::fmt::Debug for Watching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watching")
+            .field("watch", &self.watch)
+            .field("homes", &self.homes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Watching {
-    pub(super) async fn run(mut self, watch: Watch) -> Result<WatchOutcome, StoreError> {
+    /// Waits for news or the timeout; dropping it ends the watch.
+    pub async fn run(mut self) -> Result<WatchOutcome, StoreError> {
+        let watch = self.watch.clone();
         let deadline = Instant::now() + watch.timeout;
         let Some(mut changes) = self.guard.changes.take() else {
             return Err(StoreError::Restarting);
