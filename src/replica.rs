@@ -18,6 +18,9 @@ use crate::node_id::NodeId;
 use crate::replication::Quorum;
 use crate::version::{Dot, Object, Payload, VersionVector};
 
+/// The most items one `WriteEach` carries: a client batch's size.
+pub const MAX_WRITE_EACH: usize = 1000;
+
 /// The most keys one replica lists per request.
 pub const MAX_SCAN_LIMIT: usize = 1000;
 
@@ -66,6 +69,12 @@ pub enum ReplicaRequest {
         leaving: NodeId,
         objects: Vec<(Key, Object)>,
     },
+    /// Many `Write`s in one request (a client's batch): each item merged
+    /// as a `Write` of its own would be, with one storage write for all.
+    /// At most [`MAX_WRITE_EACH`] items.
+    WriteEach {
+        items: Vec<(Key, Object, Option<NodeId>)>,
+    },
     /// Listing, one replica's part: up to `limit` (at most
     /// [`MAX_SCAN_LIMIT`]) of the keys it holds that start with `prefix`
     /// and sort after `start_after`, in key order, with their copies (the
@@ -101,6 +110,7 @@ impl ReplicaRequest {
             ReplicaRequest::ExchangeBuckets { .. } => "exchange-buckets",
             ReplicaRequest::Purge { .. } => "purge",
             ReplicaRequest::HandOver { .. } => "hand-over",
+            ReplicaRequest::WriteEach { .. } => "write-each",
             ReplicaRequest::Scan { .. } => "scan",
             ReplicaRequest::Watch { .. } => "watch",
             ReplicaRequest::Changed { .. } => "changed",
@@ -124,6 +134,8 @@ pub enum ReplicaReply {
         objects: Vec<(Key, Object)>,
         wanted: Vec<Key>,
     },
+    /// Per item of a `WriteEach`, whether it is stored here.
+    StoredEach(Vec<bool>),
     /// A replica's part of a listing: the keys found, in order, with their
     /// copies, and the last key it passed if it may hold more after it
     /// (`None`: it holds nothing more within the prefix).

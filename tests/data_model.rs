@@ -654,3 +654,87 @@ async fn listings_stay_exact_while_a_node_joins_and_clients_write() {
         "{written} writes, {listings} listings"
     );
 }
+
+/// A batch's writes reach every replica of their keys, as single writes
+/// do; with a node down they are still acknowledged by the others, and
+/// the node gets them once back.
+#[actix_rt::test]
+async fn a_batch_on_a_cluster_stores_each_write_on_its_replicas_and_catches_up_a_node_down() {
+    let mut cluster = Cluster::start_with(3, StorageKind::Disk, |config| {
+        config.hint_interval = Duration::from_millis(200);
+    })
+    .await;
+    let http = cluster.slots[0].http();
+    let json_body = [("content-type", "application/json")];
+    let ops: Vec<Value> = (0..200)
+        .map(|i| json!({"op": "put", "key": format!("b{i:03}"), "value": format!("v{i}")}))
+        .collect();
+    let answer = send(
+        "POST",
+        http,
+        "/kv/_batch",
+        &json_body,
+        Some(&json!({"ops": ops}).to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let results = answer.json()["results"].as_array().unwrap().clone();
+    assert!(results.iter().all(|r| r["status"] == 204), "{results:?}");
+    for i in [0, 57, 199] {
+        let key = format!("b{i:03}");
+        for node in 0..3 {
+            assert_eq!(
+                cluster.local_values(node, &key).await,
+                [format!("v{i}")],
+                "{key} on {node}"
+            );
+        }
+    }
+    // A write back with a batch's context replaces.
+    let context = results[0]["context"].as_str().unwrap();
+    let replace =
+        json!({"ops": [{"op": "put", "key": "b000", "value": "new", "context": context}]});
+    send(
+        "POST",
+        http,
+        "/kv/_batch",
+        &json_body,
+        Some(&replace.to_string()),
+    )
+    .await;
+    let read = send("GET", http, "/kv/b000?r=all", &[], None).await;
+    assert_eq!((read.status, read.body.clone()), (200, b"new".to_vec()));
+
+    cluster.stop(2).await;
+    let ops: Vec<Value> = (0..50)
+        .map(|i| json!({"op": "put", "key": format!("d{i:03}"), "value": "while down"}))
+        .collect();
+    let answer = send(
+        "POST",
+        http,
+        "/kv/_batch",
+        &json_body,
+        Some(&json!({"ops": ops}).to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let results = answer.json()["results"].as_array().unwrap().clone();
+    assert!(
+        results.iter().all(|r| r["status"] == 204),
+        "two of three replicas: {results:?}"
+    );
+    cluster.restart(2).await;
+    eventually(
+        Duration::from_secs(20),
+        "the returned node to get the batch",
+        || async {
+            for i in 0..50 {
+                if cluster.local_values(2, &format!("d{i:03}")).await != ["while down"] {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}

@@ -42,6 +42,7 @@ mod rounds;
 mod trees;
 mod view;
 mod watch;
+mod write_many;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub use inbound::serve_peers;
 pub use list::List;
 pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
 pub use watch::{Watch, WatchOutcome, Watching, MAX_OPEN_WATCHES};
+pub use write_many::PutMany;
 
 use super::contain_panic;
 use super::membership::MembersChanged;
@@ -262,6 +264,9 @@ impl Store {
                 return Box::pin(async move { coordinate::reply_to_forwarder(written.await) });
             }
             ReplicaRequest::Ping => ReplicaReply::Stored,
+            ReplicaRequest::WriteEach { items } => {
+                inbound::merge_each(items, &self.view, &mut self.local, &mut self.hints)
+            }
             ReplicaRequest::WriteBatch { objects } => {
                 merge_batch(objects, None, &self.view, &mut self.local, &self.metrics)
             }
@@ -393,6 +398,15 @@ impl Handler<Delete> for Store {
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
         self.client_write(msg.write, msg.quorum, ctx)
+    }
+}
+
+impl Handler<PutMany> for Store {
+    type Result = ResponseFuture<Vec<Result<Written, StoreError>>>;
+
+    fn handle(&mut self, msg: PutMany, ctx: &mut Self::Context) -> Self::Result {
+        self.metrics.kv_puts.add(msg.writes.len() as u64);
+        self.coordinator().write_many(msg, ctx)
     }
 }
 

@@ -61,6 +61,9 @@ impl PeerJudge<'_> {
                 hint_for: Some(owner),
                 ..
             } => self.is_member(*owner),
+            ReplicaRequest::WriteEach { items } => items
+                .iter()
+                .all(|(_, _, hint_for)| hint_for.is_none_or(|owner| self.is_member(owner))),
             // A tree or an exchange is between the sender and this node.
             ReplicaRequest::TreeBranches { pair }
             | ReplicaRequest::TreeLeaves { pair, .. }
@@ -86,6 +89,10 @@ impl PeerJudge<'_> {
             },
             ReplicaRequest::WriteBatch { objects } | ReplicaRequest::HandOver { objects, .. } => {
                 objects.iter().any(|(_, object)| too_large(object))
+            }
+            ReplicaRequest::WriteEach { items } => {
+                items.len() > crate::replica::MAX_WRITE_EACH
+                    || items.iter().any(|(_, object, _)| too_large(object))
             }
             ReplicaRequest::Scan {
                 prefix,

@@ -3,8 +3,9 @@
 //!
 //! Owns the batch's JSON shape and its checks: the whole body is parsed
 //! and every operation checked before any is applied, so a malformed batch
-//! changes nothing; then the operations run as the single-key requests
-//! would (the same Store messages, a bounded number at a time) and each
+//! changes nothing; then the writes go to the Store as one `PutMany`
+//! (versioned and replicated together, each acknowledged as a single write
+//! would be) and the reads as `Get`s, a bounded number at a time; each
 //! gets its own status. A failure of one does not fail the others. Must
 //! never decide anything about versions or replicas.
 
@@ -192,44 +193,59 @@ pub(super) async fn batch(
         .collect::<Result<Vec<_>, _>>()?;
     state.metrics.kv_batches.inc();
     state.metrics.kv_batch_operations.add(checked.len() as u64);
-    let results: Vec<Value> = futures_util::stream::iter(checked)
-        .map(|op| run(op, &state))
+    // The writes go to the Store together, versioned and replicated in
+    // one pass; the reads run beside them, a bounded number at a time.
+    let mut writes = Vec::new();
+    let mut reads = Vec::new();
+    for (index, op) in checked.into_iter().enumerate() {
+        match op {
+            Checked::Get(key) => reads.push((index, key)),
+            Checked::Put(write) | Checked::Delete(write) => writes.push((index, write)),
+        }
+    }
+    let (write_indexes, writes): (Vec<usize>, Vec<ClientWrite>) = writes.into_iter().unzip();
+    let put_many = store::PutMany {
+        writes,
+        quorum: None,
+    };
+    let written = async {
+        match state.ask(&state.store, put_many).await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .map(|outcome| result_json(outcome.map(|w| written_json(&w)).map_err(Into::into)))
+                .collect(),
+            Err(e) => {
+                let failed = result_json(Err(e));
+                vec![failed; write_indexes.len()]
+            }
+        }
+    };
+    let state_ref: &AppState = &state;
+    let read = futures_util::stream::iter(reads)
+        .map(|(index, key)| async move { (index, get(key, state_ref).await) })
         .buffered(BATCH_CONCURRENCY)
-        .collect()
-        .await;
+        .collect::<Vec<_>>();
+    let (written, read): (Vec<Value>, Vec<(usize, Value)>) = tokio::join!(written, read);
+    let mut results = vec![Value::Null; write_indexes.len() + read.len()];
+    for (index, result) in write_indexes.into_iter().zip(written) {
+        results[index] = result;
+    }
+    for (index, result) in read {
+        results[index] = result;
+    }
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
-async fn run(op: Checked, state: &AppState) -> Value {
-    let outcome = match op {
-        Checked::Get(key) => state
-            .ask(&state.store, store::Get { key, quorum: None })
-            .await
-            .and_then(|read| Ok(read?))
-            .map(|read| object_json(&read.object, store::wall_clock_ms())),
-        Checked::Put(write) => state
-            .ask(
-                &state.store,
-                store::Put {
-                    write,
-                    quorum: None,
-                },
-            )
-            .await
-            .and_then(|written| Ok(written?))
-            .map(|written| written_json(&written)),
-        Checked::Delete(write) => state
-            .ask(
-                &state.store,
-                store::Delete {
-                    write,
-                    quorum: None,
-                },
-            )
-            .await
-            .and_then(|written| Ok(written?))
-            .map(|written| written_json(&written)),
-    };
+async fn get(key: Key, state: &AppState) -> Value {
+    let outcome = state
+        .ask(&state.store, store::Get { key, quorum: None })
+        .await
+        .and_then(|read| Ok(read?))
+        .map(|read| object_json(&read.object, store::wall_clock_ms()));
+    result_json(outcome)
+}
+
+fn result_json(outcome: Result<Map<String, Value>, ApiError>) -> Value {
     match outcome {
         Ok(result) => Value::Object(result),
         Err(e) => json!({ "status": e.status_code().as_u16(), "error": e.to_string() }),

@@ -139,6 +139,18 @@ impl StorageEngine for DiskEngine {
         self.after_write()
     }
 
+    fn put_many(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> StorageResult<()> {
+        for (key, _) in entries {
+            super::check_key(key)?;
+        }
+        let mut batch = self.db.batch();
+        for (key, value) in entries {
+            batch.insert(&self.keyspace, key.as_slice(), value.as_slice());
+        }
+        batch.commit().map_err(engine_error)?;
+        self.after_write()
+    }
+
     fn scan_prefix(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.keyspace
             .prefix(prefix)

@@ -41,6 +41,17 @@ impl StorageEngine for MemoryEngine {
         Ok(())
     }
 
+    fn put_many(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> StorageResult<()> {
+        for (key, _) in entries {
+            super::check_key(key)?;
+        }
+        let mut map = self.write();
+        for (key, value) in entries {
+            map.insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
     fn delete(&self, key: &[u8]) -> StorageResult<()> {
         super::check_key(key)?;
         self.write().remove(key);

@@ -78,6 +78,10 @@ pub(crate) fn check_key(key: &[u8]) -> StorageResult<()> {
 pub trait StorageEngine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
     fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()>;
+    /// Puts every entry, in one write where the engine can (one journal
+    /// append on disk, all or nothing); returns once they all survive the
+    /// process being killed, like `put`.
+    fn put_many(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> StorageResult<()>;
     fn delete(&self, key: &[u8]) -> StorageResult<()>;
     /// Every key that starts with `prefix`, with its value, in key order.
     /// Meant for small sets a node keeps beside its data (such as hints),
@@ -167,6 +171,16 @@ pub(crate) fn check_engine_contract(engine: &dyn StorageEngine) {
         walked, expected,
         "every key once, in order, none outside the prefix"
     );
+    engine
+        .put_many(&[
+            (b"m/1".to_vec(), b"a".to_vec()),
+            (b"m/2".to_vec(), b"b".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(engine.get(b"m/2").unwrap().as_deref(), Some(&b"b"[..]));
+    assert!(engine
+        .put_many(&[(b"ok".to_vec(), vec![]), (vec![], vec![])])
+        .is_err());
     let big = vec![7u8; 1 << 20];
     engine.put(b"big", &big).unwrap();
     assert_eq!(engine.get(b"big").unwrap(), Some(big));

@@ -198,6 +198,33 @@ pub(super) fn merge_received(
     (merged, refused)
 }
 
+/// A `WriteEach`: each item taken as a `Write` of its own would be (by a
+/// home replica, or a stand-in keeping a hint), stored in one write.
+pub(super) fn merge_each(
+    items: Vec<(Key, Object, Option<NodeId>)>,
+    view: &ClusterView,
+    local: &mut LocalCopies,
+    hints: &mut super::hinted::HintKeeper,
+) -> ReplicaReply {
+    let homes = view.homes();
+    let taken: Vec<usize> = (0..items.len())
+        .filter(|&i| homes.takes_write(&items[i].0, items[i].2.is_some()))
+        .collect();
+    let copies: Vec<(&str, &Object)> = taken
+        .iter()
+        .map(|&i| (items[i].0.as_str(), &items[i].1))
+        .collect();
+    let held = local.merge_many(&copies);
+    let mut stored = vec![false; items.len()];
+    for (&i, held) in taken.iter().zip(held) {
+        stored[i] = held;
+        if let (true, Some(owner)) = (held, items[i].2) {
+            hints.keep(&items[i].0, &[owner], view.local_id());
+        }
+    }
+    ReplicaReply::StoredEach(stored)
+}
+
 /// A `WriteBatch` or `HandOver`: merged as [`merge_received`] says, with
 /// how many were stored and refused.
 pub(super) fn merge_batch(

@@ -275,6 +275,86 @@ impl LocalCopies {
         let dot = object.write_above(self.local_id, self.counters.issued, context, payload)?;
         self.reserve(dot.counter)?;
         self.counters.issued = dot.counter;
+        self.within_limits(key, &object)?;
+        self.store(key, before.is_some(), &object)?;
+        self.trees.note(key, before, entry(key, &object));
+        let mut written = context.clone();
+        written.add(dot);
+        Ok((written, object))
+    }
+
+    /// Versions many client writes of distinct keys in one pass and one
+    /// storage write, each as [`LocalCopies::version`] would. `None` for a
+    /// write whose context this copy does not hold (it takes the single
+    /// path, which looks the context up). If storage fails, every write
+    /// fails and nothing changed.
+    pub(super) fn version_many(
+        &mut self,
+        writes: &[(&str, &VersionVector, &Payload)],
+    ) -> Vec<Option<Result<(VersionVector, Object), StoreError>>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut staged = Vec::new();
+        let mut issued = self.counters.issued;
+        for &(key, context, payload) in writes {
+            let mut object = match self.read(key) {
+                Ok(object) => object,
+                Err(e) => {
+                    outcomes.push(Some(Err(e)));
+                    continue;
+                }
+            };
+            if !object.clock().descends(context) {
+                outcomes.push(None);
+                continue;
+            }
+            let before = entry(key, &object);
+            let dot = match object.write_above(self.local_id, issued, context, payload.clone()) {
+                Ok(dot) => dot,
+                Err(e) => {
+                    outcomes.push(Some(Err(e.into())));
+                    continue;
+                }
+            };
+            issued = dot.counter;
+            if let Err(e) = self.within_limits(key, &object) {
+                outcomes.push(Some(Err(e)));
+                continue;
+            }
+            let mut written = context.clone();
+            written.add(dot);
+            staged.push((outcomes.len(), key, before, object.clone()));
+            outcomes.push(Some(Ok((written, object))));
+        }
+        let mut entries = Vec::with_capacity(staged.len() * 2);
+        for (_, key, before, object) in &staged {
+            if before.is_none() {
+                entries.push((order_key(key), Vec::new()));
+            }
+            entries.push((data_key(key), object.encode()));
+        }
+        let stored = self
+            .reserve(issued)
+            .and_then(|()| Ok(self.engine.put_many(&entries)?));
+        if let Err(e) = stored {
+            let reason = e.to_string();
+            for (index, ..) in &staged {
+                outcomes[*index] = Some(Err(StoreError::Storage(
+                    crate::storage::StorageError::Engine(reason.clone()),
+                )));
+            }
+            return outcomes;
+        }
+        self.counters.issued = issued;
+        for (_, key, before, object) in &staged {
+            self.trees.note(key, *before, entry(key, object));
+            self.watches.changed(key);
+        }
+        outcomes
+    }
+
+    /// Refuses a versioned copy with more siblings or bytes than a write
+    /// may leave, and warns as a key crosses the sibling mark.
+    fn within_limits(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         let siblings = object.siblings().len();
         if siblings > self.limits.max_siblings {
             return Err(StoreError::TooManySiblings {
@@ -296,11 +376,50 @@ impl LocalCopies {
                 tracing::warn!(key, siblings, limit = self.limits.max_siblings, "a key holds many concurrent versions; its writers should write with the context of a read");
             }
         }
-        self.store(key, before.is_some(), &object)?;
-        self.trees.note(key, before, entry(key, &object));
-        let mut written = context.clone();
-        written.add(dot);
-        Ok((written, object))
+        Ok(())
+    }
+
+    /// Folds many received copies of distinct keys in, as
+    /// [`LocalCopies::merge`] would each, in one storage write: whether
+    /// each is held now (taken, or already covered). If storage fails, none
+    /// is.
+    pub(super) fn merge_many(&mut self, incoming: &[(&str, &Object)]) -> Vec<bool> {
+        let now = Instant::now();
+        let mut held = vec![false; incoming.len()];
+        let mut staged = Vec::new();
+        for (index, &(key, copy)) in incoming.iter().enumerate() {
+            let Ok(mut object) = self.read(key) else {
+                continue;
+            };
+            if self.purged.absorbs(key, copy, now) {
+                self.metrics.tombstones_refused_after_purge.inc();
+                held[index] = true;
+                continue;
+            }
+            let before = entry(key, &object);
+            if object.merge(copy) {
+                staged.push((index, key, before, object));
+            } else {
+                held[index] = true;
+            }
+        }
+        let mut entries = Vec::with_capacity(staged.len() * 2);
+        for (_, key, before, object) in &staged {
+            if before.is_none() {
+                entries.push((order_key(key), Vec::new()));
+            }
+            entries.push((data_key(key), object.encode()));
+        }
+        if let Err(e) = self.engine.put_many(&entries) {
+            tracing::warn!(error = %e, "could not store received copies");
+            return held;
+        }
+        for (index, key, before, object) in &staged {
+            held[*index] = true;
+            self.trees.note(key, *before, entry(key, object));
+            self.watches.changed(key);
+        }
+        held
     }
 
     /// Removes this node's copy of `key` if it still holds exactly `dots`.
