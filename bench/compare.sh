@@ -168,8 +168,10 @@ LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.l
   grep '"kind":\["bench"\]' | grep '"name":"load"' | grep -o '"executable":"[^"]*"' |
   tail -1 | cut -d'"' -f4) || true
 [[ -x $LOAD ]] || { tail -30 "$WORK/build.log" >&2; die "building the load tool failed"; }
-DND=$ROOT/target/release/dnd
-CEILING=$ROOT/target/release/examples/ceiling
+# Where cargo built them: CARGO_TARGET_DIR if set, as cargo itself does.
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+DND=$TARGET/release/dnd
+CEILING=$TARGET/release/examples/ceiling
 
 # ---------------------------------------------------------------------------
 # Helpers

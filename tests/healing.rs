@@ -400,6 +400,47 @@ async fn tombstones_are_collected_only_once_every_replica_holds_them() {
     }
 }
 
+/// An expired value is collected like a tombstone: once its deadline and
+/// the grace have passed and every replica holds it, no replica keeps it.
+#[actix_rt::test]
+async fn expired_values_are_collected_like_tombstones() {
+    let cluster = Cluster::start_with(3, StorageKind::Memory, |c| {
+        c.anti_entropy_interval = Duration::from_millis(100);
+        c.tombstone_grace = Duration::ZERO;
+    })
+    .await;
+    let a = cluster.slots[0].http();
+    for k in 0..10 {
+        assert_eq!(
+            put(a, &format!("brief{k}?ttl=1&w=all"), "v").await.status,
+            204
+        );
+    }
+    assert_eq!(put(a, "kept?w=all", "v").await.status, 204);
+    assert_eq!(copies(&cluster, "brief3").await, 3);
+    eventually(
+        HEAL,
+        "the expired values to be collected everywhere",
+        || async {
+            for k in 0..10 {
+                if copies(&cluster, &format!("brief{k}")).await > 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        copies(&cluster, "kept").await,
+        3,
+        "a value without a TTL stays"
+    );
+    for slot in cluster.running() {
+        assert_eq!(get(slot.http(), "brief3?r=all").await.status, 404);
+    }
+}
+
 #[actix_rt::test]
 async fn a_peer_that_lies_or_sends_garbage_changes_nothing() {
     let cluster = Cluster::start(1, StorageKind::Memory).await;

@@ -46,11 +46,18 @@ pub async fn client_gone(req: &HttpRequest) {
     let Some(stream) = watched_stream(req) else {
         return std::future::pending().await;
     };
+    let mut byte = [0u8; 1];
     loop {
         match stream.ready(Interest::READABLE).await {
-            Ok(ready) if ready.is_read_closed() => return,
-            Ok(_) => tokio::time::sleep(RECHECK).await,
+            Ok(ready) if ready.is_read_closed() || ready.is_error() => return,
+            Ok(_) => {}
             Err(_) => return,
+        }
+        // Readable: the end of the stream (or a reset) if nothing is left
+        // to read, else bytes actix-web has not read yet.
+        match stream.peek(&mut byte).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(RECHECK).await,
         }
     }
 }
