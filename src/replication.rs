@@ -17,8 +17,6 @@ use crate::node_id::NodeId;
 use crate::ring::{key_hash, Ring};
 
 pub const DEFAULT_REPLICAS: usize = 3;
-pub const DEFAULT_READ_QUORUM: usize = 2;
-pub const DEFAULT_WRITE_QUORUM: usize = 2;
 
 /// The cluster's replication settings: every node of a cluster must use the
 /// same ones.
@@ -36,8 +34,8 @@ impl Default for Replication {
     fn default() -> Self {
         Replication {
             replicas: DEFAULT_REPLICAS,
-            read_quorum: DEFAULT_READ_QUORUM,
-            write_quorum: DEFAULT_WRITE_QUORUM,
+            read_quorum: Replication::majority_of(DEFAULT_REPLICAS),
+            write_quorum: Replication::majority_of(DEFAULT_REPLICAS),
         }
     }
 }
@@ -53,6 +51,12 @@ pub enum QuorumError {
 }
 
 impl Replication {
+    /// A majority of `replicas`: the R and W a node takes when not told,
+    /// so that R + W > N and every read meets the last write.
+    pub fn majority_of(replicas: usize) -> usize {
+        replicas / 2 + 1
+    }
+
     /// Checks the settings themselves: 1 ≤ R, W ≤ N.
     pub fn validate(&self) -> Result<(), QuorumError> {
         for quorum in [self.read_quorum, self.write_quorum] {

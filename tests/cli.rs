@@ -394,3 +394,68 @@ async fn flags_can_come_from_the_environment_and_sigterm_stops_cleanly() {
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
 }
+
+/// R and W default to a majority of N: one replica runs as it is, five
+/// get three and three, and a quorum given on the command line still wins.
+#[actix_rt::test]
+async fn quorums_default_to_a_majority_of_the_replicas() {
+    for (args, expected) in [
+        (vec!["--replicas", "1", "start"], (1, 1, 1)),
+        (vec!["--replicas", "5", "start"], (5, 3, 3)),
+        (
+            vec!["--replicas", "5", "--write-quorum", "2", "start"],
+            (5, 3, 2),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = DndProcess::spawn(dir.path(), &args);
+        wait_until_serving(&node).await;
+        let mut ring = client()
+            .get(node.http("/cluster/ring"))
+            .send()
+            .await
+            .unwrap();
+        let ring: Value = ring.json().await.unwrap();
+        let got = (
+            ring["replicas"].as_u64().unwrap(),
+            ring["read_quorum"].as_u64().unwrap(),
+            ring["write_quorum"].as_u64().unwrap(),
+        );
+        assert_eq!(got, expected, "{args:?}");
+        let put = client()
+            .put(node.http("/kv/k"))
+            .send_body("v")
+            .await
+            .unwrap();
+        assert_eq!(
+            put.status().as_u16(),
+            204,
+            "{args:?}: a lone node takes writes"
+        );
+    }
+}
+
+/// Logs written to a file or a pipe carry no colour escapes.
+#[actix_rt::test]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = DndProcess::spawn_with(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["-v", "start"],
+        std::process::Stdio::piped(),
+    );
+    wait_until_serving(&node).await;
+    node.signal("-TERM");
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    node.child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("node started"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour escapes in: {stderr}");
+}

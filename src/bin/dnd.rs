@@ -178,15 +178,15 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
     replicas: usize,
 
-    /// R: replicas that must answer a read (per request: ?r=).
-    #[arg(long, global = true, env = "DND_READ_QUORUM", default_value_t = replication::DEFAULT_READ_QUORUM,
+    /// R: replicas that must answer a read (per request: ?r=) [default: a majority of --replicas].
+    #[arg(long, global = true, env = "DND_READ_QUORUM",
           value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
-    read_quorum: usize,
+    read_quorum: Option<usize>,
 
-    /// W: replicas that must store a write before it is acknowledged (per request: ?w=).
-    #[arg(long, global = true, env = "DND_WRITE_QUORUM", default_value_t = replication::DEFAULT_WRITE_QUORUM,
+    /// W: replicas that must store a write before it is acknowledged (per request: ?w=) [default: a majority of --replicas].
+    #[arg(long, global = true, env = "DND_WRITE_QUORUM",
           value_parser = clap::value_parser!(u64).range(1..=16).map(|v| v as usize))]
-    write_quorum: usize,
+    write_quorum: Option<usize>,
 
     /// Tokens per node on the hash ring. The same on every node of a cluster.
     #[arg(long, global = true, env = "DND_VNODES", default_value_t = ring::DEFAULT_VNODES,
@@ -444,10 +444,11 @@ impl Cli {
             ));
         }
         let probe_timeout = Duration::from_millis(probe_timeout_ms.max(1));
+        let majority = Replication::majority_of(self.replicas);
         let replication = Replication {
             replicas: self.replicas,
-            read_quorum: self.read_quorum,
-            write_quorum: self.write_quorum,
+            read_quorum: self.read_quorum.unwrap_or(majority),
+            write_quorum: self.write_quorum.unwrap_or(majority),
         };
         replication.validate().map_err(|e| {
             anyhow!("--read-quorum and --write-quorum must be at most --replicas: {e}")
@@ -555,9 +556,13 @@ fn init_logging(verbose: u8, quiet: u8) {
         _ => "error",
     };
     let filter = EnvFilter::try_from_env("DND_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour only for a person at a terminal: a log file or a journal gets
+    // plain text, without escape codes.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
