@@ -459,3 +459,36 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(stderr.contains("node started"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colour escapes in: {stderr}");
 }
+
+/// `--log-format json`: every line is one JSON object a collector can read.
+#[actix_rt::test]
+async fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = DndProcess::spawn_with(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["-v", "--log-format", "json", "start"],
+        std::process::Stdio::piped(),
+    );
+    wait_until_serving(&node).await;
+    node.signal("-TERM");
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    node.child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "node started" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+}

@@ -54,6 +54,11 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     quiet: u8,
 
+    /// How log lines are written to stderr: `text` for people (in colour
+    /// at a terminal), `json` one object a line for a log collector.
+    #[arg(long, global = true, env = "DND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     /// Where the node keeps its id and data [default: ./dnd-data/ADDRESS-PORT].
     #[arg(long, global = true, env = "DND_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -371,6 +376,12 @@ enum TokenAction {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum RoleArg {
     Read,
@@ -547,7 +558,7 @@ fn resolve(peer: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("peer {peer:?} resolves to no address"))
 }
 
-fn init_logging(verbose: u8, quiet: u8) {
+fn init_logging(verbose: u8, quiet: u8, format: LogFormat) {
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
@@ -559,11 +570,13 @@ fn init_logging(verbose: u8, quiet: u8) {
     // Colour only for a person at a terminal: a log file or a journal gets
     // plain text, without escape codes.
     use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -951,7 +964,7 @@ fn run_dev(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
     let outcome = match cli.command {
         Command::Keygen => {
             use std::io::Write;
