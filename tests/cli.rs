@@ -435,15 +435,15 @@ async fn quorums_default_to_a_majority_of_the_replicas() {
     }
 }
 
-/// Logs written to a file or a pipe carry no colour escapes.
-#[actix_rt::test]
-async fn logs_to_a_pipe_have_no_colour_codes() {
+/// What a node started with `args` writes to stderr, piped, until it has
+/// served HTTP and stopped on SIGTERM.
+async fn stderr_of_a_run(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut node = DndProcess::spawn_with(
         dir.path(),
         free_port(),
         free_port(),
-        &["-v", "start"],
+        args,
         std::process::Stdio::piped(),
     );
     wait_until_serving(&node).await;
@@ -456,6 +456,13 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
         .expect("piped stderr")
         .read_to_string(&mut stderr)
         .unwrap();
+    stderr
+}
+
+/// Logs written to a file or a pipe carry no colour escapes.
+#[actix_rt::test]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let stderr = stderr_of_a_run(&["-v", "start"]).await;
     assert!(stderr.contains("node started"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colour escapes in: {stderr}");
 }
@@ -463,24 +470,7 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
 /// `--log-format json`: every line is one JSON object a collector can read.
 #[actix_rt::test]
 async fn json_logs_are_one_object_a_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = DndProcess::spawn_with(
-        dir.path(),
-        free_port(),
-        free_port(),
-        &["-v", "--log-format", "json", "start"],
-        std::process::Stdio::piped(),
-    );
-    wait_until_serving(&node).await;
-    node.signal("-TERM");
-    let mut stderr = String::new();
-    use std::io::Read as _;
-    node.child
-        .stderr
-        .take()
-        .expect("piped stderr")
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of_a_run(&["-v", "--log-format", "json", "start"]).await;
     let lines: Vec<Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))

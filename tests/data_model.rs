@@ -77,6 +77,19 @@ async fn send(
     }
 }
 
+/// `POST /kv/_batch` with `body`, as JSON.
+async fn batch(http: SocketAddr, body: &Value) -> Answer {
+    let json_body = [("content-type", "application/json")];
+    send(
+        "POST",
+        http,
+        "/kv/_batch",
+        &json_body,
+        Some(&body.to_string()),
+    )
+    .await
+}
+
 async fn put(http: SocketAddr, key: &str, value: &str) -> Answer {
     send("PUT", http, &format!("/kv/{key}"), &[], Some(value)).await
 }
@@ -359,14 +372,7 @@ async fn a_batch_answers_each_operation_and_a_bad_one_applies_nothing() {
         {"op": "get", "key": "a"},
         {"op": "get", "key": "b"},
     ]});
-    let answer = send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&body.to_string()),
-    )
-    .await;
+    let answer = batch(http, &body).await;
     assert_eq!(
         answer.status,
         200,
@@ -392,14 +398,7 @@ async fn a_batch_answers_each_operation_and_a_bad_one_applies_nothing() {
     // Writing back the context a batch gave replaces.
     let context = results[0]["context"].as_str().unwrap();
     let replace = json!({"ops": [{"op": "put", "key": "c", "value": "x"}, {"op": "put", "key": "a", "value": "two", "context": context}]});
-    let replaced = send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&replace.to_string()),
-    )
-    .await;
+    let replaced = batch(http, &replace).await;
     assert_eq!(replaced.status, 200);
 
     // A malformed operation anywhere: 400, and nothing applied.
@@ -413,14 +412,7 @@ async fn a_batch_answers_each_operation_and_a_bad_one_applies_nothing() {
         json!({"ops": [{"op": "put", "key": "n1", "value": "x", "extra": 1}]}),
         json!({"operations": []}),
     ] {
-        let refused = send(
-            "POST",
-            http,
-            "/kv/_batch",
-            &json_body,
-            Some(&bad.to_string()),
-        )
-        .await;
+        let refused = batch(http, &bad).await;
         assert_eq!(refused.status, 400, "{bad}");
         assert!(refused.json()["error"].is_string());
     }
@@ -434,14 +426,7 @@ async fn a_batch_answers_each_operation_and_a_bad_one_applies_nothing() {
     let too_many: Vec<Value> = (0..1001)
         .map(|i| json!({"op": "get", "key": format!("k{i}")}))
         .collect();
-    let over = send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&json!({"ops": too_many}).to_string()),
-    )
-    .await;
+    let over = batch(http, &json!({"ops": too_many})).await;
     assert_eq!(over.status, 413);
     assert_eq!(send("GET", http, "/kv/_batch", &[], None).await.status, 405);
     for reserved in ["/kv/_batch2", "/kv/_", "/kv/%5Fx"] {
@@ -665,18 +650,10 @@ async fn a_batch_on_a_cluster_stores_each_write_on_its_replicas_and_catches_up_a
     })
     .await;
     let http = cluster.slots[0].http();
-    let json_body = [("content-type", "application/json")];
     let ops: Vec<Value> = (0..200)
         .map(|i| json!({"op": "put", "key": format!("b{i:03}"), "value": format!("v{i}")}))
         .collect();
-    let answer = send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&json!({"ops": ops}).to_string()),
-    )
-    .await;
+    let answer = batch(http, &json!({"ops": ops})).await;
     assert_eq!(answer.status, 200);
     let results = answer.json()["results"].as_array().unwrap().clone();
     assert!(results.iter().all(|r| r["status"] == 204), "{results:?}");
@@ -694,14 +671,7 @@ async fn a_batch_on_a_cluster_stores_each_write_on_its_replicas_and_catches_up_a
     let context = results[0]["context"].as_str().unwrap();
     let replace =
         json!({"ops": [{"op": "put", "key": "b000", "value": "new", "context": context}]});
-    send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&replace.to_string()),
-    )
-    .await;
+    batch(http, &replace).await;
     let read = send("GET", http, "/kv/b000?r=all", &[], None).await;
     assert_eq!((read.status, read.body.clone()), (200, b"new".to_vec()));
 
@@ -709,14 +679,7 @@ async fn a_batch_on_a_cluster_stores_each_write_on_its_replicas_and_catches_up_a
     let ops: Vec<Value> = (0..50)
         .map(|i| json!({"op": "put", "key": format!("d{i:03}"), "value": "while down"}))
         .collect();
-    let answer = send(
-        "POST",
-        http,
-        "/kv/_batch",
-        &json_body,
-        Some(&json!({"ops": ops}).to_string()),
-    )
-    .await;
+    let answer = batch(http, &json!({"ops": ops})).await;
     assert_eq!(answer.status, 200);
     let results = answer.json()["results"].as_array().unwrap().clone();
     assert!(
