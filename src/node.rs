@@ -305,7 +305,7 @@ impl Node {
         {
             Ok(Ok(Some(report))) => tracing::info!(
                 keys_sent = report.progress.keys_sent,
-                state = report.state,
+                state = ?report.state,
                 "data handed over before leaving"
             ),
             Ok(Ok(None)) => {}

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::condition::Condition;
+use crate::data::handoff::HandoffView;
 use crate::key::Key;
 use crate::keyring::{KeyringChange, KeyringView};
 use crate::merkle::BucketEntries;
@@ -94,6 +95,8 @@ pub enum ReplicaRequest {
     /// `dnd keyring` on another member: apply this change to the
     /// receiver's keyring, or with `None` only say what it holds.
     Keyring(Option<KeyringChange>),
+    /// What the receiver holds and owes, for `/cluster/status`.
+    Stats,
 }
 
 impl ReplicaRequest {
@@ -115,6 +118,7 @@ impl ReplicaRequest {
             ReplicaRequest::Watch { .. } => "watch",
             ReplicaRequest::Changed { .. } => "changed",
             ReplicaRequest::Keyring(_) => "keyring",
+            ReplicaRequest::Stats => "stats",
         }
     }
 }
@@ -171,6 +175,21 @@ pub enum ReplicaReply {
         size: usize,
         limit: usize,
     },
+    /// The answer to `Stats`.
+    Stats(Box<NodeStats>),
+}
+
+/// What one node holds and owes, as an operator sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Keys held, tombstones included until they are collected
+    /// (approximate: the storage engine's own count).
+    pub keys: u64,
+    /// Bytes the storage engine holds (on disk: its files).
+    pub bytes: u64,
+    /// Hints kept for other nodes, not yet handed over.
+    pub hints_pending: u64,
+    pub handoff: HandoffView,
 }
 
 /// A client's write: one shape from the HTTP layer to the home replica

@@ -607,3 +607,74 @@ async fn a_replica_that_purged_a_tombstone_first_is_not_handed_it_back() {
         assert_eq!(get(slot.http(), "gone?r=all").await.status, 404);
     }
 }
+
+/// `/cluster/status` from one node: every member with what it holds, and
+/// a verdict that turns when a member stops and hints pile up for it.
+#[actix_rt::test]
+async fn the_status_shows_every_node_and_says_why_the_cluster_is_unhealthy() {
+    let mut cluster = Cluster::start(3, StorageKind::Memory).await;
+    cluster.wait_until_all_see_all().await;
+    for i in 0..30 {
+        assert_eq!(
+            put(cluster.slots[0].http(), &format!("s{i}"), "v")
+                .await
+                .status,
+            204
+        );
+    }
+    let status_of = |http| async move {
+        let mut reply = client()
+            .get(format!("http://{http}/cluster/status"))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = reply.json().await.ok()?;
+        Some(body)
+    };
+    let http0 = cluster.slots[0].http();
+    let healthy = eventually(HEAL, "a healthy status", || async {
+        let body = status_of(http0).await?;
+        (body["healthy"] == true).then_some(body)
+    })
+    .await;
+    let nodes = healthy["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{healthy}");
+    assert_eq!(healthy["problems"], serde_json::json!([]));
+    let shares: f64 = nodes
+        .iter()
+        .map(|n| n["ring_share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-6, "shares add up to {shares}");
+    for node in nodes {
+        assert_eq!(node["state"], "alive", "{node}");
+        // N = 3 on three nodes: every node holds every key.
+        assert_eq!(node["stats"]["keys"], 30, "{node}");
+        assert!(node["stats"]["bytes"].as_u64().unwrap() > 30 * 2, "{node}");
+        assert_eq!(node["stats"]["hints_pending"], 0, "{node}");
+    }
+
+    let stopped = cluster.ids()[2].clone();
+    cluster.stop(2).await;
+    // Writes go on; the stand-ins keep hints for the stopped node.
+    for i in 0..10 {
+        put(http0, &format!("t{i}"), "v").await;
+    }
+    let unhealthy = eventually(HEAL, "a status naming the stopped node", || async {
+        let body = status_of(http0).await?;
+        let problems = body["problems"].as_array()?.clone();
+        (body["healthy"] == false
+            && problems
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.contains(&stopped))))
+        .then_some(body)
+    })
+    .await;
+    let gone = unhealthy["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == stopped.as_str())
+        .expect("the stopped node is still listed");
+    assert!(gone["stats"].is_null(), "{gone}");
+    assert!(gone["stats_error"].is_string(), "{gone}");
+}

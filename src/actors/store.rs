@@ -50,14 +50,15 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture, Supervised};
 
+pub use crate::data::handoff::{HandoffReport, HandoffView};
 pub use api::{
-    ClientWrite, Delete, FromPeer, Get, LocalCopy, Put, ReadOutcome, StoreConfig, StoreError,
-    Supersedes,
+    ClientWrite, Delete, FromPeer, Get, LocalCopy, LocalStats, Put, ReadOutcome, StoreConfig,
+    StoreError, Supersedes,
 };
 pub use collect::wall_clock_ms;
 pub use inbound::serve_peers;
 pub use list::List;
-pub use ring_change::{HandOffForLeave, HandoffReport, HandoffStatus, HandoffView};
+pub use ring_change::{HandOffForLeave, HandoffStatus};
 pub use watch::{Watch, WatchOutcome, Watching, MAX_OPEN_WATCHES};
 pub use write_many::PutMany;
 
@@ -80,7 +81,7 @@ use crate::data::placement::keeps_settled_ring;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::PeerClient;
-use crate::replica::{ReplicaReply, ReplicaRequest, Written};
+use crate::replica::{NodeStats, ReplicaReply, ReplicaRequest, Written};
 use crate::replication::Quorum;
 use crate::storage::StorageEngine;
 use crate::version::Dot;
@@ -190,6 +191,16 @@ impl Store {
 
     /// Pings every peer set aside whose ping is due; an answer takes it
     /// back (see `reachability`).
+    fn stats(&self) -> NodeStats {
+        let hints = self.hints.pending();
+        NodeStats {
+            keys: self.local.approximate_keys(hints),
+            bytes: self.local.engine().approximate_bytes(),
+            hints_pending: hints as u64,
+            handoff: self.handoff.status(),
+        }
+    }
+
     fn ping_set_aside(&self) {
         let reachability = self.view.reachability();
         for node in reachability.due_for_ping(std::time::Instant::now()) {
@@ -319,6 +330,7 @@ impl Store {
                 self.watches.changed(&key);
                 ReplicaReply::Stored
             }
+            ReplicaRequest::Stats => ReplicaReply::Stats(Box::new(self.stats())),
             // Answered beside the Store (`inbound`) and refused at its door.
             ReplicaRequest::Keyring(_) => {
                 ReplicaReply::Refused("a keyring request is not the store's".into())
@@ -588,6 +600,14 @@ impl Handler<ring_change::Retry> for Store {
 
     fn handle(&mut self, _msg: ring_change::Retry, ctx: &mut Self::Context) {
         self.handoff.retry(&mut self.view, &mut self.local, ctx);
+    }
+}
+
+impl Handler<LocalStats> for Store {
+    type Result = actix::MessageResult<LocalStats>;
+
+    fn handle(&mut self, _msg: LocalStats, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.stats())
     }
 }
 

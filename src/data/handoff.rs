@@ -9,11 +9,59 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::placement::home_of;
 use crate::node_id::NodeId;
 use crate::replication::Replication;
 use crate::ring::Ring;
 use crate::version::{Dot, Object};
+
+/// Where a ring-change job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Done,
+    /// Some sends failed; the job runs again.
+    Incomplete,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub keys_scanned: u64,
+    pub keys_sent: u64,
+    pub bytes_sent: u64,
+    pub keys_dropped: u64,
+    pub failed_sends: u64,
+    /// Per receiving node: what it was sent.
+    pub to_nodes: BTreeMap<String, TargetProgress>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TargetProgress {
+    pub keys: u64,
+    pub bytes: u64,
+    pub failed: u64,
+}
+
+/// How a ring change went (or is going), for `/cluster/handoff`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandoffReport {
+    pub state: JobState,
+    pub from_nodes: usize,
+    pub to_nodes: usize,
+    pub elapsed_ms: u64,
+    pub progress: Progress,
+}
+
+/// The ring change under way and the last one finished, as operators see
+/// it (`/cluster/handoff`, `/cluster/status`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandoffView {
+    pub running: Option<HandoffReport>,
+    pub last: Option<HandoffReport>,
+}
 
 /// What one key needs from this node in a ring change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,6 +17,7 @@ mod kv;
 mod list;
 mod node;
 mod params;
+mod status;
 
 use std::time::Duration;
 
@@ -88,6 +89,7 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     kv::routes(cfg);
     cluster::routes(cfg);
+    status::routes(cfg);
     keyring::routes(cfg);
     node::routes(cfg);
 }

@@ -28,7 +28,7 @@ use thiserror::Error;
 /// layout. 3: a forwarded write carries the client's write as it is and
 /// the copies it needs; keys are checked as they decode. 4: values carry
 /// a deadline; listings, watches and conditional writes.
-pub const PEER_PROTOCOL_VERSION: u16 = 4;
+pub const PEER_PROTOCOL_VERSION: u16 = 5;
 
 /// The length prefix in front of every body.
 pub const LENGTH_PREFIX_BYTES: usize = 4;

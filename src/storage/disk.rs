@@ -189,6 +189,12 @@ impl StorageEngine for DiskEngine {
         self.keyspace.approximate_len() as u64
     }
 
+    fn approximate_bytes(&self) -> u64 {
+        // The journal and every table file; an error reading a size only
+        // makes the figure smaller, and it is only ever shown.
+        self.db.disk_space().unwrap_or(0)
+    }
+
     fn name(&self) -> &'static str {
         "disk"
     }

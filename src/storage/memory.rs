@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{StorageEngine, StorageResult};
@@ -16,6 +17,8 @@ use super::{StorageEngine, StorageResult};
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
     entries: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Bytes of every key and value held, changed only under the write lock.
+    bytes: AtomicU64,
 }
 
 impl MemoryEngine {
@@ -27,6 +30,19 @@ impl MemoryEngine {
     fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn insert(&self, map: &mut BTreeMap<Vec<u8>, Vec<u8>>, key: &[u8], value: &[u8]) {
+        let added = (key.len() + value.len()) as u64;
+        match map.insert(key.to_vec(), value.to_vec()) {
+            Some(old) => {
+                self.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
+            }
+            None => {
+                self.bytes.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl StorageEngine for MemoryEngine {
@@ -37,7 +53,7 @@ impl StorageEngine for MemoryEngine {
 
     fn put(&self, key: &[u8], value: &[u8]) -> StorageResult<()> {
         super::check_key(key)?;
-        self.write().insert(key.to_vec(), value.to_vec());
+        self.insert(&mut self.write(), key, value);
         Ok(())
     }
 
@@ -47,14 +63,17 @@ impl StorageEngine for MemoryEngine {
         }
         let mut map = self.write();
         for (key, value) in entries {
-            map.insert(key.clone(), value.clone());
+            self.insert(&mut map, key, value);
         }
         Ok(())
     }
 
     fn delete(&self, key: &[u8]) -> StorageResult<()> {
         super::check_key(key)?;
-        self.write().remove(key);
+        if let Some(old) = self.write().remove(key) {
+            self.bytes
+                .fetch_sub((key.len() + old.len()) as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -85,6 +104,10 @@ impl StorageEngine for MemoryEngine {
         self.read().len() as u64
     }
 
+    fn approximate_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }
@@ -97,5 +120,24 @@ mod tests {
     #[test]
     fn the_memory_engine_keeps_the_contract() {
         super::super::check_engine_contract(&MemoryEngine::default());
+    }
+
+    #[test]
+    fn bytes_held_follow_puts_overwrites_and_deletes() {
+        let engine = MemoryEngine::default();
+        engine.put(b"ab", b"1234").unwrap();
+        assert_eq!(engine.approximate_bytes(), 6);
+        engine.put(b"ab", b"12").unwrap();
+        assert_eq!(engine.approximate_bytes(), 4);
+        engine
+            .put_many(&[
+                (b"c".to_vec(), b"x".to_vec()),
+                (b"ab".to_vec(), b"".to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(engine.approximate_bytes(), 4);
+        engine.delete(b"ab").unwrap();
+        engine.delete(b"never").unwrap();
+        assert_eq!(engine.approximate_bytes(), 2);
     }
 }

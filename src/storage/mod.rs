@@ -99,6 +99,9 @@ pub trait StorageEngine: Send + Sync + 'static {
     /// The number of keys; may be approximate for engines that cannot count
     /// cheaply.
     fn approximate_len(&self) -> u64;
+    /// The bytes the engine holds (on disk: its files, journal included);
+    /// for operators, not for decisions.
+    fn approximate_bytes(&self) -> u64;
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
 }

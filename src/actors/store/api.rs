@@ -141,6 +141,12 @@ pub struct Delete {
     pub quorum: Option<Quorum>,
 }
 
+/// What this node holds and owes (`/cluster/status`; other nodes ask it
+/// with `ReplicaRequest::Stats`).
+#[derive(Message, Debug)]
+#[rtype(result = "crate::replica::NodeStats")]
+pub struct LocalStats;
+
 /// This node's own copy of a key, as stored, without asking any replica:
 /// for operators and tests that look at one replica.
 #[derive(Message, Debug)]

@@ -111,6 +111,11 @@ impl HintKeeper {
         self.metrics.hints_pending.set(self.hints.len() as u64);
     }
 
+    /// Hints kept, not yet delivered.
+    pub(super) fn pending(&self) -> usize {
+        self.hints.len()
+    }
+
     pub(super) fn load(&mut self) {
         match self.engine.scan_prefix(&[HINT_PREFIX]) {
             Ok(entries) => {

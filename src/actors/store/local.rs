@@ -221,6 +221,18 @@ impl LocalCopies {
         Ok(())
     }
 
+    /// Keys held, from the engine's own count of its entries: each held
+    /// key is a data entry and a key-order mark; hints and the Store's
+    /// few own records are set aside. As approximate as that count.
+    pub(super) fn approximate_keys(&self, hints: usize) -> u64 {
+        let entries = self.engine.approximate_len();
+        let own = self
+            .engine
+            .scan_after(&[META_PREFIX], None, 64)
+            .map_or(0, |records| records.len());
+        entries.saturating_sub((hints + own) as u64) / 2
+    }
+
     pub(super) fn engine(&self) -> &Arc<dyn StorageEngine> {
         &self.engine
     }

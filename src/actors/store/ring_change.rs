@@ -12,21 +12,22 @@
 //! not move. Never merges what others send (that is the Store's inbound
 //! path) and never reads the member table but through [`ClusterView`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{AsyncContext, Context, Message, ResponseFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::hinted::HintKeeper;
 use super::local::LocalCopies;
 use super::view::ClusterView;
 use super::{ReplicaClient, Store};
-use crate::data::handoff::{drops_after_handoff, RingChange, StepPlan};
+use crate::data::handoff::{
+    drops_after_handoff, HandoffReport, HandoffView, JobState, Progress, RingChange, StepPlan,
+};
 use crate::key::Key;
 use crate::merkle::entry_hash;
 use crate::metrics::SharedMetrics;
@@ -57,7 +58,7 @@ struct RingJob {
 }
 
 impl RingJob {
-    fn report(&self, state: &'static str) -> HandoffReport {
+    fn report(&self, state: JobState) -> HandoffReport {
         HandoffReport {
             state,
             from_nodes: self.from.len(),
@@ -68,45 +69,10 @@ impl RingJob {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Progress {
-    pub keys_scanned: u64,
-    pub keys_sent: u64,
-    pub bytes_sent: u64,
-    pub keys_dropped: u64,
-    pub failed_sends: u64,
-    /// Per receiving node: what it was sent.
-    pub to_nodes: BTreeMap<String, TargetProgress>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TargetProgress {
-    pub keys: u64,
-    pub bytes: u64,
-    pub failed: u64,
-}
-
-/// How a ring change went (or is going), for `/cluster/handoff`.
-#[derive(Clone, Debug, Serialize)]
-pub struct HandoffReport {
-    /// `running`, `done`, or `incomplete` (some sends failed; it runs again).
-    pub state: &'static str,
-    pub from_nodes: usize,
-    pub to_nodes: usize,
-    pub elapsed_ms: u64,
-    pub progress: Progress,
-}
-
 /// The ring change under way and the last one finished.
 #[derive(Message, Debug)]
 #[rtype(result = "HandoffView")]
 pub struct HandoffStatus;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct HandoffView {
-    pub running: Option<HandoffReport>,
-    pub last: Option<HandoffReport>,
-}
 
 /// Hands every key this node holds to the nodes that hold it once this
 /// node is gone; answers when done. Sent by a node that leaves.
@@ -172,7 +138,7 @@ impl Handoff {
 
     pub(super) fn status(&self) -> HandoffView {
         HandoffView {
-            running: self.job.as_ref().map(|job| job.report("running")),
+            running: self.job.as_ref().map(|job| job.report(JobState::Running)),
             last: self.last.clone(),
         }
     }
@@ -409,11 +375,15 @@ impl Handoff {
         ctx: &mut Context<Store>,
     ) {
         let Some(job) = self.job.take() else { return };
-        let state = if job.failed { "incomplete" } else { "done" };
+        let state = if job.failed {
+            JobState::Incomplete
+        } else {
+            JobState::Done
+        };
         let report = job.report(state);
         tracing::info!(
             job = job.id,
-            state,
+            ?state,
             keys_sent = report.progress.keys_sent,
             keys_dropped = report.progress.keys_dropped,
             elapsed_ms = report.elapsed_ms,
