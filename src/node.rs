@@ -227,6 +227,8 @@ impl Node {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .wrap(actix_web::middleware::from_fn(http::auth::admit))
+                // Outermost, so that a refusal's log line carries the id too.
+                .wrap(actix_web::middleware::from_fn(http::request_id::tag))
                 .configure(http::routes)
                 .default_service(web::to(http::no_route))
         })

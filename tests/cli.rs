@@ -482,3 +482,67 @@ async fn json_logs_are_one_object_a_line() {
         "{stderr}"
     );
 }
+
+/// Every log line about a request carries its id: the client's own
+/// `X-Request-Id`, or one the node chose and answered with.
+#[actix_rt::test]
+async fn log_lines_about_a_request_carry_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = DndProcess::spawn_with(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["-vv", "--log-format", "json", "start"],
+        std::process::Stdio::piped(),
+    );
+    wait_until_serving(&node).await;
+    let chosen = client()
+        .get(node.http("/kv/some-key"))
+        .insert_header(("X-Request-Id", "trace-42.a_b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.status(), 404);
+    assert_eq!(
+        chosen.headers().get("x-request-id").unwrap(),
+        "trace-42.a_b"
+    );
+    // An id that could forge a log line is replaced, not refused.
+    let replaced = client()
+        .get(node.http("/kv/other-key"))
+        .insert_header(("X-Request-Id", "x y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 404);
+    let given = replaced
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_string();
+    assert_ne!(given, "x y");
+    node.signal("-TERM");
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    node.child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let served: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|l| l["fields"]["message"] == "request served")
+        .collect();
+    let with_id = |id: &str| {
+        served
+            .iter()
+            .find(|l| l["span"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line with request id {id} in {stderr}"))
+            .clone()
+    };
+    assert_eq!(with_id("trace-42.a_b")["span"]["path"], "/kv/some-key");
+    assert_eq!(with_id(&given)["fields"]["status"], 404);
+}

@@ -17,6 +17,7 @@ mod kv;
 mod list;
 mod node;
 mod params;
+pub mod request_id;
 mod status;
 
 use std::time::Duration;
