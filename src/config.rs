@@ -14,8 +14,12 @@ use crate::swim::SwimConfig;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The address this node binds and advertises for gossip and HTTP.
+    /// The address this node advertises to peers and clients for gossip,
+    /// the peer channel and HTTP; it also binds it unless `bind` is set.
     pub address: IpAddr,
+    /// The address to listen on when it is not the advertised one (such as
+    /// `0.0.0.0` inside a container whose reachable address is mapped).
+    pub bind: Option<IpAddr>,
     /// UDP port for gossip; 0 picks a free one.
     pub gossip_port: u16,
     /// TCP port for the HTTP API; 0 picks a free one.
@@ -97,11 +101,17 @@ impl Config {
         PathBuf::from("dnd-data").join(format!("{address}-{gossip_port}"))
     }
 
+    /// Where the node's sockets listen.
+    pub fn bind_address(&self) -> IpAddr {
+        self.bind.unwrap_or(self.address)
+    }
+
     /// A configuration for tests and embedding: loopback, ports picked by the
     /// OS, in-memory storage, one HTTP worker, a 200 ms protocol period.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         Config {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind: None,
             gossip_port: 0,
             http_port: 0,
             seed: None,

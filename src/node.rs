@@ -30,7 +30,7 @@ use crate::wire::{ClusterSettings, Codec};
 
 #[derive(Debug, Error)]
 pub enum StartError {
-    #[error("address {0} cannot be advertised to other members; give the address they should reach this node at")]
+    #[error("address {0} cannot be advertised to other members; give the address they should reach this node at (--advertise), and --bind {0} to listen on every interface")]
     UnspecifiedAddress(std::net::IpAddr),
     #[error("cannot use data directory {path}")]
     DataDir {
@@ -94,23 +94,24 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        // The bound address is also the advertised one, so a wildcard would
-        // tell peers to send to an address that reaches no one.
+        // A wildcard advertised would tell peers to send to an address
+        // that reaches no one; a wildcard belongs in `bind`.
         if config.address.is_unspecified() {
             return Err(StartError::UnspecifiedAddress(config.address));
         }
         config.replication.validate()?;
         let id = identity(&config)?;
         let (udp, replica_listener, gossip_addr) = bind_gossip_and_replica(&config)?;
-        let http_bind = SocketAddr::new(config.address, config.http_port);
+        let http_bind = SocketAddr::new(config.bind_address(), config.http_port);
         let tcp = TcpListener::bind(http_bind).map_err(|source| StartError::HttpPort {
             addr: http_bind,
             source,
         })?;
-        let http_addr = tcp.local_addr().map_err(|source| StartError::HttpPort {
+        let http_port = tcp.local_addr().map_err(|source| StartError::HttpPort {
             addr: http_bind,
             source,
         })?;
+        let http_addr = SocketAddr::new(config.address, http_port.port());
         // Before anything is opened, so a bad file fails the start at once.
         let tls = config
             .tls
@@ -168,7 +169,10 @@ impl Node {
         let peer_config = PeerConfig {
             request_timeout: config.replica_timeout * 3,
             max_frame_bytes,
-            bind_ip: Some(config.address),
+            // Connections to peers leave from the listening address, so
+            // peers see a member's own address; from a wildcard, the
+            // system picks.
+            bind_ip: Some(config.bind_address()).filter(|ip| !ip.is_unspecified()),
             node_id: id,
             keyring: keyring.clone(),
             ..PeerConfig::new(config.cluster_name.clone())
@@ -398,7 +402,7 @@ fn identity(config: &Config) -> Result<NodeId, StartError> {
 fn bind_gossip_and_replica(
     config: &Config,
 ) -> Result<(UdpSocket, TcpListener, SocketAddr), StartError> {
-    let requested = SocketAddr::new(config.address, config.gossip_port);
+    let requested = SocketAddr::new(config.bind_address(), config.gossip_port);
     let attempts = if config.gossip_port == 0 { 32 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
@@ -406,19 +410,20 @@ fn bind_gossip_and_replica(
             addr: requested,
             source,
         })?;
-        let gossip_addr = local_addr(&udp.local_addr(), requested)?;
-        match TcpListener::bind(gossip_addr) {
+        let bound = local_addr(&udp.local_addr(), requested)?;
+        match TcpListener::bind(bound) {
             Ok(tcp) => {
                 tcp.set_nonblocking(true)
                     .map_err(|source| StartError::PeerPort {
-                        addr: gossip_addr,
+                        addr: bound,
                         source,
                     })?;
+                let gossip_addr = SocketAddr::new(config.address, bound.port());
                 return Ok((udp, tcp, gossip_addr));
             }
             Err(source) => {
                 last_error = Some(StartError::PeerPort {
-                    addr: gossip_addr,
+                    addr: bound,
                     source,
                 })
             }

@@ -2,12 +2,12 @@
 
 mod common;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use common::{client, dnd_command, eventually, free_port, lists_alive, DndProcess};
+use common::{client, dnd_command, eventually, free_port, lists_alive, members_of, DndProcess};
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -545,4 +545,65 @@ async fn log_lines_about_a_request_carry_its_id() {
     };
     assert_eq!(with_id("trace-42.a_b")["span"]["path"], "/kv/some-key");
     assert_eq!(with_id(&given)["fields"]["status"], 404);
+}
+
+/// `--bind 0.0.0.0 --advertise IP`: the node listens everywhere and tells
+/// its peers the address they should reach it at; a member on another
+/// address joins through that one, and keys written on either are read on
+/// the other.
+#[actix_rt::test]
+async fn a_node_listens_on_its_bind_address_and_advertises_another() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wide = DndProcess::spawn(
+        dirs.0.path(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--advertise",
+            "127.0.0.2",
+            "--insecure",
+            "start",
+        ],
+    );
+    // Reached on 127.0.0.1 though it advertises 127.0.0.2: it listens on all.
+    let wide_id = wait_until_serving(&wide).await;
+    let seed = format!("127.0.0.2:{}", wide.gossip_port);
+    let other = DndProcess::spawn(dirs.1.path(), &["--address", "127.0.0.3", "join", &seed]);
+    let other_http = SocketAddr::from(([127, 0, 0, 3], other.http_port));
+    let members = eventually(
+        Duration::from_secs(10),
+        "both members alive on both",
+        || async {
+            let seen_by_wide = members_of(wide.http_addr()).await?;
+            let seen_by_other = members_of(other_http).await?;
+            let all_alive = |members: &Vec<Value>| {
+                members.len() == 2 && members.iter().all(|m| m["state"] == "alive")
+            };
+            (all_alive(&seen_by_wide) && all_alive(&seen_by_other)).then_some(seen_by_other)
+        },
+    )
+    .await;
+    let advertised = members
+        .iter()
+        .find(|m| m["id"] == wide_id.as_str())
+        .unwrap();
+    assert_eq!(advertised["gossip_addr"], seed);
+    assert_eq!(
+        advertised["http_addr"],
+        format!("127.0.0.2:{}", wide.http_port)
+    );
+
+    let written = client()
+        .put(format!("http://{other_http}/kv/across"))
+        .send_body("both ways")
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 204);
+    let mut read = client()
+        .get(format!("http://127.0.0.2:{}/kv/across", wide.http_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.body().await.unwrap(), "both ways");
 }

@@ -34,9 +34,21 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Address to bind and advertise, for gossip and HTTP.
-    #[arg(long, global = true, env = "DND_ADDRESS", default_value = "127.0.0.1")]
+    /// Address to advertise to peers and clients, for gossip and HTTP;
+    /// also the one listened on unless --bind says otherwise.
+    #[arg(
+        long,
+        visible_alias = "advertise",
+        global = true,
+        env = "DND_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
     address: IpAddr,
+
+    /// Address to listen on when it is not the advertised one, such as
+    /// 0.0.0.0 in a container whose reachable address is --advertise.
+    #[arg(long, global = true, env = "DND_BIND")]
+    bind: Option<IpAddr>,
 
     /// UDP port for gossip.
     #[arg(short = 'p', long, global = true, env = "DND_PORT", default_value_t = config::DEFAULT_GOSSIP_PORT)]
@@ -433,16 +445,17 @@ impl Cli {
         };
         let cluster_key = self.cluster_key()?;
         // A wildcard address is refused by the node itself, with its reason.
-        if cluster_key.is_none() && !self.address.is_loopback() && !self.address.is_unspecified() {
+        let listening = self.bind.unwrap_or(self.address);
+        if cluster_key.is_none() && !listening.is_loopback() && !self.address.is_unspecified() {
             if !self.insecure {
                 return Err(anyhow!(
                     "refusing to run on {} without a cluster secret: anyone who reaches its ports could join, read and write. \
                      Give --cluster-secret-file PATH (make one with `dnd keygen > PATH`) or DND_CLUSTER_SECRET, or --insecure to run open",
-                    self.address
+                    listening
                 ));
             }
             tracing::warn!(
-                address = %self.address,
+                address = %listening,
                 "running without a cluster secret (--insecure): anyone who can reach this node's ports can join the cluster, read and write every key, and make members leave"
             );
         }
@@ -466,6 +479,7 @@ impl Cli {
         })?;
         Ok(Config {
             address: self.address,
+            bind: self.bind,
             gossip_port: self.port,
             http_port: self.server_port,
             seed,
