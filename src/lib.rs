@@ -59,6 +59,7 @@ pub mod peer;
 pub mod replica;
 pub mod replication;
 pub mod ring;
+pub mod settings_file;
 pub mod storage;
 pub mod swim;
 pub mod tls;

@@ -607,3 +607,67 @@ async fn a_node_listens_on_its_bind_address_and_advertises_another() {
     assert_eq!(read.status(), 200);
     assert_eq!(read.body().await.unwrap(), "both ways");
 }
+
+/// `--config dnd.toml` takes the flags' names; a flag on the command line
+/// wins over the file, and a name that is no flag stops the start with
+/// one line naming it.
+#[actix_rt::test]
+async fn a_settings_file_sets_flags_and_the_command_line_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gossip, from_file, from_flag) = (free_port(), free_port(), free_port());
+    let settings = dir.path().join("dnd.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "port = {gossip}\nserver_port = {from_file}\nstorage = \"memory\"\nreplicas = 1\nquiet = 1\n"
+        ),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let node = dnd_command()
+        .arg("--config")
+        .arg(&settings)
+        .args(["--server-port", &from_flag.to_string(), "--data-dir"])
+        .arg(&data_dir)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let process = DndProcess {
+        child: node,
+        gossip_port: gossip,
+        http_port: from_flag,
+        data_dir: data_dir.clone(),
+    };
+    wait_until_serving(&process).await;
+    let mut ring = client()
+        .get(process.http("/cluster/ring"))
+        .send()
+        .await
+        .unwrap();
+    let ring: Value = ring.json().await.unwrap();
+    assert_eq!(ring["replicas"], 1, "{ring}");
+    let members = members_of(process.http_addr()).await.unwrap();
+    assert_eq!(members[0]["gossip_addr"], format!("127.0.0.1:{gossip}"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", from_file)).is_err(),
+        "the file's server port was used though the command line gave another"
+    );
+
+    std::fs::write(&settings, "prot = 5001\n").unwrap();
+    let refused = dnd_command()
+        .arg("--config")
+        .arg(&settings)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = exit_within(refused, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("`prot` is no flag"), "{stderr}");
+}

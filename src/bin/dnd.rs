@@ -5,6 +5,7 @@
 //! never hold node logic of its own, and reports every start-up failure as
 //! one line on stderr with a non-zero exit.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::builder::TypedValueParser as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use dnd::config::{self, Config, StorageKind, SyncPolicy};
 use dnd::keyring::ClusterKey;
 use dnd::node::Node;
@@ -33,6 +34,12 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Settings file (TOML) keyed by the flags' long names, such as
+    /// `server-port = 6001` or `insecure = true`; flags and DND_* variables
+    /// win over it.
+    #[arg(long, global = true, env = "DND_CONFIG")]
+    config: Option<PathBuf>,
 
     /// Address to advertise to peers and clients, for gossip and HTTP;
     /// also the one listened on unless --bind says otherwise.
@@ -976,8 +983,37 @@ fn run_dev(
     }
 }
 
+/// The command line with a settings file's flags put first, if `--config`
+/// (or DND_CONFIG) names one.
+fn with_settings_file(mut args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let given = args.get(1..).unwrap_or_default();
+    let mut words = given.iter().take_while(|w| *w != "--");
+    let mut named = None;
+    while let Some(word) = words.next() {
+        let Some(word) = word.to_str() else { continue };
+        if word == "--config" {
+            named = words.next().map(PathBuf::from);
+        } else if let Some(path) = word.strip_prefix("--config=") {
+            named = Some(PathBuf::from(path));
+        }
+    }
+    let Some(path) = named.or_else(|| std::env::var_os("DND_CONFIG").map(PathBuf::from)) else {
+        return Ok(args);
+    };
+    let flags = dnd::settings_file::flags_from_file(&path, &Cli::command(), given)?;
+    let program = args.drain(..1).collect::<Vec<_>>();
+    Ok(program.into_iter().chain(flags).chain(args).collect())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match with_settings_file(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("dnd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging(cli.verbose, cli.quiet, cli.log_format);
     let outcome = match cli.command {
         Command::Keygen => {
