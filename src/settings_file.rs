@@ -158,7 +158,7 @@ fn on_command_line(arg: &clap::Arg, given: &[OsString]) -> bool {
                 return longs.contains(&name);
             }
             match (word.strip_prefix('-'), short) {
-                (Some(shorts), Some(short)) => shorts.chars().next() == Some(short),
+                (Some(shorts), Some(short)) => shorts.starts_with(short),
                 _ => false,
             }
         })
