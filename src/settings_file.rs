@@ -79,9 +79,16 @@ pub fn flags_from_text(
     let mut flags = Vec::new();
     for (name, value) in &table {
         let long = name.replace('_', "-");
+        if long == "config" {
+            return Err(SettingsFileError::WrongKind {
+                path: path.into(),
+                name: name.clone(),
+                expected: "cannot name another settings file",
+            });
+        }
         let Some(arg) = command
             .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .find(|a| a.get_long() == Some(long.as_str()))
         else {
             return Err(SettingsFileError::Unknown {
                 path: path.into(),
@@ -263,7 +270,11 @@ mod tests {
     fn unknown_names_and_wrong_kinds_are_refused_with_the_name() {
         let unknown = flags("prot = 5001", &[], &[]).unwrap_err().to_string();
         assert!(unknown.contains("`prot` is no flag"), "{unknown}");
-        assert!(flags("config = \"x\"", &[], &[]).is_err());
+        let nested = flags("config = \"x\"", &[], &[]).unwrap_err().to_string();
+        assert!(
+            nested.contains("cannot name another settings file"),
+            "{nested}"
+        );
         let wrong = flags("insecure = \"yes\"", &[], &[])
             .unwrap_err()
             .to_string();
