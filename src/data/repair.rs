@@ -80,7 +80,9 @@ pub fn may_collect(
     local_id: NodeId,
     alive: impl Fn(NodeId) -> bool,
 ) -> bool {
-    now_ms.saturating_sub(deleted_at_ms) >= grace_ms
+    // A deadline still to come is no deletion yet, whatever the grace.
+    now_ms >= deleted_at_ms
+        && now_ms - deleted_at_ms >= grace_ms
         && home.first() == Some(&local_id)
         && home
             .iter()
@@ -165,6 +167,19 @@ mod tests {
         );
         // A clock behind the deletion (skew) waits, it never underflows.
         assert!(!judge(50_000, 11_000, first, &|_| true));
+        // A value's deadline still to come is kept even with no grace.
+        assert!(!may_collect(
+            5_000,
+            4_999,
+            0,
+            &home,
+            &members,
+            first,
+            |_| true
+        ));
+        assert!(may_collect(5_000, 5_000, 0, &home, &members, first, |_| {
+            true
+        }));
     }
 
     #[test]
