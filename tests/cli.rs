@@ -438,8 +438,14 @@ async fn quorums_default_to_a_majority_of_the_replicas() {
 /// What a node started with `args` writes to stderr, piped, until it has
 /// served HTTP and stopped on SIGTERM.
 async fn stderr_of_a_run(args: &[&str]) -> String {
+    let (_dir, mut node) = spawn_with_piped_stderr(args).await;
+    stderr_once_stopped(&mut node)
+}
+
+/// A node started with `args` and its stderr piped, once it serves.
+async fn spawn_with_piped_stderr(args: &[&str]) -> (tempfile::TempDir, DndProcess) {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = DndProcess::spawn_with(
+    let node = DndProcess::spawn_with(
         dir.path(),
         free_port(),
         free_port(),
@@ -447,6 +453,11 @@ async fn stderr_of_a_run(args: &[&str]) -> String {
         std::process::Stdio::piped(),
     );
     wait_until_serving(&node).await;
+    (dir, node)
+}
+
+/// Everything `node` wrote to its piped stderr, once told to stop.
+fn stderr_once_stopped(node: &mut DndProcess) -> String {
     node.signal("-TERM");
     let mut stderr = String::new();
     use std::io::Read as _;
@@ -487,15 +498,7 @@ async fn json_logs_are_one_object_a_line() {
 /// `X-Request-Id`, or one the node chose and answered with.
 #[actix_rt::test]
 async fn log_lines_about_a_request_carry_its_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut node = DndProcess::spawn_with(
-        dir.path(),
-        free_port(),
-        free_port(),
-        &["-vv", "--log-format", "json", "start"],
-        std::process::Stdio::piped(),
-    );
-    wait_until_serving(&node).await;
+    let (_dir, mut node) = spawn_with_piped_stderr(&["-vv", "--log-format", "json", "start"]).await;
     let chosen = client()
         .get(node.http("/kv/some-key"))
         .insert_header(("X-Request-Id", "trace-42.a_b"))
@@ -522,15 +525,7 @@ async fn log_lines_about_a_request_carry_its_id() {
         .unwrap()
         .to_string();
     assert_ne!(given, "x y");
-    node.signal("-TERM");
-    let mut stderr = String::new();
-    use std::io::Read as _;
-    node.child
-        .stderr
-        .take()
-        .expect("piped stderr")
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_once_stopped(&mut node);
     let served: Vec<Value> = stderr
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
