@@ -5,7 +5,7 @@
 //! files. It must never signal a process it did not start, and it stops every
 //! node it started when dropped, so a failing test leaves nothing behind.
 //! Blocking on purpose: it is used from a plain `main` and from test threads,
-//! and talks to the nodes through ureq, a blocking HTTP client.
+//! and talks to the nodes through [`crate::client`], a blocking HTTP client.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -309,33 +309,10 @@ impl Drop for DevCluster {
     }
 }
 
-/// An answer to [`request`].
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use crate::client::Reply;
 
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// The largest answer [`request`] reads.
-const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
-
-/// One HTTP request (through ureq), waiting at most `timeout` in all.
-/// Errors are one line.
+/// One HTTP request to `addr`, waiting at most `timeout` in all. Errors are
+/// one line.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -344,47 +321,9 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Reply, String> {
-    // 300 is dnd's answer with siblings, not a redirect to follow.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_connect(Some(Duration::from_secs(1).min(timeout)))
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut builder = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder
-        .body(body.to_vec())
-        .map_err(|e| format!("not a request to {addr}: {e}"))?;
-    let mut response = agent
-        .run(request)
-        .map_err(|e| format!("requesting {path} from {addr}: {e}"))?;
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_REPLY_BYTES)
-        .read_to_vec()
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
-    Ok(Reply {
-        status: response.status().as_u16(),
-        headers,
-        body,
-    })
+    crate::client::Client::plain(addr, timeout)
+        .request(method, path, headers, body)
+        .map_err(|e| format!("requesting {path}: {e}"))
 }
 
 /// One `GET`: the status and the body as text, or `None` if the node

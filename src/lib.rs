@@ -43,9 +43,12 @@
 //! [`node::Node::start`] wires all of this together for one node.
 
 pub mod actors;
+pub mod client;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod dev;
+pub mod explain;
 pub mod http;
 pub mod key;
 pub mod keyring;

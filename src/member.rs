@@ -27,6 +27,14 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    /// Every state, in the order a member can pass through them.
+    pub const ALL: [MemberState; 4] = [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Left,
+    ];
+
     /// At equal incarnation the higher precedence wins: a suspicion overrides
     /// `alive`, a confirmed death overrides a suspicion, and a graceful leave
     /// is final.

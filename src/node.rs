@@ -24,6 +24,7 @@ use crate::member::{Member, MemberState};
 use crate::metrics::{Metrics, SharedMetrics};
 use crate::node_id::NodeId;
 use crate::peer::{self, PeerClient, PeerConfig};
+use crate::replica::ReplicaRequest;
 use crate::storage::{self, StorageError};
 use crate::swim::{Swim, SwimConfig};
 use crate::wire::{ClusterSettings, Codec};
@@ -118,8 +119,11 @@ impl Node {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let engine = storage::open(config.storage, &config.data_dir, config.sync)?;
         let metrics: SharedMetrics = Arc::new(Metrics::default());
+        let engine: Arc<dyn storage::StorageEngine> = Arc::new(storage::Timed::new(
+            storage::open(config.storage, &config.data_dir, config.sync)?,
+            &metrics.latencies,
+        ));
         let keyring = open_keyring(&config)?;
 
         let local = Member {
@@ -177,7 +181,8 @@ impl Node {
             keyring: keyring.clone(),
             ..PeerConfig::new(config.cluster_name.clone())
         };
-        let replica_client: ReplicaClient = PeerClient::new(peer_config.clone(), metrics.clone());
+        let replica_client: ReplicaClient =
+            PeerClient::new(peer_config.clone(), metrics.clone()).with_kinds(ReplicaRequest::kind);
         let store = {
             let metrics = metrics.clone();
             let store_config = StoreConfig {

@@ -180,7 +180,7 @@ pub enum ReplicaReply {
 }
 
 /// What one node holds and owes, as an operator sees it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStats {
     /// Keys held, tombstones included until they are collected
     /// (approximate: the storage engine's own count).

@@ -87,6 +87,11 @@ impl VersionVector {
         self.0.len()
     }
 
+    /// Each node with the count of its writes known, in node order.
+    pub fn entries(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.0.iter().map(|(node, counter)| (*node, *counter))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

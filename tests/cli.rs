@@ -666,3 +666,292 @@ async fn a_settings_file_sets_flags_and_the_command_line_wins() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("`prot` is no flag"), "{stderr}");
 }
+
+/// What a client command did: exit code, stdout, stderr.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `dnd --endpoint URL ARGS` to its end, with `stdin` as its input.
+fn dnd_at(endpoint: &str, args: &[&str], stdin: &[u8]) -> Ran {
+    use std::io::Write;
+    let mut child = dnd_command()
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A failure is one line on stderr, naming the program.
+fn one_line_error(ran: &Ran) -> &str {
+    let line = ran.stderr.trim_end();
+    assert!(!line.contains('\n'), "more than one line: {line}");
+    assert!(line.starts_with("dnd: "), "{line}");
+    line
+}
+
+#[actix_rt::test]
+async fn client_commands_write_read_list_and_resolve_siblings() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = DndProcess::spawn(
+        dir.path(),
+        &["--storage", "memory", "--replicas", "1", "start"],
+    );
+    wait_until_serving(&node).await;
+    let endpoint = node.http("");
+    let dnd = |args: &[&str]| dnd_at(&endpoint, args, b"");
+
+    let stored = dnd(&["put", "greeting", "hello"]);
+    assert_eq!(stored.code, Some(0), "{}", stored.stderr);
+    assert_eq!(stored.stdout, "stored greeting\n");
+    let read = dnd(&["get", "greeting"]);
+    assert_eq!((read.code, read.stdout.as_str()), (Some(0), "hello"));
+    // Replacing is the default: no sibling is left beside the old value.
+    assert_eq!(dnd(&["put", "greeting", "hi again"]).code, Some(0));
+    assert_eq!(dnd(&["get", "greeting"]).stdout, "hi again");
+
+    // No value: standard input, bytes as they are.
+    let binary = dnd_at(&endpoint, &["put", "bin/raw"], &[0xff, 0xfe, 0x00]);
+    assert_eq!(binary.code, Some(0), "{}", binary.stderr);
+    let shown: Value = serde_json::from_str(&dnd(&["get", "bin/raw", "--json"]).stdout).unwrap();
+    assert_eq!(shown["value_base64"], "//4A");
+    assert_eq!(shown["content_type"], "application/octet-stream");
+    assert_eq!(shown["key"], "bin/raw");
+
+    // Two writes that saw nothing: siblings, each shown in its block.
+    for value in ["left", "right"] {
+        let reply = dnd::dev::request(
+            node.http_addr(),
+            "PUT",
+            "/kv/both",
+            &[("Content-Type", "text/plain")],
+            value.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(reply.status < 300, "{}", reply.text());
+    }
+    let siblings = dnd(&["get", "both"]);
+    assert_eq!(siblings.code, Some(0), "{}", siblings.stderr);
+    assert!(
+        siblings.stdout.starts_with("both has 2 siblings"),
+        "{}",
+        siblings.stdout
+    );
+    for block in [
+        "--- sibling 1 of 2: text/plain",
+        "--- sibling 2 of 2: text/plain",
+    ] {
+        assert!(siblings.stdout.contains(block), "{}", siblings.stdout);
+    }
+    assert!(siblings.stdout.contains("\nleft\n") && siblings.stdout.contains("\nright\n"));
+    let as_json: Value = serde_json::from_str(&dnd(&["get", "both", "--json"]).stdout).unwrap();
+    assert_eq!(as_json["status"], 300);
+    assert_eq!(as_json["siblings"].as_array().map(Vec::len), Some(2));
+    let context = as_json["context"].as_str().unwrap();
+    let merged = dnd(&["put", "both", "left+right", "--context", context]);
+    assert_eq!(merged.code, Some(0), "{}", merged.stderr);
+    assert_eq!(dnd(&["get", "both"]).stdout, "left+right");
+
+    let listed = dnd(&["keys", "--prefix", "b"]);
+    assert_eq!(listed.stdout, "bin/raw\nboth\n");
+    let all: Value = serde_json::from_str(&dnd(&["keys", "--json"]).stdout).unwrap();
+    assert_eq!(
+        all["keys"],
+        serde_json::json!(["bin/raw", "both", "greeting"])
+    );
+    assert_eq!(dnd(&["keys", "--limit", "1"]).stdout, "bin/raw\n");
+
+    let refused = dnd(&["put", "both", "again", "--if-absent"]);
+    assert_eq!(refused.code, Some(5));
+    assert!(one_line_error(&refused).contains("has a value"));
+
+    assert_eq!(dnd(&["delete", "greeting"]).code, Some(0));
+    let gone = dnd(&["get", "greeting"]);
+    assert_eq!(gone.code, Some(1));
+    assert_eq!(one_line_error(&gone), "dnd: GET greeting: not found");
+
+    let members = dnd(&["members"]);
+    let lines: Vec<&str> = members.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{}",
+        members.stdout
+    );
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].contains("alive"), "{}", members.stdout);
+    let ring: Value = serde_json::from_str(&dnd(&["ring", "--json"]).stdout).unwrap();
+    assert_eq!(ring["replicas"], 1);
+    assert!(dnd(&["ring"]).stdout.starts_with("N=1 R=1 W=1"));
+    let status = dnd(&["status"]);
+    assert!(
+        status.stdout.starts_with("cluster healthy"),
+        "{}",
+        status.stdout
+    );
+    let row = status.stdout.lines().nth(2).unwrap_or_default();
+    assert!(
+        row.starts_with("alive") && row.contains("100.0%"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn client_commands_fail_with_one_line_and_the_documented_code() {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = dnd_at(&nobody, &["get", "k"], b"");
+    assert_eq!(unreachable.code, Some(3));
+    assert!(one_line_error(&unreachable).contains("cannot reach a node at"));
+    let status = dnd_at(&nobody, &["status"], b"");
+    assert_eq!(status.code, Some(3));
+
+    let malformed = dnd_at("localhost:6000", &["get", "k"], b"");
+    assert_eq!(malformed.code, Some(2));
+    assert!(one_line_error(&malformed).contains("is not http://HOST:PORT"));
+    let missing_key = dnd_at(&nobody, &["get"], b"");
+    assert_eq!(missing_key.code, Some(2));
+    let bad_ttl = dnd_at(&nobody, &["put", "k", "v", "--ttl", "soon"], b"");
+    assert_eq!(bad_ttl.code, Some(2));
+}
+
+#[actix_rt::test]
+async fn client_commands_without_the_right_token_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let made = run_to_output(
+        dnd_command()
+            .args(["token", "new", "reader", "--role", "read", "--append"])
+            .arg(&tokens),
+    );
+    let reader = made.lines().next().unwrap_or_default().to_string();
+    let data = dir.path().join("data");
+    let tokens_flag = tokens.to_string_lossy().into_owned();
+    let node = DndProcess::spawn(
+        &data,
+        &[
+            "--storage",
+            "memory",
+            "--replicas",
+            "1",
+            "--tokens-file",
+            &tokens_flag,
+            "start",
+        ],
+    );
+    eventually(Duration::from_secs(10), "the node to serve", || async {
+        client().get(node.http("/health")).send().await.ok()
+    })
+    .await;
+    let endpoint = node.http("");
+    let anonymous = dnd_at(&endpoint, &["get", "k"], b"");
+    assert_eq!(anonymous.code, Some(4), "{}", anonymous.stderr);
+    assert!(one_line_error(&anonymous).contains("--token"));
+    let read_only = dnd_at(&endpoint, &["--token", &reader, "put", "k", "v"], b"");
+    assert_eq!(read_only.code, Some(4), "{}", read_only.stderr);
+    let allowed = dnd_at(&endpoint, &["--token", &reader, "get", "k"], b"");
+    assert_eq!(
+        allowed.code,
+        Some(1),
+        "a reader reads: not found, {}",
+        allowed.stderr
+    );
+}
+
+/// Runs a command to its end; its stdout, after checking it succeeded.
+fn run_to_output(cmd: &mut Command) -> String {
+    let output = cmd.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[actix_rt::test]
+async fn without_its_quorum_a_read_exits_3_and_metrics_show_the_latencies() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flags = ["--storage", "memory", "--replica-timeout-ms", "500"];
+    let first = DndProcess::spawn(dirs[0].path(), &[&flags[..], &["start"]].concat());
+    let mut ids = vec![wait_until_serving(&first).await];
+    let seed = first.gossip_addr();
+    let others: Vec<DndProcess> = dirs[1..]
+        .iter()
+        .map(|dir| DndProcess::spawn(dir.path(), &[&flags[..], &["join", &seed]].concat()))
+        .collect();
+    for other in &others {
+        ids.push(wait_until_serving(other).await);
+    }
+    eventually(Duration::from_secs(20), "three alive members", || async {
+        lists_alive(first.http_addr(), &ids).await.then_some(())
+    })
+    .await;
+    let endpoint = first.http("");
+    let stored = dnd_at(&endpoint, &["put", "k", "v"], b"");
+    assert_eq!(stored.code, Some(0), "{}", stored.stderr);
+    assert_eq!(dnd_at(&endpoint, &["get", "k"], b"").stdout, "v");
+
+    let (_, text) = dnd::dev::http_get(first.http_addr(), "/metrics").unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("a Prometheus parser reads /metrics");
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    };
+    let put = find(
+        "dnd_http_request_duration_seconds",
+        &[("route", "/kv/:key"), ("method", "PUT"), ("status", "2xx")],
+    );
+    match put.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let all = buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count);
+            assert_eq!(all, Some(1.0), "one PUT: {buckets:?}");
+        }
+        other => panic!("no histogram of PUTs: {other:?}\n{text}"),
+    }
+    assert!(
+        find(
+            "dnd_replica_request_duration_seconds",
+            &[("outcome", "answered")]
+        )
+        .is_some(),
+        "replica round-trips: {text}"
+    );
+    assert!(find("dnd_storage_operation_duration_seconds", &[("op", "get")]).is_some());
+    match find("dnd_members", &[("state", "alive")]).map(|s| &s.value) {
+        Some(prometheus_parse::Value::Gauge(alive)) => assert_eq!(*alive, 3.0),
+        other => panic!("no gauge of alive members: {other:?}"),
+    }
+    assert!(find("dnd_keys_stored", &[]).is_some() && find("dnd_bytes_stored", &[]).is_some());
+
+    for other in &others {
+        other.signal("-KILL");
+    }
+    let unavailable = dnd_at(&endpoint, &["get", "k"], b"");
+    assert_eq!(unavailable.code, Some(3), "{}", unavailable.stderr);
+    let line = one_line_error(&unavailable);
+    assert!(
+        line.contains("cannot serve GET k now") && line.contains("replicas"),
+        "{line}"
+    );
+}

@@ -518,7 +518,7 @@ async fn a_members_requests_outside_its_role_are_refused_and_change_nothing() {
     assert_eq!(copy(y).await, before, "nothing changed");
     assert_eq!(get(z.http_addr, "watched").await.text(), "kept");
     let refused = |name: &str| {
-        let metrics = y.metrics.render_prometheus();
+        let metrics = y.metrics.render_prometheus(&Default::default());
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())

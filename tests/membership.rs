@@ -307,7 +307,7 @@ fn dnd_leave_without_a_node_is_a_clear_error() {
         .args(["leave", "--server-port", &port.to_string()])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!("cannot reach a node at http://127.0.0.1:{port}")),

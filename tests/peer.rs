@@ -128,7 +128,7 @@ async fn a_request_from_an_actix_runtime_gets_its_answer() {
     assert_eq!(metrics.peer_requests_sent.get(), 1);
     assert_eq!(metrics.peer_request_failures.get(), 0);
     assert_eq!(server.metrics.peer_requests_served.get(), 1);
-    let text = metrics.render_prometheus();
+    let text = metrics.render_prometheus(&Default::default());
     assert!(
         text.contains("dnd_peer_connections_opened_total 1"),
         "{text}"

@@ -557,3 +557,97 @@ async fn a_node_that_reaches_no_home_replica_of_a_key_refuses_the_write_and_vers
     let read = get(cluster.slots[2].http(), &format!("{key}?r=all")).await;
     assert_eq!((read.status, read.text()), (200, "before".to_string()));
 }
+
+#[actix_rt::test]
+async fn explain_shows_each_replicas_answer_the_quorum_and_the_repair_it_caused() {
+    let cluster = Cluster::start(3, StorageKind::Memory).await;
+    let (a, b, c) = (
+        cluster.slots[0].node(),
+        cluster.slots[1].node(),
+        cluster.slots[2].node(),
+    );
+    let id = |node: &dnd::node::Node| node.id.to_string();
+    // The write reaches a and b only: c's copy stays behind.
+    a.replica_client.block(c.gossip_addr);
+    let written = put(a.http_addr, "why?explain=true&w=2", "fresh").await;
+    assert_eq!(written.status, 200, "{}", written.text());
+    let write = &written.json()["explain"];
+    assert_eq!(write["operation"], "write");
+    assert_eq!(write["coordinator"], id(a));
+    assert_eq!(
+        (write["needed"].as_u64(), write["quorum_met"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let roles: Vec<&str> = write["preference_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["home", "home", "home"]);
+    let outcome_of = |explain: &Value, node: String| {
+        explain["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == node.as_str())
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome_of(write, id(a)).as_deref(), Some("stored"));
+    assert_eq!(outcome_of(write, id(b)).as_deref(), Some("stored"));
+    assert_eq!(
+        outcome_of(write, id(c)).as_deref(),
+        Some("failed"),
+        "{write:#}"
+    );
+    assert!(written.json()["context"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty()));
+    a.replica_client.heal();
+
+    // A read through c with R=3: every copy with its version vector, and
+    // the repair of c's, in a header beside the value.
+    let mut answer = client()
+        .get(format!("http://{}/kv/why?r=all&explain=true", c.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(&answer.body().await.unwrap()[..], b"fresh");
+    let header = answer
+        .headers()
+        .get("x-dnd-explain")
+        .expect("the explanation of a value is a header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let read: Value = serde_json::from_str(&header).unwrap();
+    assert_eq!(
+        (read["operation"].as_str(), read["quorum_met"].as_bool()),
+        (Some("read"), Some(true))
+    );
+    let replicas = read["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{read:#}");
+    for replica in replicas {
+        let entries = replica["version_vector"].as_object().map(|v| v.len());
+        let behind = replica["node"] == id(c).as_str();
+        assert_eq!(entries, Some(usize::from(!behind)), "{replica}");
+        assert!(replica["latency_ms"].as_f64().is_some());
+    }
+    assert_eq!(read["read_repairs"], serde_json::json!([id(c)]));
+
+    // Not found: the explanation goes into the JSON body.
+    let missing = get(a.http_addr, "nothing-here?explain=true").await;
+    assert_eq!(missing.status, 404);
+    let asked = missing.json()["explain"]["replicas"]
+        .as_array()
+        .map(Vec::len);
+    assert!(
+        asked >= Some(2),
+        "at least R replicas answered: {}",
+        missing.text()
+    );
+    assert_eq!(missing.json()["error"], "key not found");
+    let refused = get(a.http_addr, "why?explain=maybe").await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+}

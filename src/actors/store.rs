@@ -78,6 +78,7 @@ use view::ClusterView;
 use watch::Watches;
 
 use crate::data::placement::keeps_settled_ring;
+use crate::explain::Trace;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
 use crate::peer::PeerClient;
@@ -179,12 +180,14 @@ impl Store {
         &mut self,
         write: ClientWrite,
         quorum: Option<Quorum>,
+        trace: Option<Trace>,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Written, StoreError>> {
         let job = Coordinating {
             needed: self.view.write_quorum(quorum),
             write,
             forwarded: false,
+            trace,
         };
         self.coordinator().write(job, false, ctx)
     }
@@ -270,6 +273,7 @@ impl Store {
                     write,
                     needed: needed.clamp(1, self.view.effective_replicas()),
                     forwarded: true,
+                    trace: None,
                 };
                 let written = self.coordinator().write(job, false, ctx);
                 return Box::pin(async move { coordinate::reply_to_forwarder(written.await) });
@@ -391,7 +395,7 @@ impl Handler<Get> for Store {
     type Result = ResponseFuture<Result<ReadOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
-        self.coordinator().read(msg.key, msg.quorum, ctx)
+        self.coordinator().read(msg.key, msg.quorum, msg.trace, ctx)
     }
 }
 
@@ -400,7 +404,7 @@ impl Handler<Put> for Store {
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_puts.inc();
-        self.client_write(msg.write, msg.quorum, ctx)
+        self.client_write(msg.write, msg.quorum, msg.trace, ctx)
     }
 }
 
@@ -409,7 +413,7 @@ impl Handler<Delete> for Store {
 
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
-        self.client_write(msg.write, msg.quorum, ctx)
+        self.client_write(msg.write, msg.quorum, msg.trace, ctx)
     }
 }
 

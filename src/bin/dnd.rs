@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use clap::builder::TypedValueParser as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
+use dnd::client::{Client, ClientOptions};
+use dnd::commands::{self, exit, Failure, Outcome, Printer, PutMode};
 use dnd::config::{self, Config, StorageKind, SyncPolicy};
 use dnd::keyring::ClusterKey;
 use dnd::node::Node;
@@ -284,20 +286,24 @@ struct Cli {
     #[arg(long, global = true, env = "DND_TOKENS_FILE")]
     tokens_file: Option<PathBuf>,
 
-    /// Where the admin commands (leave, remove, keyring) send their request
-    /// [default: http://ADDRESS:SERVER_PORT].
+    /// The node the client and admin commands (get, put, status, leave, ...)
+    /// talk to [default: http://ADDRESS:SERVER_PORT].
     #[arg(long, global = true, env = "DND_ENDPOINT")]
     endpoint: Option<String>,
 
-    /// Bearer token the admin commands send (better given as DND_TOKEN,
+    /// Bearer token the client and admin commands send (better given as DND_TOKEN,
     /// which no process list shows).
     #[arg(long, global = true, env = "DND_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// CA certificate (PEM) the admin commands trust for an https endpoint,
+    /// CA certificate (PEM) the client and admin commands trust for an https endpoint,
     /// instead of the public roots.
     #[arg(long, global = true, env = "DND_CACERT")]
     cacert: Option<PathBuf>,
+
+    /// Client commands answer with one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
 
     /// Client certificate (PEM) the admin commands present; needs --key.
     #[arg(long, global = true, env = "DND_CERT", requires = "key")]
@@ -331,6 +337,58 @@ enum Command {
         /// The member's id, as `/cluster/members` lists it.
         node_id: String,
     },
+    /// Read a key: its value, or each sibling in a block of its own
+    /// (exit 1 if it has none).
+    Get {
+        #[arg(value_name = "KEY")]
+        name: String,
+    },
+    /// Write a key: VALUE, or standard input when VALUE is left out. It
+    /// replaces what a quorum read finds unless --context or --if-absent
+    /// says otherwise.
+    Put {
+        #[arg(value_name = "KEY")]
+        name: String,
+        value: Option<String>,
+        /// Stored with the value [default: text/plain; charset=utf-8 for
+        /// text, application/octet-stream otherwise].
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Replace exactly the versions of this context (from `dnd get
+        /// --json`): anything written since stays beside the value.
+        #[arg(long, conflicts_with = "if_absent")]
+        context: Option<String>,
+        /// Write only if the key has no value (exit 5 if it has one).
+        #[arg(long)]
+        if_absent: bool,
+        /// Seconds until the value expires.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: Option<u64>,
+    },
+    /// Delete a key: what a quorum read finds, or exactly the versions of
+    /// --context.
+    Delete {
+        #[arg(value_name = "KEY")]
+        name: String,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// List keys in order, one per line.
+    Keys {
+        /// Only keys that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// The members the node at --endpoint knows, with their state.
+    Members,
+    /// The ring: N, R, W and each node's share of the keys.
+    Ring,
+    /// The whole cluster on one screen: every node's state, ring share,
+    /// keys, bytes, hints and handoff, and whether the cluster is healthy.
+    Status,
     /// Print a fresh cluster secret (base64 of 32 random bytes).
     Keygen,
     /// Make API tokens for --tokens-file.
@@ -665,118 +723,41 @@ fn run(run: Run) -> anyhow::Result<()> {
     })
 }
 
-/// The admin commands' side of the API: where the node is, how to reach
-/// it, and the token to show.
-struct AdminClient {
-    endpoint: String,
-    token: Option<String>,
-    agent: ureq::Agent,
+/// The client of the node at --endpoint, with the token and certificates
+/// the flags give.
+fn client_of(cli: &Cli) -> Result<Client, Failure> {
+    let endpoint = match &cli.endpoint {
+        Some(url) => url.clone(),
+        None => format!("http://{}", SocketAddr::new(cli.address, cli.server_port)),
+    };
+    let mut options = ClientOptions::new(endpoint);
+    options.token = cli.token.clone();
+    options.cacert = cli.cacert.clone();
+    options.identity = cli.cert.clone().zip(cli.key.clone());
+    Ok(Client::new(&options)?)
 }
 
-impl AdminClient {
-    fn new(cli: &Cli) -> anyhow::Result<Self> {
-        let endpoint = match &cli.endpoint {
-            Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{}", SocketAddr::new(cli.address, cli.server_port)),
-        };
-        if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
-            return Err(anyhow!(
-                "--endpoint {endpoint:?} must start with http:// or https://"
-            ));
-        }
-        let read = |path: &PathBuf| {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-        };
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(path) = &cli.cacert {
-            let pem = read(path)?;
-            let certs = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-            if certs.is_empty() {
-                return Err(anyhow!("{} holds no PEM certificate", path.display()));
-            }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
-            let chain = ureq::tls::parse_pem(&read(cert)?)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                    _ => None,
-                })
-                .collect::<Vec<_>>();
-            if chain.is_empty() {
-                return Err(anyhow!("{} holds no PEM certificate", cert.display()));
-            }
-            let key = ureq::tls::PrivateKey::from_pem(&read(key)?)
-                .with_context(|| format!("{} is not a PEM private key", key.display()))?;
-            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-        }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .tls_config(tls.build())
-            .build()
-            .into();
-        Ok(AdminClient {
-            endpoint,
-            token: cli.token.clone(),
-            agent,
-        })
+/// `dnd leave` and `dnd remove`: one admin call; prints the node's
+/// answer, or `success` instead when given.
+fn admin(client: &Client, path: &str, expected: u16, success: Option<&str>) -> Outcome {
+    use std::io::Write;
+    let reply = client.request("POST", path, &[("Content-Type", "application/json")], b"{}")?;
+    if reply.status != expected {
+        return Err(commands::failure_of(
+            client.endpoint(),
+            &format!("POST {path}"),
+            &reply,
+        ));
     }
-
-    /// One request, with a JSON body if given: the status and the body of
-    /// the answer.
-    fn call(&self, method: &str, path: &str, json: Option<&str>) -> anyhow::Result<(u16, String)> {
-        let url = format!("{}{path}", self.endpoint);
-        let mut request = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        if json.is_some() {
-            request = request.header("Content-Type", "application/json");
-        }
-        let request = request
-            .body(json.unwrap_or("").to_string())
-            .with_context(|| format!("{url:?} is not a usable URL"))?;
-        let mut response = self
-            .agent
-            .run(request)
-            .with_context(|| format!("cannot reach a node at {}", self.endpoint))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("the answer from {} was cut short", self.endpoint))?;
-        Ok((status, body.trim().to_string()))
+    match success {
+        Some(message) => writeln!(
+            std::io::stdout(),
+            "the node at {} {message}",
+            client.endpoint()
+        )?,
+        None => writeln!(std::io::stdout(), "{}", reply.text().trim())?,
     }
-
-    /// `dnd leave` and `dnd remove`: one admin call; prints the node's
-    /// answer, or `success` instead when given.
-    fn admin(&self, path: &str, expected: u16, success: Option<&str>) -> anyhow::Result<()> {
-        use std::io::Write;
-        let (status, body) = self.call("POST", path, Some("{}"))?;
-        if status != expected {
-            return Err(anyhow!(
-                "the node at {} answered {status}: {body}",
-                self.endpoint
-            ));
-        }
-        match success {
-            Some(message) => {
-                writeln!(std::io::stdout(), "the node at {} {message}", self.endpoint)?
-            }
-            None => writeln!(std::io::stdout(), "{body}")?,
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// `dnd token new`: the token on stdout, and its table printed or
@@ -821,9 +802,9 @@ fn token_new(name: &str, role: Role, append: Option<&std::path::Path>) -> anyhow
 
 /// `dnd keyring ...`: asks the node, which asks every live member, and
 /// prints the result node by node; fails if any member did not apply it.
-fn keyring_command(client: &AdminClient, action: &KeyringAction) -> anyhow::Result<()> {
+fn keyring_command(client: &Client, action: &KeyringAction) -> anyhow::Result<()> {
     use std::io::Write;
-    let target = &client.endpoint;
+    let target = client.endpoint();
     let (method, body) = match action {
         KeyringAction::List => ("GET", None),
         KeyringAction::Install { key } => ("POST", Some(("install", key))),
@@ -845,7 +826,13 @@ fn keyring_command(client: &AdminClient, action: &KeyringAction) -> anyhow::Resu
         }
         None => None,
     };
-    let (status, answer) = client.call(method, "/cluster/keyring", json.as_deref())?;
+    let reply = client.request(
+        method,
+        "/cluster/keyring",
+        &[("Content-Type", "application/json")],
+        json.as_deref().unwrap_or("").as_bytes(),
+    )?;
+    let (status, answer) = (reply.status, reply.text());
     let report: serde_json::Value = serde_json::from_str(&answer)
         .with_context(|| format!("the node at {target} answered {status:?}: {answer}"))?;
     let Some(nodes) = report.get("nodes").and_then(|n| n.as_array()) else {
@@ -1005,16 +992,132 @@ fn with_settings_file(mut args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> 
     Ok(program.into_iter().chain(flags).chain(args).collect())
 }
 
+/// Standard input whole, for `dnd put KEY` without a value.
+fn read_stdin() -> Result<Vec<u8>, Failure> {
+    let mut value = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut value)
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot read standard input: {e}")))?;
+    Ok(value)
+}
+
+/// A client command (get, put, ..., status), against the node at
+/// --endpoint; `None` if `command` is not one.
+fn client_command(cli: &Cli) -> Option<Outcome> {
+    use std::io::IsTerminal;
+    let client_command = matches!(
+        cli.command,
+        Command::Get { .. }
+            | Command::Put { .. }
+            | Command::Delete { .. }
+            | Command::Keys { .. }
+            | Command::Members
+            | Command::Ring
+            | Command::Status
+    );
+    if !client_command {
+        return None;
+    }
+    let run = || -> Outcome {
+        let client = client_of(cli)?;
+        let mut stdout = std::io::stdout().lock();
+        let mut print = Printer {
+            terminal: std::io::stdout().is_terminal(),
+            out: &mut stdout,
+            json: cli.json,
+        };
+        match &cli.command {
+            Command::Get { name } => commands::get(&client, name, &mut print),
+            Command::Put {
+                name,
+                value,
+                content_type,
+                context,
+                if_absent,
+                ttl,
+            } => {
+                let value = match value {
+                    Some(value) => value.clone().into_bytes(),
+                    None => read_stdin()?,
+                };
+                let mode = match (context, if_absent) {
+                    (Some(context), _) => PutMode::Context(context.clone()),
+                    (None, true) => PutMode::IfAbsent,
+                    (None, false) => PutMode::Replace,
+                };
+                let put = commands::Put {
+                    key: name,
+                    value: &value,
+                    content_type: content_type.as_deref(),
+                    mode,
+                    ttl_seconds: *ttl,
+                };
+                commands::put(&client, &put, &mut print)
+            }
+            Command::Delete { name, context } => {
+                commands::delete(&client, name, context.as_deref(), &mut print)
+            }
+            Command::Keys { prefix, limit } => commands::keys(&client, prefix, *limit, &mut print),
+            Command::Members => commands::members(&client, &mut print),
+            Command::Ring => commands::ring(&client, &mut print),
+            _ => commands::status(&client, &mut print),
+        }
+    };
+    Some(run())
+}
+
 fn main() -> ExitCode {
     let args = match with_settings_file(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("dnd: {e:#}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::USAGE);
         }
     };
     let cli = Cli::parse_from(args);
     init_logging(cli.verbose, cli.quiet, cli.log_format);
+    if let Some(outcome) = client_command(&cli) {
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("dnd: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
+        };
+    }
+    let admin_outcome =
+        match cli.command {
+            Command::Keyring { ref action } => Some(client_of(&cli).and_then(|client| {
+                keyring_command(&client, action).map_err(|e| {
+                    let code = match e.downcast_ref::<dnd::client::ClientError>() {
+                        Some(dnd::client::ClientError::Setup(_)) => exit::USAGE,
+                        Some(_) => exit::UNAVAILABLE,
+                        None => exit::FAILED,
+                    };
+                    Failure::new(code, format!("{e:#}"))
+                })
+            })),
+            Command::Leave => Some(client_of(&cli).and_then(|client| {
+                admin(
+                    &client,
+                    "/cluster/leave",
+                    202,
+                    Some("is leaving the cluster"),
+                )
+            })),
+            Command::Remove { ref node_id } => Some(client_of(&cli).and_then(|client| {
+                admin(&client, &format!("/cluster/remove/{node_id}"), 202, None)
+            })),
+            _ => None,
+        };
+    if let Some(outcome) = admin_outcome {
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("dnd: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
+        };
+    }
     let outcome = match cli.command {
         Command::Keygen => {
             use std::io::Write;
@@ -1029,13 +1132,6 @@ fn main() -> ExitCode {
                     ref append,
                 },
         } => token_new(name, role.into(), append.as_deref()),
-        Command::Keyring { ref action } => {
-            AdminClient::new(&cli).and_then(|client| keyring_command(&client, action))
-        }
-        Command::Leave => AdminClient::new(&cli)
-            .and_then(|client| client.admin("/cluster/leave", 202, Some("is leaving the cluster"))),
-        Command::Remove { ref node_id } => AdminClient::new(&cli)
-            .and_then(|client| client.admin(&format!("/cluster/remove/{node_id}"), 202, None)),
         Command::Dev {
             nodes,
             distinct_addresses,

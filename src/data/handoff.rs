@@ -18,7 +18,7 @@ use crate::ring::Ring;
 use crate::version::{Dot, Object};
 
 /// Where a ring-change job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Running,
@@ -27,7 +27,7 @@ pub enum JobState {
     Incomplete,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub keys_scanned: u64,
     pub keys_sent: u64,
@@ -38,7 +38,7 @@ pub struct Progress {
     pub to_nodes: BTreeMap<String, TargetProgress>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TargetProgress {
     pub keys: u64,
     pub bytes: u64,
@@ -46,7 +46,7 @@ pub struct TargetProgress {
 }
 
 /// How a ring change went (or is going), for `/cluster/handoff`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandoffReport {
     pub state: JobState,
     pub from_nodes: usize,
@@ -57,7 +57,7 @@ pub struct HandoffReport {
 
 /// The ring change under way and the last one finished, as operators see
 /// it (`/cluster/handoff`, `/cluster/status`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HandoffView {
     pub running: Option<HandoffReport>,
     pub last: Option<HandoffReport>,

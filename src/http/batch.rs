@@ -162,6 +162,21 @@ fn check(index: usize, op: BatchOp, max_value_bytes: usize) -> Result<Checked, A
     })
 }
 
+/// Many operations in one request, each answered on its own.
+#[utoipa::path(
+    post,
+    path = "/kv/_batch",
+    tag = "kv",
+    request_body(content = super::openapi::BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each operation's own answer, in order", body = super::openapi::BatchAnswer),
+        (status = 400, description = "A malformed operation: nothing applied", body = super::openapi::ErrorBody),
+        (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+        (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = super::openapi::ErrorBody),
+        (status = 413, description = "Too many operations, or a body over the limit", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn batch(
     req: HttpRequest,
     body: web::Payload,
@@ -238,7 +253,14 @@ pub(super) async fn batch(
 
 async fn get(key: Key, state: &AppState) -> Value {
     let outcome = state
-        .ask(&state.store, store::Get { key, quorum: None })
+        .ask(
+            &state.store,
+            store::Get {
+                key,
+                quorum: None,
+                trace: None,
+            },
+        )
         .await
         .and_then(|read| Ok(read?))
         .map(|read| object_json(&read.object, store::wall_clock_ms()));

@@ -21,8 +21,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cluster/leave", web::post().to(leave));
 }
 
-#[derive(Serialize)]
-struct MemberView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct MemberView {
     id: String,
     gossip_addr: String,
     http_addr: String,
@@ -46,7 +46,14 @@ impl From<MemberStatus> for MemberView {
     }
 }
 
-async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The members this node knows, with their state.
+#[utoipa::path(get, path = "/cluster/members", tag = "cluster", responses(
+    (status = 200, description = "Every member", body = Vec<MemberView>),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 503, description = "Membership did not answer in time", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let members = state.ask(&state.membership, ListMembers).await?;
     let view: Vec<MemberView> = members.into_iter().map(MemberView::from).collect();
     Ok(HttpResponse::Ok().json(view))
@@ -54,7 +61,15 @@ async fn members(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Asks the node to leave the cluster and stop. The leave itself (gossiping
 /// `left`, then stopping) is done by whoever runs the node, after answering.
-async fn leave(
+#[utoipa::path(post, path = "/cluster/leave", tag = "cluster",
+    request_body(content = Object, content_type = "application/json", description = "`{}`"),
+    responses(
+    (status = 202, description = "The node is leaving", body = super::openapi::Accepted),
+    (status = 400, description = "Not JSON", body = super::openapi::ErrorBody),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn leave(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -63,8 +78,8 @@ async fn leave(
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "status": "leaving" })))
 }
 
-#[derive(Serialize)]
-struct RingView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RingView {
     replicas: usize,
     read_quorum: usize,
     write_quorum: usize,
@@ -72,20 +87,29 @@ struct RingView {
     nodes: Vec<RingNodeView>,
 }
 
-#[derive(Serialize)]
-struct RingNodeView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RingNodeView {
     id: String,
     state: &'static str,
     /// The share of the hash circle this node owns as first replica.
     primary_share: f64,
     /// Token ranges `[start, end)` as hex, when `?tokens=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
     ranges: Option<Vec<(String, String)>>,
 }
 
 /// Token ownership: each node's share of the circle, and with
 /// `?tokens=true` every range it owns as first replica.
-async fn ring(
+#[utoipa::path(get, path = "/cluster/ring", tag = "cluster",
+    params(("tokens" = Option<bool>, Query, description = "Each node's token ranges too")),
+    responses(
+    (status = 200, description = "The ring", body = RingView),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 503, description = "Membership did not answer in time", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn ring(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,13 +151,30 @@ async fn ring(
 }
 
 /// How this node is handing data over after ring changes.
-async fn handoff(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/cluster/handoff", tag = "cluster", responses(
+    (status = 200, description = "The running and the last handoff", body = crate::data::handoff::HandoffView),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 503, description = "The Store did not answer in time", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn handoff(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = state.ask(&state.store, HandoffStatus).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 /// Removes a dead member for good; the others then re-replicate its keys.
-async fn remove(
+#[utoipa::path(post, path = "/cluster/remove/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "The member's id")),
+    request_body(content = Object, content_type = "application/json", description = "`{}`"),
+    responses(
+    (status = 202, description = "Removed", body = super::openapi::Accepted),
+    (status = 400, description = "Not a node id, or not JSON", body = super::openapi::ErrorBody),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 404, description = "No such member", body = super::openapi::ErrorBody),
+    (status = 409, description = "The member is not dead", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn remove(
     req: actix_web::HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,

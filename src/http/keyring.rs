@@ -56,13 +56,32 @@ struct Report {
     nodes: Vec<NodeResult>,
 }
 
-async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Every live member's cluster keys, by fingerprint.
+#[utoipa::path(get, path = "/cluster/keyring", tag = "cluster", responses(
+    (status = 200, description = "Each member's keys", body = super::openapi::KeyringReport),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 409, description = "This node runs without a cluster secret", body = super::openapi::ErrorBody),
+    (status = 502, description = "Some member did not answer", body = super::openapi::KeyringReport),
+))]
+pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let keyring = state.keyring.as_ref().ok_or_else(no_keyring)?;
     let local = Ok(keyring.view());
     fan_out(&state, None, local).await
 }
 
-async fn change(
+/// Changes every live member's keyring (an admin call).
+#[utoipa::path(post, path = "/cluster/keyring", tag = "cluster",
+    request_body(content = super::openapi::KeyringChange, content_type = "application/json"),
+    responses(
+    (status = 200, description = "Every member applied it", body = super::openapi::KeyringReport),
+    (status = 400, description = "Not a change", body = super::openapi::ErrorBody),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 409, description = "This node refused it, or runs without a secret", body = super::openapi::ErrorBody),
+    (status = 502, description = "Some member did not apply it", body = super::openapi::KeyringReport),
+))]
+pub(super) async fn change(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,

@@ -14,10 +14,12 @@ use futures_util::StreamExt;
 
 use super::answer::{read_response, with_context, CONTEXT_HEADER, DEFAULT_CONTENT_TYPE};
 use super::client_gone::client_gone;
+use super::explained::explained;
 use super::params::KvParams;
 use super::{batch, list, ApiError, AppState};
 use crate::actors::store::{self, ClientWrite, Supersedes, WatchOutcome};
 use crate::data::condition::Condition;
+use crate::explain::Trace;
 use crate::key::{Key, KeyError};
 use crate::version::{Payload, VersionVector};
 
@@ -146,17 +148,48 @@ pub(super) fn deadline_of(ttl: Option<std::time::Duration>) -> Option<u64> {
     ttl.map(|ttl| store::wall_clock_ms().saturating_add(ttl.as_millis() as u64))
 }
 
-async fn get(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Reads a key: its value, every sibling, or not found; with `wait`, a
+/// watch.
+#[utoipa::path(
+    get,
+    path = "/kv/{key}",
+    tag = "kv",
+    params(("key" = String, Path, description = "The key, percent-encoded"), super::openapi::ReadQuery),
+    responses(
+        (status = 200, description = "The value, with the content type it was stored with", content_type = "*/*", body = super::openapi::StoredValue,
+            headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"), ("x-dnd-ttl" = u64, description = "Seconds until the value expires, if it does"), ("x-dnd-explain" = String, description = "With explain=true: what the read did, as JSON"))),
+        (status = 300, description = "Concurrent versions, each with its content type", body = super::openapi::SiblingsAnswer, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 304, description = "A watch's timeout passed with no news", headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 400, description = "A malformed key or parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+        (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+        (status = 404, description = "No value: never written, deleted or expired", body = super::openapi::ErrorBody, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 414, description = "A key longer than keys may be", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too few replicas answered, or the node is busy", body = super::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
     let params = KvParams::of(&req, state.replication.replicas)?;
     if let Some(seen) = params.wait.clone() {
         return watch(&req, key, seen, &params, &state).await;
     }
     let quorum = params.read_quorum;
-    let outcome = state
-        .ask(&state.store, store::Get { key, quorum })
-        .await??;
-    Ok(read_response(&outcome.object, store::wall_clock_ms()))
+    let trace = params.explain.then(Trace::new);
+    let read = store::Get {
+        key,
+        quorum,
+        trace: trace.clone(),
+    };
+    let outcome = match state.ask(&state.store, read).await {
+        Ok(Ok(outcome)) => Ok(read_response(&outcome.object, store::wall_clock_ms())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e),
+    };
+    explained(outcome, trace).await
 }
 
 /// `?wait=CONTEXT`: answers as a read does once the key has a version the
@@ -191,7 +224,35 @@ async fn watch(
     })
 }
 
-async fn put(
+/// Writes a key (PUT or POST): the body is the value, stored as bytes with
+/// its Content-Type.
+#[utoipa::path(
+    method(put, post),
+    path = "/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("x-dnd-context" = Option<String>, Header, description = "The versions this write supersedes: the context of a read"),
+        ("if-match" = Option<String>, Header, description = "Write only if the key's versions are exactly this context's"),
+        ("if-none-match" = Option<String>, Header, description = "`*`: write only if the key has no value"),
+        super::openapi::WriteQuery
+    ),
+    request_body(content = super::openapi::StoredValue, content_type = "*/*", description = "The value"),
+    responses(
+        (status = 204, description = "W replicas stored it", headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 200, description = "With explain=true: stored, and what the write did", body = super::openapi::ExplainedWrite, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 400, description = "A malformed key, header or parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+        (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = super::openapi::ErrorBody),
+        (status = 409, description = "Too many siblings, or a context no replica knows", body = super::openapi::ErrorBody),
+        (status = 412, description = "The condition does not hold; nothing was written", body = super::openapi::ErrorBody, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 413, description = "The value is over the limit", body = super::openapi::ErrorBody),
+        (status = 414, description = "A key longer than keys may be", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too few replicas stored it in time, or none was reachable", body = super::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn put(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
@@ -216,16 +277,20 @@ async fn put(
             expires_at_ms: deadline_of(params.ttl),
         },
     };
-    let written = state
-        .ask(
-            &state.store,
-            store::Put {
-                write,
-                quorum: params.write_quorum,
-            },
-        )
-        .await??;
-    Ok(written_response(&written.context))
+    let trace = params.explain.then(Trace::new);
+    let put = store::Put {
+        write,
+        quorum: params.write_quorum,
+        trace: trace.clone(),
+    };
+    explained(written(state.ask(&state.store, put).await), trace).await
+}
+
+/// A write's outcome as an answer.
+fn written(
+    outcome: Result<Result<crate::replica::Written, store::StoreError>, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(written_response(&outcome??.context))
 }
 
 /// A write's answer: 204 with the context of the new version.
@@ -235,7 +300,34 @@ pub(super) fn written_response(context: &VersionVector) -> HttpResponse {
         .finish()
 }
 
-async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Deletes a key: a versioned tombstone over what its context names, or
+/// without one over what a quorum read finds.
+#[utoipa::path(
+    delete,
+    path = "/kv/{key}",
+    tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("x-dnd-context" = Option<String>, Header, description = "The versions this delete supersedes"),
+        ("if-match" = Option<String>, Header, description = "Delete only if the key's versions are exactly this context's"),
+        super::openapi::WriteQuery
+    ),
+    responses(
+        (status = 204, description = "W replicas stored the tombstone (also when the key was absent)", headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 200, description = "With explain=true: deleted, and what the delete did", body = super::openapi::ExplainedWrite, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 400, description = "A malformed key, header or parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+        (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+        (status = 409, description = "A context no replica knows", body = super::openapi::ErrorBody),
+        (status = 412, description = "The condition does not hold; nothing was deleted", body = super::openapi::ErrorBody, headers(("x-dnd-context" = String, description = "The causal context of everything read (or of the new version)"))),
+        (status = 414, description = "A key longer than keys may be", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too few replicas stored it in time, or none was reachable", body = super::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let key = key_of(&req)?;
     let params = KvParams::of(&req, state.replication.replicas)?;
     if params.ttl.is_some() {
@@ -246,22 +338,19 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     }
     // A plain DELETE removes the key: what a quorum read finds now.
     let supersedes = supersedes_of(&req, &params, true)?;
-    let written = state
-        .ask(
-            &state.store,
-            store::Delete {
-                write: ClientWrite {
-                    key,
-                    supersedes,
-                    payload: Payload::Tombstone {
-                        at_ms: store::wall_clock_ms(),
-                    },
-                },
-                quorum: params.write_quorum,
+    let trace = params.explain.then(Trace::new);
+    let delete = store::Delete {
+        write: ClientWrite {
+            key,
+            supersedes,
+            payload: Payload::Tombstone {
+                at_ms: store::wall_clock_ms(),
             },
-        )
-        .await??;
-    Ok(written_response(&written.context))
+        },
+        quorum: params.write_quorum,
+        trace: trace.clone(),
+    };
+    explained(written(state.ask(&state.store, delete).await), trace).await
 }
 
 /// The longest `Content-Type` stored with a value: it is kept with every

@@ -15,6 +15,20 @@ use super::{ApiError, AppState};
 use crate::actors::store::{self, List};
 use crate::data::scan::Show;
 
+/// A page of keys in key order, with their values if asked.
+#[utoipa::path(
+    get,
+    path = "/kv",
+    tag = "kv",
+    params(super::openapi::ListQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = super::openapi::ListPage),
+        (status = 400, description = "A malformed parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+        (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+        (status = 503, description = "Too few replicas of some token range answered", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -12,10 +12,12 @@ mod batch;
 pub mod client_gone;
 mod cluster;
 mod error;
+mod explained;
 mod keyring;
 mod kv;
 mod list;
 mod node;
+mod openapi;
 mod params;
 pub mod request_id;
 mod status;
@@ -93,6 +95,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     status::routes(cfg);
     keyring::routes(cfg);
     node::routes(cfg);
+    openapi::routes(cfg);
 }
 
 /// The answer for a path no route matches.

@@ -10,9 +10,11 @@ use serde_json::json;
 
 use super::AppState;
 use crate::actors::gossip::HasPeers;
-use crate::actors::membership::GetRing;
-use crate::actors::store::LocalCopy;
+use crate::actors::membership::{GetRing, ListMembers};
+use crate::actors::store::{LocalCopy, LocalStats};
 use crate::key::Key;
+use crate::member::MemberState;
+use crate::metrics::ScrapeFigures;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
@@ -20,7 +22,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/health", tag = "node", responses(
+    (status = 200, description = "Alive", body = super::openapi::NodeHealth),
+))]
+pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "node_id": state.node_id.to_string(),
@@ -29,7 +35,11 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 
 /// Whether the node can serve: each check in turn, the first that fails
 /// named in a 503.
-async fn ready(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/ready", tag = "node", responses(
+    (status = 200, description = "Ready", body = super::openapi::NodeHealth),
+    (status = 503, description = "Not ready, and why", body = super::openapi::NodeHealth),
+))]
+pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let not_ready = |reason: String| {
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "not ready",
@@ -62,8 +72,31 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Every figure of this node. Members and what the Store holds are asked
+/// of their actors; one that does not answer in time only leaves its
+/// gauges out, so that a scrape shows the rest while an actor is stuck.
+#[utoipa::path(get, path = "/metrics", tag = "node", responses(
+    (status = 200, description = "The Prometheus text format (0.0.4)", content_type = "text/plain", body = String),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let members = state.ask(&state.membership, ListMembers).await.ok();
+    let stats = state.ask(&state.store, LocalStats).await.ok();
+    let figures = ScrapeFigures {
+        members_by_state: members.map(|members| {
+            MemberState::ALL
+                .iter()
+                .map(|s| {
+                    let n = members.iter().filter(|m| m.member.state == *s).count();
+                    (s.as_str(), n as u64)
+                })
+                .collect()
+        }),
+        keys_stored: stats.as_ref().map(|s| s.keys),
+        bytes_stored: stats.as_ref().map(|s| s.bytes),
+    };
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render_prometheus())
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render_prometheus(&figures))
 }

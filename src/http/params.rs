@@ -30,6 +30,9 @@ pub struct KvParams {
     pub read_quorum: Option<Quorum>,
     pub write_quorum: Option<Quorum>,
     pub overwrite: bool,
+    /// `?explain=true`: the answer says what the request did, replica by
+    /// replica.
+    pub explain: bool,
     pub ttl: Option<Duration>,
     /// `?wait=`: the context a watch has seen.
     pub wait: Option<VersionVector>,
@@ -58,6 +61,7 @@ impl KvParams {
                 "r" => params.read_quorum = Some(quorum("r", &value, replicas)?),
                 "w" => params.write_quorum = Some(quorum("w", &value, replicas)?),
                 "overwrite" => params.overwrite = flag("overwrite", &value)?,
+                "explain" => params.explain = flag("explain", &value)?,
                 "ttl" => {
                     params.ttl = Some(Duration::from_secs(number(
                         "ttl",

@@ -7,15 +7,22 @@
 //! `.`), so one id can follow a request through a client's systems; else
 //! a fresh random one. It never refuses a request: an unusable client id
 //! is replaced, not answered with an error. Logs at debug level one line
-//! per request served, with its status and duration.
+//! per request served, with its status and duration, and records that
+//! duration in the HTTP latency histogram under the route's pattern (never
+//! the raw path, which a client could vary without bound).
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
+use actix_web::web;
 use tracing::Instrument as _;
+
+use super::AppState;
+use crate::metrics::{status_class, HttpLabels};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest client-chosen id kept.
@@ -28,6 +35,45 @@ pub fn client_id(value: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(value).ok()
+}
+
+/// The method as a label: the API's own, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route a request is counted under: the key-value API's three
+/// shapes (one scope serves them all, so the router has no pattern for
+/// each), else the pattern the router matched with each `{name}` written
+/// `:name` (label values with braces trip common exposition parsers),
+/// else `other`.
+fn route_label(path: &str, pattern: Option<String>) -> String {
+    match path {
+        "/kv" | "/kv/" => "/kv".into(),
+        "/kv/_batch" => "/kv/_batch".into(),
+        _ if path.starts_with("/kv/") => "/kv/:key".into(),
+        _ => match pattern {
+            Some(pattern) => pattern
+                .split('/')
+                .map(
+                    |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(inner) => format!(":{}", inner.split(':').next().unwrap_or(inner)),
+                        None => segment.to_string(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => "other".into(),
+        },
+    }
 }
 
 fn fresh_id() -> String {
@@ -50,15 +96,35 @@ pub async fn tag<B: MessageBody>(
         method = %req.method(),
         path = %req.path()
     );
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
+    let method = method_label(req.method());
     let started = Instant::now();
     let mut response = next.call(req).instrument(span.clone()).await?;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::debug!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            status,
+            elapsed_ms = took.as_secs_f64() * 1000.0,
             "request served"
         )
     });
+    if let Some(metrics) = metrics {
+        let route = route_label(
+            response.request().path(),
+            response.request().match_pattern(),
+        );
+        metrics.latencies.observe_http(
+            HttpLabels {
+                route,
+                method,
+                status: status_class(status),
+            },
+            took,
+        );
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -81,6 +147,19 @@ mod tests {
         assert_eq!(client_id(b"a b"), None);
         assert_eq!(client_id(b"a\nforged log line"), None);
         assert_eq!(client_id("é".as_bytes()), None);
+    }
+
+    #[test]
+    fn routes_are_counted_by_shape_never_by_key() {
+        assert_eq!(route_label("/kv/user%2F1", Some("/kv".into())), "/kv/:key");
+        assert_eq!(route_label("/kv", None), "/kv");
+        assert_eq!(route_label("/kv/_batch", None), "/kv/_batch");
+        assert_eq!(
+            route_label("/cluster/remove/abc", Some("/cluster/remove/{id}".into())),
+            "/cluster/remove/:id"
+        );
+        assert_eq!(route_label("/x/1", Some("/x/{n:\\d+}".into())), "/x/:n");
+        assert_eq!(route_label("/no/such/thing", None), "other");
     }
 
     #[test]

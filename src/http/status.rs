@@ -27,7 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// One member as the status shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub id: String,
     pub gossip_addr: String,
@@ -42,8 +42,8 @@ pub struct NodeStatus {
     pub stats_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ClusterStatus {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ClusterStatus {
     node: String,
     healthy: bool,
     problems: Vec<String>,
@@ -94,7 +94,14 @@ pub fn problems(nodes: &[NodeStatus]) -> Vec<String> {
     found
 }
 
-async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The whole cluster on one screen, from any node.
+#[utoipa::path(get, path = "/cluster/status", tag = "cluster", responses(
+    (status = 200, description = "Every member with its figures, and the verdict", body = ClusterStatus),
+    (status = 401, description = "No bearer token, or an unknown one (with a tokens file)", body = super::openapi::ErrorBody),
+    (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
+    (status = 503, description = "An actor of this node did not answer in time", body = super::openapi::ErrorBody),
+))]
+pub(super) async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let members = state.ask(&state.membership, ListMembers).await?;
     let ring = state.ask(&state.membership, GetRing).await?.ring;
     let shares = ring.ownership();

@@ -39,6 +39,8 @@ use crate::metrics::SharedMetrics;
 /// last clone of the client is dropped.
 pub struct PeerClient<Req, Resp> {
     inner: Arc<Inner<Resp>>,
+    /// A request's kind, as the latency histogram labels it.
+    kind_of: fn(&Req) -> &'static str,
     _request: PhantomData<fn(&Req)>,
 }
 
@@ -46,6 +48,7 @@ impl<Req, Resp> Clone for PeerClient<Req, Resp> {
     fn clone(&self) -> Self {
         PeerClient {
             inner: self.inner.clone(),
+            kind_of: self.kind_of,
             _request: PhantomData,
         }
     }
@@ -103,8 +106,15 @@ where
                 #[cfg(feature = "fault-injection")]
                 blocked: Mutex::new(Default::default()),
             }),
+            kind_of: |_| "request",
             _request: PhantomData,
         }
+    }
+
+    /// The same client, its requests' latencies labelled by `kind_of`
+    /// (a fixed, small set of names) rather than all as `request`.
+    pub fn with_kinds(self, kind_of: fn(&Req) -> &'static str) -> Self {
+        PeerClient { kind_of, ..self }
     }
 
     /// Cuts this client off from `addr` until [`PeerClient::heal`]: a
@@ -138,7 +148,13 @@ where
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        let started = Instant::now();
         let result = self.try_request(peer, request, timeout).await;
+        self.inner.metrics.latencies.observe_replica(
+            (self.kind_of)(request),
+            result.is_ok(),
+            started.elapsed(),
+        );
         if let Err(error) = &result {
             self.inner.metrics.peer_request_failures.inc();
             tracing::debug!(%peer, %error, "peer request failed");

@@ -8,6 +8,7 @@
 
 mod disk;
 mod memory;
+mod timed;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use thiserror::Error;
 
 pub use disk::DiskEngine;
 pub use memory::MemoryEngine;
+pub use timed::Timed;
 
 /// Where the Store keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

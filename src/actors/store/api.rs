@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::Message;
 use thiserror::Error;
 
+use crate::explain::Trace;
 use crate::key::Key;
 use crate::node_id::NodeId;
 pub use crate::replica::{ClientWrite, Supersedes};
@@ -114,6 +115,9 @@ pub enum StoreError {
 pub struct Get {
     pub key: Key,
     pub quorum: Option<Quorum>,
+    /// Filled with what the read did (`?explain=true`); the answer then
+    /// waits for every replica asked, not only the first R.
+    pub trace: Option<Trace>,
 }
 
 #[derive(Debug)]
@@ -130,6 +134,9 @@ pub struct Put {
     pub write: ClientWrite,
     /// The copies it needs (`?w=`), if the client chose.
     pub quorum: Option<Quorum>,
+    /// Filled with what the write did (`?explain=true`); the answer then
+    /// waits for every replica asked, not only the first W.
+    pub trace: Option<Trace>,
 }
 
 /// A client delete: a write whose payload is a tombstone, versioned and
@@ -139,6 +146,7 @@ pub struct Put {
 pub struct Delete {
     pub write: ClientWrite,
     pub quorum: Option<Quorum>,
+    pub trace: Option<Trace>,
 }
 
 /// What this node holds and owes (`/cluster/status`; other nodes ask it

@@ -26,6 +26,7 @@ use super::{ClientWrite, ReadOutcome, ReplicaClient, Store, StoreConfig, StoreEr
 use crate::actors::contain_panic;
 use crate::data::condition::{checker_of, settle, Checker};
 use crate::data::coordinate::{context_is_known, route_write, uncovered_homes, WriteRoute};
+use crate::explain::Trace;
 use crate::key::Key;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
@@ -42,6 +43,8 @@ pub(super) struct Coordinating {
     pub write: ClientWrite,
     pub needed: usize,
     pub forwarded: bool,
+    /// What the write did, if the client asked (`?explain=true`).
+    pub trace: Option<Trace>,
 }
 
 /// A client write whose superseded versions a quorum read has just settled.
@@ -186,21 +189,33 @@ impl Coordinator<'_> {
         &mut self,
         key: Key,
         quorum: Option<Quorum>,
+        trace: Option<Trace>,
         ctx: &mut Context<Store>,
     ) -> ResponseFuture<Result<ReadOutcome, StoreError>> {
         self.metrics.kv_gets.inc();
         let needed = self.view.read_quorum(quorum);
         let placement = self.view.placement(&key);
+        let local_id = self.config.local_id;
+        if let Some(trace) = &trace {
+            trace.begin("read", local_id, &placement, needed);
+        }
         let reachable = placement.targets.len() + placement.spares.len();
         if reachable < needed {
             self.metrics.kv_refused_unreachable.inc();
+            if let Some(trace) = &trace {
+                trace.note(format!("refused before asking: {reachable} of the {needed} replicas needed are reachable"));
+            }
             return ready(Err(StoreError::Unreachable { reachable, needed }));
         }
-        let local_id = self.config.local_id;
         let local = if placement.targets.iter().any(|t| t.node == local_id) {
             let copies = &*self.local;
             match contain_panic("store", ctx, || copies.read(&key)) {
-                Some(Ok(object)) => Some(object),
+                Some(Ok(object)) => {
+                    if let Some(trace) = &trace {
+                        trace.read_answer(local_id, Duration::ZERO, Some(&object), None);
+                    }
+                    Some(object)
+                }
                 Some(Err(e)) => return ready(self.count_failure(Err(e))),
                 None => return ready(Err(StoreError::Restarting)),
             }
@@ -224,6 +239,7 @@ impl Coordinator<'_> {
             store: ctx.address(),
             metrics: self.metrics.clone(),
             local_id,
+            trace,
         };
         let (reply, answer) = oneshot::channel();
         actix::spawn(gather.run(local, remote, spares, needed, reply));
@@ -244,11 +260,16 @@ impl Coordinator<'_> {
         let context = match &job.write.supersedes {
             Supersedes::Seen(context) => context.clone(),
             Supersedes::FoundByQuorumRead { read_quorum } => {
-                let read = self.read(job.write.key.clone(), *read_quorum, ctx);
+                let read_trace = job.trace.as_ref().map(|_| Trace::new());
+                let read = self.read(job.write.key.clone(), *read_quorum, read_trace.clone(), ctx);
                 let store = ctx.address();
                 let mut job = job;
                 return Box::pin(async move {
-                    job.write.supersedes = Supersedes::Seen(read.await?.object.clock());
+                    let found = read.await;
+                    if let (Some(trace), Some(read)) = (&job.trace, &read_trace) {
+                        trace.quorum_read(read);
+                    }
+                    job.write.supersedes = Supersedes::Seen(found?.object.clock());
                     let written = store.send(Settled(job)).await;
                     written.unwrap_or(Err(StoreError::Restarting))
                 });
@@ -265,6 +286,11 @@ impl Coordinator<'_> {
                     })
                 {
                     self.metrics.kv_writes_forwarded.inc();
+                    if let Some(trace) = &job.trace {
+                        trace.begin("write", local_id, &placement, job.needed);
+                        trace.forwarded(&self.view.with_addrs(homes.iter().copied()));
+                        trace.note("forwarded: the home replica checks the condition and coordinates; its replicas' answers are not shown here");
+                    }
                     return Box::pin(forward(
                         self.peers.clone(),
                         self.view.reachability().clone(),
@@ -284,15 +310,20 @@ impl Coordinator<'_> {
                     // begun only once the write before it is done, so it
                     // sees that write.
                     let _turn = turn.lock_owned().await;
+                    let read_trace = job.trace.as_ref().map(|_| Trace::new());
                     let read = super::Get {
                         key: job.write.key.clone(),
                         quorum,
+                        trace: read_trace.clone(),
                     };
                     let found = store
                         .send(read)
                         .await
-                        .unwrap_or(Err(StoreError::Restarting))?
-                        .object;
+                        .unwrap_or(Err(StoreError::Restarting));
+                    if let (Some(trace), Some(read)) = (&job.trace, &read_trace) {
+                        trace.quorum_read(read);
+                    }
+                    let found = found?.object;
                     match settle(&condition, &found, wall_clock_ms()) {
                         Ok(supersedes) => job.write.supersedes = Supersedes::Seen(supersedes),
                         Err(unmet) => {
@@ -310,18 +341,29 @@ impl Coordinator<'_> {
             write,
             needed,
             forwarded,
+            trace,
         } = &job;
         let (needed, forwarded) = (*needed, *forwarded);
         let placement = self.view.placement(&write.key);
+        if let Some(trace) = trace {
+            trace.begin("write", local_id, &placement, needed);
+        }
         match route_write(&placement, local_id, needed, forwarded) {
             WriteRoute::Here => {}
             WriteRoute::NotHome => return ready(Err(StoreError::NotHome)),
             WriteRoute::Unreachable { reachable, needed } => {
                 self.metrics.kv_refused_unreachable.inc();
+                if let Some(trace) = trace {
+                    trace.note(format!("refused before storing: {reachable} of the {needed} replicas needed are reachable"));
+                }
                 return ready(Err(StoreError::Unreachable { reachable, needed }));
             }
             WriteRoute::Forward(homes) => {
                 self.metrics.kv_writes_forwarded.inc();
+                if let Some(trace) = trace {
+                    trace.forwarded(&self.view.with_addrs(homes.iter().copied()));
+                    trace.note("forwarded: this node is no home replica of the key, so a home replica versions and replicates the write; its replicas' answers are not shown here");
+                }
                 return Box::pin(forward(
                     self.peers.clone(),
                     self.view.reachability().clone(),
@@ -371,9 +413,15 @@ impl Coordinator<'_> {
             Some(Err(e)) => return ready(self.count_failure(Err(e))),
             None => return ready(Err(StoreError::Restarting)),
         };
+        if let Some(trace) = trace {
+            trace.write_answer(local_id, Duration::ZERO, None);
+        }
         let uncovered = uncovered_homes(&placement, local_id);
         if !uncovered.is_empty() {
             self.hints.keep(&write.key, &uncovered, local_id);
+            if let Some(trace) = trace {
+                trace.hints_kept(&uncovered);
+            }
         }
         let targets: Vec<(Target, SocketAddr)> = placement
             .targets
@@ -390,6 +438,7 @@ impl Coordinator<'_> {
             object,
             store: ctx.address(),
             local_id,
+            trace: trace.clone(),
         };
         let (reply, answer) = oneshot::channel();
         actix::spawn(fan_out.run(targets, spares, needed, context, reply));

@@ -22,6 +22,7 @@ use super::reachability::Reachability;
 use super::{ReadOutcome, ReplicaClient, Store, StoreError};
 use crate::data::read::{ReadAnswer, ReadRound, ReadStep};
 use crate::data::write::{Step as WriteStep, WriteRound};
+use crate::explain::Trace;
 use crate::key::Key;
 use crate::metrics::SharedMetrics;
 use crate::node_id::NodeId;
@@ -41,6 +42,9 @@ pub(super) struct FanOut {
     pub object: Object,
     pub store: Addr<Store>,
     pub local_id: NodeId,
+    /// With a trace, every replica's answer is recorded and the client's
+    /// answer waits for them all.
+    pub trace: Option<Trace>,
 }
 
 impl FanOut {
@@ -75,12 +79,23 @@ impl FanOut {
             let peers = self.peers.clone();
             let reachability = self.reachability.clone();
             let timeout = self.timeout;
+            let trace = self.trace.clone();
             async move {
+                let started = Instant::now();
                 let outcome = peers.request_within(addr, &request, timeout).await;
                 reachability.observe(target.node, &outcome, Instant::now());
+                if let Some(trace) = &trace {
+                    let error = match &outcome {
+                        Ok(ReplicaReply::Stored) => None,
+                        Ok(other) => Some(format!("did not store: {}", reply_kind(other))),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    trace.write_answer(target.node, started.elapsed(), error);
+                }
                 (target, stored(outcome))
             }
         };
+        let mut deferred = None;
         loop {
             while let Some(step) = steps.pop_front() {
                 match step {
@@ -90,14 +105,22 @@ impl FanOut {
                         // one without counts as a replica that failed.
                         None => steps.extend(round.on_reply(target, false)),
                     },
-                    WriteStep::Answer(Ok(stored_on)) => {
-                        answer_write(&mut reply, Ok((&context, &stored_on)))
+                    WriteStep::Answer(outcome) => match &self.trace {
+                        Some(trace) => {
+                            trace.settled(outcome.is_ok());
+                            deferred = Some(outcome);
+                        }
+                        None => answer_write(&mut reply, &context, outcome),
+                    },
+                    WriteStep::KeepHints(owners) => {
+                        if let Some(trace) = &self.trace {
+                            trace.hints_kept(&owners);
+                        }
+                        self.store.do_send(KeepHints {
+                            key: self.key.clone(),
+                            owners,
+                        })
                     }
-                    WriteStep::Answer(Err(shortfall)) => answer_write(&mut reply, Err(shortfall)),
-                    WriteStep::KeepHints(owners) => self.store.do_send(KeepHints {
-                        key: self.key.clone(),
-                        owners,
-                    }),
                 }
             }
             match pending.next().await {
@@ -105,6 +128,17 @@ impl FanOut {
                 None => break,
             }
         }
+        if let Some(outcome) = deferred {
+            answer_write(&mut reply, &context, outcome);
+        }
+    }
+}
+
+/// A reply's kind, for an explanation.
+fn reply_kind(reply: &ReplicaReply) -> String {
+    match reply {
+        ReplicaReply::Refused(reason) => format!("refused: {reason}"),
+        other => format!("{other:?}").chars().take(60).collect(),
     }
 }
 
@@ -124,13 +158,14 @@ fn stored(outcome: Result<ReplicaReply, PeerError>) -> bool {
 
 fn answer_write(
     reply: &mut Option<oneshot::Sender<Result<Written, StoreError>>>,
-    outcome: Result<(&VersionVector, &Vec<NodeId>), QuorumShortfall>,
+    context: &VersionVector,
+    outcome: Result<Vec<NodeId>, QuorumShortfall>,
 ) {
     if let Some(reply) = reply.take() {
         let _ = reply.send(match outcome {
-            Ok((context, stored_on)) => Ok(Written {
+            Ok(stored_on) => Ok(Written {
                 context: context.clone(),
-                stored_on: stored_on.clone(),
+                stored_on,
             }),
             Err(shortfall) => Err(StoreError::WriteQuorum(shortfall)),
         });
@@ -151,6 +186,9 @@ pub(super) struct Gather {
     pub store: Addr<Store>,
     pub metrics: SharedMetrics,
     pub local_id: NodeId,
+    /// With a trace, every replica's answer and repair is recorded and the
+    /// client's answer waits for them all.
+    pub trace: Option<Trace>,
 }
 
 impl Gather {
@@ -188,11 +226,13 @@ impl Gather {
             let reachability = self.reachability.clone();
             let timeout = self.timeout;
             async move {
+                let started = Instant::now();
                 let outcome = peers.request_within(addr, &request, timeout).await;
                 reachability.observe(node, &outcome, Instant::now());
-                (node, outcome)
+                (node, outcome, started.elapsed())
             }
         };
+        let mut deferred = None;
         loop {
             while let Some(step) = steps.pop_front() {
                 match step {
@@ -217,10 +257,19 @@ impl Gather {
                                 }))
                             }
                         };
-                        answer_read(&mut reply, outcome);
+                        match &self.trace {
+                            Some(trace) => {
+                                trace.settled(outcome.is_ok());
+                                deferred = Some(outcome);
+                            }
+                            None => answer_read(&mut reply, outcome),
+                        }
                     }
                     ReadStep::Repair { node, object } => {
                         self.metrics.kv_read_repairs.inc();
+                        if let Some(trace) = &self.trace {
+                            trace.repaired(node);
+                        }
                         if node == self.local_id {
                             self.store.do_send(MergeLocal {
                                 key: self.key.clone(),
@@ -244,20 +293,33 @@ impl Gather {
                 }
             }
             match pending.next().await {
-                Some((node, outcome)) => {
+                Some((node, outcome, took)) => {
                     let copy = match outcome {
                         Ok(ReplicaReply::Object(object)) => Some(object),
                         other => {
+                            if let Some(trace) = &self.trace {
+                                let why = match &other {
+                                    Ok(reply) => reply_kind(reply),
+                                    Err(e) => e.to_string(),
+                                };
+                                trace.read_answer(node, took, None, Some(why));
+                            }
                             tracing::debug!(%node, outcome = ?other.err(), "replica read failed");
                             None
                         }
                     };
+                    if let (Some(trace), Some(object)) = (&self.trace, &copy) {
+                        trace.read_answer(node, took, Some(object), None);
+                    }
                     steps.extend(round.on_reply(node, copy));
                 }
                 None => break,
             }
         }
         while repairs.next().await.is_some() {}
+        if let Some(outcome) = deferred {
+            answer_read(&mut reply, outcome);
+        }
     }
 }
 

@@ -249,6 +249,7 @@ impl Watching {
                 .send(Get {
                     key: watch.key.clone(),
                     quorum: watch.quorum,
+                    trace: None,
                 })
                 .await
                 .map_err(|_| StoreError::Restarting)??;

@@ -144,6 +144,7 @@ impl Coordinator<'_> {
                     write: writes[index].clone(),
                     needed,
                     forwarded: false,
+                    trace: None,
                 };
                 (index, self.write(job, false, ctx))
             })
