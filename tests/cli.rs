@@ -955,3 +955,62 @@ async fn without_its_quorum_a_read_exits_3_and_metrics_show_the_latencies() {
         "{line}"
     );
 }
+
+#[actix_rt::test]
+async fn the_store_lines_about_a_request_carry_its_id_too() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let flags = [
+        "--storage",
+        "memory",
+        "--replicas",
+        "2",
+        "--replica-timeout-ms",
+        "300",
+    ];
+    let (gossip, http) = (free_port(), free_port());
+    let mut first = DndProcess::spawn_with(
+        dirs.0.path(),
+        gossip,
+        http,
+        &[&flags[..], &["-vv", "--log-format", "json", "start"]].concat(),
+        Stdio::piped(),
+    );
+    let first_id = wait_until_serving(&first).await;
+    let second = DndProcess::spawn(
+        dirs.1.path(),
+        &[&flags[..], &["join", &first.gossip_addr()]].concat(),
+    );
+    let second_id = wait_until_serving(&second).await;
+    let ids = [first_id, second_id];
+    eventually(Duration::from_secs(20), "two alive members", || async {
+        lists_alive(first.http_addr(), &ids).await.then_some(())
+    })
+    .await;
+    second.signal("-KILL");
+    // Its replica cannot take the write: the write round says so in the
+    // Store's lines, which must name the request.
+    let answer = client()
+        .put(first.http("/kv/far?w=2"))
+        .insert_header(("X-Request-Id", "store-side-7"))
+        .send_body("v")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let stderr = stderr_once_stopped(&mut first);
+    let round_lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("replica"))
+        })
+        .collect();
+    assert!(
+        !round_lines.is_empty(),
+        "no line from the write round: {stderr}"
+    );
+    for line in &round_lines {
+        assert_eq!(line["span"]["request_id"], "store-side-7", "{line}");
+    }
+}

@@ -86,6 +86,7 @@ use crate::replica::{NodeStats, ReplicaReply, ReplicaRequest, Written};
 use crate::replication::Quorum;
 use crate::storage::StorageEngine;
 use crate::version::Dot;
+use tracing::Instrument as _;
 
 /// From this many siblings on, a write is logged and counted: writers are
 /// not sending back the contexts they read (Riak warns at 25 too).
@@ -395,7 +396,10 @@ impl Handler<Get> for Store {
     type Result = ResponseFuture<Result<ReadOutcome, StoreError>>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
-        self.coordinator().read(msg.key, msg.quorum, msg.trace, ctx)
+        let span = msg.span;
+        let _in_request = span.enter();
+        let read = self.coordinator().read(msg.key, msg.quorum, msg.trace, ctx);
+        Box::pin(read.instrument(span.clone()))
     }
 }
 
@@ -404,7 +408,10 @@ impl Handler<Put> for Store {
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_puts.inc();
-        self.client_write(msg.write, msg.quorum, msg.trace, ctx)
+        let span = msg.span;
+        let _in_request = span.enter();
+        let written = self.client_write(msg.write, msg.quorum, msg.trace, ctx);
+        Box::pin(written.instrument(span.clone()))
     }
 }
 
@@ -413,7 +420,10 @@ impl Handler<Delete> for Store {
 
     fn handle(&mut self, msg: Delete, ctx: &mut Self::Context) -> Self::Result {
         self.metrics.kv_deletes.inc();
-        self.client_write(msg.write, msg.quorum, msg.trace, ctx)
+        let span = msg.span;
+        let _in_request = span.enter();
+        let written = self.client_write(msg.write, msg.quorum, msg.trace, ctx);
+        Box::pin(written.instrument(span.clone()))
     }
 }
 

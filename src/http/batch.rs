@@ -259,6 +259,7 @@ async fn get(key: Key, state: &AppState) -> Value {
                 key,
                 quorum: None,
                 trace: None,
+                span: tracing::Span::current(),
             },
         )
         .await

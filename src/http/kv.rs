@@ -183,6 +183,7 @@ pub(super) async fn get(
         key,
         quorum,
         trace: trace.clone(),
+        span: tracing::Span::current(),
     };
     let outcome = match state.ask(&state.store, read).await {
         Ok(Ok(outcome)) => Ok(read_response(&outcome.object, store::wall_clock_ms())),
@@ -282,6 +283,7 @@ pub(super) async fn put(
         write,
         quorum: params.write_quorum,
         trace: trace.clone(),
+        span: tracing::Span::current(),
     };
     explained(written(state.ask(&state.store, put).await), trace).await
 }
@@ -349,6 +351,7 @@ pub(super) async fn delete(
         },
         quorum: params.write_quorum,
         trace: trace.clone(),
+        span: tracing::Span::current(),
     };
     explained(written(state.ask(&state.store, delete).await), trace).await
 }

@@ -118,6 +118,9 @@ pub struct Get {
     /// Filled with what the read did (`?explain=true`); the answer then
     /// waits for every replica asked, not only the first R.
     pub trace: Option<Trace>,
+    /// The client request's span: the Store's log lines about the read
+    /// carry its request id.
+    pub span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -137,6 +140,8 @@ pub struct Put {
     /// Filled with what the write did (`?explain=true`); the answer then
     /// waits for every replica asked, not only the first W.
     pub trace: Option<Trace>,
+    /// The client request's span (as for [`Get`]).
+    pub span: tracing::Span,
 }
 
 /// A client delete: a write whose payload is a tombstone, versioned and
@@ -147,6 +152,7 @@ pub struct Delete {
     pub write: ClientWrite,
     pub quorum: Option<Quorum>,
     pub trace: Option<Trace>,
+    pub span: tracing::Span,
 }
 
 /// What this node holds and owes (`/cluster/status`; other nodes ask it

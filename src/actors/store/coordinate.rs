@@ -34,6 +34,7 @@ use crate::peer::PeerError;
 use crate::replica::{ReplicaReply, ReplicaRequest, Written};
 use crate::replication::{Quorum, Target};
 use crate::version::{Object, VersionVector};
+use tracing::Instrument as _;
 
 /// A client write being coordinated: the write, the copies it needs
 /// (resolved once, by the node the client asked) and whether another node
@@ -242,7 +243,13 @@ impl Coordinator<'_> {
             trace,
         };
         let (reply, answer) = oneshot::channel();
-        actix::spawn(gather.run(local, remote, spares, needed, reply));
+        // In the request's span, if the caller entered one: the round's
+        // lines then carry its id.
+        actix::spawn(
+            gather
+                .run(local, remote, spares, needed, reply)
+                .instrument(tracing::Span::current()),
+        );
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Restarting)) })
     }
 
@@ -315,6 +322,7 @@ impl Coordinator<'_> {
                         key: job.write.key.clone(),
                         quorum,
                         trace: read_trace.clone(),
+                        span: tracing::Span::current(),
                     };
                     let found = store
                         .send(read)
@@ -441,7 +449,11 @@ impl Coordinator<'_> {
             trace: trace.clone(),
         };
         let (reply, answer) = oneshot::channel();
-        actix::spawn(fan_out.run(targets, spares, needed, context, reply));
+        actix::spawn(
+            fan_out
+                .run(targets, spares, needed, context, reply)
+                .instrument(tracing::Span::current()),
+        );
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let outcome = answer.await.unwrap_or(Err(StoreError::Restarting));

@@ -250,6 +250,7 @@ impl Watching {
                     key: watch.key.clone(),
                     quorum: watch.quorum,
                     trace: None,
+                    span: tracing::Span::current(),
                 })
                 .await
                 .map_err(|_| StoreError::Restarting)??;
