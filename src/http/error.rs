@@ -168,7 +168,26 @@ impl ResponseError for ApiError {
         }
     }
 
+    /// The body, and for a 503 `Retry-After`: the node is up but cannot
+    /// serve this now (replicas away, an actor busy), and a client that
+    /// waits a second before trying again spares it a storm of retries.
     fn error_response(&self) -> HttpResponse {
+        let mut response = self.body_response();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// What a 503's `Retry-After` says, in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
+impl ApiError {
+    fn body_response(&self) -> HttpResponse {
         if let ApiError::Quorum { shortfall, .. } = self {
             return HttpResponse::build(self.status_code()).json(json!({
                 "error": self.to_string(),
@@ -220,5 +239,42 @@ impl actix_web::Responder for ApiError {
 
     fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
         self.error_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_says_when_to_try_again_and_nothing_else_does() {
+        let unavailable = [
+            ApiError::Unavailable("the node did not answer in time".into()),
+            ApiError::UnavailableCounted {
+                message: "few".into(),
+                counts: vec![("replicas_needed", 2)],
+            },
+            ApiError::Quorum {
+                message: "short".into(),
+                shortfall: QuorumShortfall {
+                    needed: 2,
+                    answered: 1,
+                    stored_on: vec![],
+                },
+            },
+        ];
+        for error in unavailable {
+            let response = error.error_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let retry = response.headers().get(actix_web::http::header::RETRY_AFTER);
+            assert_eq!(retry.and_then(|v| v.to_str().ok()), Some("1"), "{error}");
+        }
+        for error in [ApiError::NotFound, ApiError::BadRequest("no".into())] {
+            let response = error.error_response();
+            assert!(response
+                .headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .is_none());
+        }
     }
 }
