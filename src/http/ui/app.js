@@ -297,6 +297,7 @@ function drawChart(figure, series, format) {
   figure.dataset.hasData = String(hasData);
   figure.dataset.samples = String(samples.length);
   figure.querySelector('.chart-empty').hidden = hasData;
+  if (!hasData) figure.querySelector('.current').textContent = '';
   const old = figure.querySelector('svg');
   if (old) old.remove();
   if (!hasData) return;
@@ -339,13 +340,13 @@ function drawChart(figure, series, format) {
     flush();
   }
   const last = samples[samples.length - 1];
-  const now = series.map((line) => `${line.name} ${format(last[line.key])}`).join(', ');
-  root.append(label(now, { class: 'tick now', x: width - right, y: top + 10, 'text-anchor': 'end' }));
+  figure.querySelector('.current').textContent =
+    `last: ${series.map((line) => `${line.name} ${format(last[line.key])}`).join(', ')}`;
   figure.append(root);
 }
 
 function renderCharts() {
-  drawChart($('#rate-chart'), [{ key: 'rate', class: 'rate', name: 'now' }],
+  drawChart($('#rate-chart'), [{ key: 'rate', class: 'rate', name: 'rate' }],
     (v) => (v === null ? '–' : v < 10 ? v.toFixed(2) : v.toFixed(0)));
   drawChart($('#latency-chart'), [
     { key: 'p50', class: 'p50', name: 'p50' },
