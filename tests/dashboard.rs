@@ -382,6 +382,23 @@ async fn the_dashboard_follows_the_cluster_and_resolves_siblings_in_a_browser() 
 
     // The node served the page's own requests: the histogram has them.
     if has_histogram(http[0]) {
+        // A few scrapes' worth of requests, so the lines have points to join.
+        for round in 0..4 {
+            for _ in 0..25 {
+                assert_eq!(get(http[0], "fruit").await.status, 300);
+            }
+            let samples = move || async move {
+                let found = page
+                    .execute(
+                        "return Number(document.querySelector('#latency-chart').dataset.samples)",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                found.as_u64().filter(|&n| n > round).map(|_| ())
+            };
+            eventually(PAGE, "one more scrape in the charts", samples).await;
+        }
         until_count(page, "#latency-chart[data-has-data=\"true\"] svg", 1, PAGE).await;
         until_count(page, "#rate-chart[data-has-data=\"true\"] svg", 1, PAGE).await;
         let lines = count(page, "#latency-chart svg .p50").await;
