@@ -3,7 +3,8 @@
 //!
 //! Owns [`required_role`] (one table for every route) and the middleware
 //! [`admit`]. With a tokens file, every route but `/health` and `/ready`
-//! needs `Authorization: Bearer <token>` of a role at least the route's:
+//! (and the dashboard's files under `/ui`, which hold no data) needs
+//! `Authorization: Bearer <token>` of a role at least the route's:
 //! no or an unknown token is 401 with `WWW-Authenticate`, a weaker role
 //! 403. Without one, only admin routes are guarded: they are taken from
 //! clients on the node's own host alone. A refusal is counted, logged at
@@ -26,10 +27,16 @@ use super::{ApiError, AppState};
 use crate::log_limit::LogLimit;
 use crate::tokens::Role;
 
-/// The role a request needs, or `None` for the probes anyone may call.
+/// The role a request needs, or `None` for the probes and the dashboard's
+/// static files, which anyone may fetch.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let reads = matches!(*method, Method::GET | Method::HEAD);
     if path == "/health" || path == "/ready" {
+        return None;
+    }
+    // The dashboard's files carry no data: the page asks the API for its
+    // figures with the operator's token, and those calls are checked.
+    if path == "/ui" || path.starts_with("/ui/") {
         return None;
     }
     if path == "/kv" || path.starts_with("/kv/") {
@@ -211,6 +218,26 @@ mod tests {
             // A lookalike of the open probes is not one.
             (Method::GET, "/health/x", Some(Role::Read)),
             (Method::POST, "/health", None),
+        ];
+        for (method, path, role) in cases {
+            assert_eq!(required_role(&method, path), role, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_files_are_open_and_nothing_else_is_by_their_name() {
+        let cases = [
+            (Method::GET, "/ui", None),
+            (Method::GET, "/ui/", None),
+            (Method::GET, "/ui/app.js", None),
+            (Method::GET, "/ui/style.css", None),
+            // Not under /ui/: a lookalike prefix gets what any route gets.
+            (Method::GET, "/uix", Some(Role::Read)),
+            (Method::POST, "/uix", Some(Role::Admin)),
+            (Method::GET, "/kv/ui", Some(Role::Read)),
+            (Method::PUT, "/kv/ui", Some(Role::Write)),
+            (Method::GET, "/kv", Some(Role::Read)),
+            (Method::GET, "/cluster/status", Some(Role::Read)),
         ];
         for (method, path, role) in cases {
             assert_eq!(required_role(&method, path), role, "{method} {path}");

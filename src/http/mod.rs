@@ -1,9 +1,10 @@
 //! The public HTTP API (actix-web).
 //!
 //! Owns routing and the translation between HTTP and actor messages: one
-//! file per resource (`kv`, `cluster`, `node`), errors turned into statuses
-//! in one place (`error`). Handlers hold no state of their own and never
-//! touch storage or sockets; they send a message and shape the reply.
+//! file per resource (`kv`, `cluster`, `node`; `ui`, the dashboard's static
+//! files), errors turned into statuses in one place (`error`). Handlers
+//! hold no state of their own and never touch storage or sockets; they send
+//! a message and shape the reply.
 
 mod admin;
 mod answer;
@@ -21,6 +22,7 @@ mod openapi;
 mod params;
 pub mod request_id;
 mod status;
+mod ui;
 
 use std::time::Duration;
 
@@ -96,6 +98,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     keyring::routes(cfg);
     node::routes(cfg);
     openapi::routes(cfg);
+    ui::routes(cfg);
 }
 
 /// The answer for a path no route matches.
