@@ -39,12 +39,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         super::node::health,
         super::node::ready,
         super::node::metrics,
+        super::ui::index,
+        super::ui::index_with_slash,
+        super::ui::app_js,
+        super::ui::style_css,
         document,
     ),
     tags(
         (name = "kv", description = "Keys and values"),
         (name = "cluster", description = "Members, ring, data movement and admin calls"),
-        (name = "node", description = "This node about itself")
+        (name = "node", description = "This node about itself"),
+        (name = "ui", description = "The dashboard's files")
     )
 )]
 struct ApiDoc;
@@ -286,6 +291,7 @@ mod tests {
             include_str!("status.rs"),
             include_str!("keyring.rs"),
             include_str!("node.rs"),
+            include_str!("ui.rs"),
             include_str!("openapi.rs"),
         ];
         let mut routes = Vec::new();
@@ -325,7 +331,7 @@ mod tests {
     fn every_route_registered_is_described() {
         let doc: serde_json::Value = serde_json::from_str(description()).unwrap();
         let routes = registered_routes();
-        assert!(routes.len() >= 18, "the route reader found {routes:?}");
+        assert!(routes.len() >= 22, "the route reader found {routes:?}");
         for (method, path) in routes {
             assert!(
                 doc["paths"][&path][&method].is_object(),

@@ -24,7 +24,7 @@ pub const CONTENT_SECURITY_POLICY: &str =
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/ui", web::get().to(index))
-        .route("/ui/", web::get().to(index))
+        .route("/ui/", web::get().to(index_with_slash))
         .route("/ui/app.js", web::get().to(app_js))
         .route("/ui/style.css", web::get().to(style_css));
 }
@@ -44,14 +44,34 @@ fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-async fn index() -> HttpResponse {
+/// The dashboard's page (open to all: it holds no data).
+#[utoipa::path(get, path = "/ui", tag = "ui", responses(
+    (status = 200, description = "The dashboard's HTML page", content_type = "text/html", body = String),
+))]
+pub(super) async fn index() -> HttpResponse {
     file("text/html; charset=utf-8", INDEX_HTML)
 }
 
-async fn app_js() -> HttpResponse {
+/// The dashboard's page, under `/ui/` too.
+#[utoipa::path(get, path = "/ui/", tag = "ui", responses(
+    (status = 200, description = "The dashboard's HTML page", content_type = "text/html", body = String),
+))]
+pub(super) async fn index_with_slash() -> HttpResponse {
+    index().await
+}
+
+/// The dashboard's script.
+#[utoipa::path(get, path = "/ui/app.js", tag = "ui", responses(
+    (status = 200, description = "JavaScript", content_type = "text/javascript", body = String),
+))]
+pub(super) async fn app_js() -> HttpResponse {
     file("text/javascript; charset=utf-8", APP_JS)
 }
 
-async fn style_css() -> HttpResponse {
+/// The dashboard's style sheet.
+#[utoipa::path(get, path = "/ui/style.css", tag = "ui", responses(
+    (status = 200, description = "CSS", content_type = "text/css", body = String),
+))]
+pub(super) async fn style_css() -> HttpResponse {
     file("text/css; charset=utf-8", STYLE_CSS)
 }
