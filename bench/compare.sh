@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dnd side by side with the HTTP ceiling of this machine, etcd and Redis, in
-# one run, with one load tool (benches/load.rs) and the same settings:
+# one run, with one load tool (`dnd bench`, src/load/) and the same settings:
 #
 #   1. the ceiling: examples/ceiling.rs, an actix-web server that stores nothing
 #   2. dnd, one node, --storage memory
@@ -159,19 +159,15 @@ fi
 ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
 REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 
-log "building dnd, the ceiling and the load tool (release)"
+log "building dnd (with its load tool, \`dnd bench\`) and the ceiling (release)"
 cargo build --release --bin dnd --example ceiling >"$WORK/build.log" 2>&1 ||
   { tail -30 "$WORK/build.log" >&2; die "cargo build failed"; }
-# The load tool's own artifact: the same build also reports the dnd binary,
-# in no fixed order.
-LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.log" |
-  grep '"kind":\["bench"\]' | grep '"name":"load"' | grep -o '"executable":"[^"]*"' |
-  tail -1 | cut -d'"' -f4) || true
-[[ -x $LOAD ]] || { tail -30 "$WORK/build.log" >&2; die "building the load tool failed"; }
 # Where cargo built them: CARGO_TARGET_DIR if set, as cargo itself does.
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DND=$TARGET/release/dnd
 CEILING=$TARGET/release/examples/ceiling
+# The load tool is the same binary.
+load() { "$DND" bench "$@"; }
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -248,7 +244,7 @@ run_load() {
     echo "${PIDS[*]}"
   )
   log "measuring $label: $workloads"
-  "$LOAD" --protocol "$protocol" --target "$targets" --workload "$workloads" \
+  load --protocol "$protocol" --target "$targets" --workload "$workloads" \
     --duration "$SECS" --concurrency "$CONC" --threads "$THREADS" --records "$records" --value-size "$VALUE" \
     --server-pids "$pids" --id "$id" --label "$label" --role "$role" --durability "$durability" \
     --json "$WORK/results/$(printf %02d $RUN)-$id.json" "$@" | tee -a "$WORK/reports.md" ||
@@ -424,7 +420,7 @@ system_memory() {
   rss() { awk -v f="$1:" '$1 == f { print $2 * 1024 }' "/proc/$pid/status"; }
   rss_empty=$(rss VmRSS)
   log "memory: loading $MEMORY_KEYS keys of $VALUE B into one dnd node (disk)"
-  "$LOAD" --target "127.0.0.1:$DND_HTTP" --workload load --records "$MEMORY_KEYS" \
+  load --target "127.0.0.1:$DND_HTTP" --workload load --records "$MEMORY_KEYS" \
     --operations "$MEMORY_KEYS" --concurrency "$CONC" --threads "$THREADS" --value-size "$VALUE" \
     --server-pids "$pid" --id dnd-memory-load --label "dnd, 1 node, disk" \
     --durability "$DND_PERIODIC" --json "$WORK/memory-run.json" | tee -a "$WORK/reports.md" ||
@@ -472,7 +468,7 @@ MACHINE="a shared $(nproc)-core, $mem GiB machine (${cpu:-unknown CPU}, Linux $(
 wall=$(($(date +%s) - BEGAN))
 WALL="$((wall / 60)) min $((wall % 60)) s"
 mkdir -p "$(dirname "$OUT")"
-"$LOAD" summarize --results "$WORK/results" --out "$OUT" --readme "$WORK/readme.md" \
+load summarize --results "$WORK/results" --out "$OUT" --readme "$WORK/readme.md" \
   "${REDIS_ARGS[@]}" "${MEMORY_ARGS[@]}" \
   --machine "$MACHINE" --wall "$WALL" || die "summarizing failed"
 {

@@ -344,6 +344,13 @@ enum Command {
         #[command(subcommand)]
         action: KeyringAction,
     },
+    /// Load running servers (dnd, the ceiling example, etcd) with YCSB-style
+    /// workloads and report throughput and latency; `dnd bench summarize`
+    /// turns several runs' JSON reports into a comparison page.
+    ///
+    /// `dnd bench --target 127.0.0.1:6000 --workload load,c,a,b`. The
+    /// global -q/--quiet turns its progress line off.
+    Bench(dnd::load::BenchArgs),
     /// Run a local cluster of NODES processes on loopback until Ctrl-C.
     ///
     /// Node i uses --port and --server-port plus i-1 on --address (or, with
@@ -1005,6 +1012,52 @@ fn with_settings_file(mut args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> 
     Ok(program.into_iter().chain(flags).chain(args).collect())
 }
 
+/// Whether the command line is `dnd [global flags] bench ...`, whose flag
+/// errors are one line, as the scripts that run it read them.
+fn is_bench(args: &[OsString]) -> bool {
+    let command = Cli::command();
+    let takes_value = |word: &str| {
+        command.get_arguments().any(|arg| {
+            arg.get_action().takes_values()
+                && (arg
+                    .get_long()
+                    .is_some_and(|long| word == format!("--{long}"))
+                    || arg
+                        .get_short()
+                        .is_some_and(|short| word == format!("-{short}")))
+        })
+    };
+    // The first word that is no flag and no flag's value names the command.
+    let mut words = args.iter().skip(1).filter_map(|w| w.to_str());
+    while let Some(word) = words.next() {
+        if word.starts_with('-') {
+            if takes_value(word) {
+                words.next();
+            }
+            continue;
+        }
+        return word == "bench";
+    }
+    false
+}
+
+/// A clap error as one line: its message, without the usage and the tips
+/// that follow it.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+        .filter(|line| !line.is_empty());
+    let mut message = lines.next().unwrap_or("invalid arguments").to_string();
+    for line in lines {
+        message.push(' ');
+        message.push_str(line);
+    }
+    message.trim_start_matches("error: ").to_string()
+}
+
 fn main() -> ExitCode {
     let args = match with_settings_file(std::env::args_os().collect()) {
         Ok(args) => args,
@@ -1013,9 +1066,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && is_bench(&args) => {
+            eprintln!("dnd bench: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     init_logging(cli.verbose, cli.quiet, cli.log_format);
     let outcome = match cli.command {
+        Command::Bench(mut args) => {
+            args.run.quiet = cli.quiet > 0;
+            return dnd::load::run(args);
+        }
         Command::Keygen => {
             use std::io::Write;
             writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64())
