@@ -1,6 +1,9 @@
 //! The `dnd` command: parses flags (and `DND_*` variables), sets up logging,
 //! and runs a node until SIGINT or SIGTERM.
 //!
+//! `dnd bench` is the other way in: its flags go to [`dnd::load`], the load
+//! tool, which prints its reports on stdout and starts no node.
+//!
 //! A thin shell: it builds a [`Config`] and calls into the library. It must
 //! never hold node logic of its own, and reports every start-up failure as
 //! one line on stderr with a non-zero exit.

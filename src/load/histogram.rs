@@ -124,3 +124,37 @@ impl Histogram {
         (self.total > 0).then(|| Duration::from_nanos((self.sum / u128::from(self.total)) as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_within_their_bucket_of_the_exact_value() {
+        let mut h = Histogram::default();
+        for us in 1..=10_000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        for (q, exact_us) in [(0.5, 5_000.0), (0.99, 9_900.0), (0.999, 9_990.0)] {
+            let got = h.percentile(q).unwrap().as_nanos() as f64 / 1000.0;
+            assert!(
+                (got - exact_us).abs() / exact_us < 0.002,
+                "p{q}: {got} µs, exact {exact_us} µs"
+            );
+        }
+        assert_eq!(h.min(), Some(Duration::from_micros(1)));
+        assert_eq!(h.max(), Some(Duration::from_micros(10_000)));
+        assert_eq!(h.count(), 10_000);
+    }
+
+    #[test]
+    fn merged_histograms_count_both() {
+        let (mut a, mut b) = (Histogram::default(), Histogram::default());
+        a.record(Duration::from_millis(1));
+        b.record(Duration::from_millis(3));
+        a.merge(&b);
+        assert_eq!(a.count(), 2);
+        assert_eq!(a.mean(), Some(Duration::from_millis(2)));
+        assert_eq!(Histogram::default().percentile(0.5), None);
+    }
+}
