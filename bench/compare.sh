@@ -39,10 +39,11 @@
 # ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
 # (a subset leaves the others' figures out). Takes about 10 minutes.
 #
-# It installs what it lacks (etcd-server, redis-server, redis-tools, curl)
-# with apt-get, as root. Everything it starts listens on loopback ports that
-# were free, keeps its data in one temp dir, and is stopped, and the dir
-# removed, on every way out (end, error, Ctrl-C, SIGTERM).
+# It installs what the systems asked for lack (etcd-server, redis-server,
+# redis-tools, curl) with apt-get, as root. Everything it starts listens on
+# loopback ports that were free, keeps its data in one temp dir, and is
+# stopped, and the dir removed, on every way out (end, error, Ctrl-C,
+# SIGTERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -136,10 +137,17 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------
 # What it needs
 
+# Only what the systems asked for need: etcd for its own runs and the
+# listing's baseline, Redis for its own.
+wants() { [[ ,$SYSTEMS, == *,$1,* ]]; }
 need=()
-command -v etcd >/dev/null || need+=(etcd-server)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
+if wants etcd-1 || wants etcd-3 || wants list; then
+  command -v etcd >/dev/null || need+=(etcd-server)
+fi
+if wants redis; then
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-benchmark >/dev/null || need+=(redis-tools)
+fi
 command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
   ((INSTALL)) || die "missing ${need[*]} and --no-install given"
@@ -156,8 +164,8 @@ if ((${#need[@]})); then
     >>"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get install ${need[*]} failed"; }
   if ((POLICY_CREATED)); then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
 fi
-ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
-REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+ETCD_VERSION=$( (etcd --version 2>/dev/null || true) | sed -n 's/^etcd Version: //p')
+REDIS_VERSION=$( (redis-server --version 2>/dev/null || true) | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 
 log "building dnd (with its load tool, \`dnd bench\`) and the ceiling (release)"
 cargo build --release --bin dnd --example ceiling >"$WORK/build.log" 2>&1 ||

@@ -353,7 +353,7 @@ enum Command {
     ///
     /// `dnd bench --target 127.0.0.1:6000 --workload load,c,a,b`. The
     /// global -q/--quiet turns its progress line off.
-    Bench(dnd::load::BenchArgs),
+    Bench(Box<dnd::load::BenchArgs>),
     /// Run a local cluster of NODES processes on loopback until Ctrl-C.
     ///
     /// Node i uses --port and --server-port plus i-1 on --address (or, with
@@ -1081,7 +1081,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Bench(mut args) => {
             args.run.quiet = cli.quiet > 0;
-            return dnd::load::run(args);
+            return dnd::load::run(*args);
         }
         Command::Keygen => {
             use std::io::Write;

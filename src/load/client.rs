@@ -7,9 +7,14 @@
 //! Nothing here retries: a failed request is reported as failed.
 
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use ureq::http::{HeaderMap, Method, Request};
+use ureq::http::{HeaderMap, Method, Request, Uri};
+// ureq's resolver interface is not under its semver promise ("unversioned"):
+// Cargo.lock pins the version this was written against.
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// How long opening one connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,6 +82,36 @@ impl Reply {
     }
 }
 
+/// Resolves the load tool's targets, which are `IP:PORT` already, without
+/// a lookup. ureq resolves a request's host before it looks for an idle
+/// connection, and its own resolver, given a timeout, does each lookup in a
+/// thread of its own: a thread started per request, which held 32 clients
+/// to 7,000 to 10,000 requests/s against the ceiling server here, against
+/// 33,000 to 48,000 without it.
+#[derive(Debug)]
+struct Literal;
+
+impl Resolver for Literal {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri
+            .authority()
+            .and_then(|authority| authority.as_str().parse::<SocketAddr>().ok());
+        match literal {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => DefaultResolver::default().resolve(uri, config, timeout),
+        }
+    }
+}
+
 /// One client's connections, one per target, reused between requests.
 /// Clones share the connections; a request that finds none idle opens one.
 #[derive(Clone)]
@@ -88,7 +123,7 @@ impl HttpClient {
     /// A client whose requests each give up after `timeout` (connecting,
     /// sending and reading the whole answer).
     pub fn new(timeout: Duration, targets: usize) -> HttpClient {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             // Addresses are given; a proxy from the environment would only
@@ -99,8 +134,8 @@ impl HttpClient {
             .timeout_global(Some(timeout))
             .max_idle_connections(targets.max(1))
             .max_idle_connections_per_host(1)
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(config, DefaultConnector::default(), Literal);
         HttpClient { agent }
     }
 

@@ -77,19 +77,22 @@
 //! `--concurrency C` clients (default 32) each hold one keep-alive
 //! connection to every `--target` (comma-separated or repeated) and send
 //! request `i` to target `i mod n`, so load spreads evenly over the nodes of
-//! a cluster. Each client is a thread of its own with a small stack
-//! (blocking HTTP through `ureq`, [`client`]); `--threads` is kept for the
-//! scripts that pass it and only recorded in the report. By default the
-//! loop is closed: a client sends its next request when the last one
-//! answered, for `--duration` seconds (default 10) or `--operations N`
-//! requests per phase. `--rate R` opens the loop instead: a pacer thread
-//! releases request `i` at `start + i / R` and latency counts from that
-//! release, so a request waiting for a free client behind slow answers
-//! counts its wait (no coordinated omission); *from send* leaves the wait
-//! out. `--half-peak` follows each closed-loop phase with the same workload
-//! open-loop at half the throughput it reached. The report gives the CPU
+//! a cluster. By default the loop is closed: a client sends its next request
+//! when the last one answered, for `--duration` seconds (default 10) or
+//! `--operations N` requests per phase. `--rate R` opens the loop instead: a
+//! pacer releases request `i` at `start + i / R` (at each tick of tokio's
+//! 1 ms timer) and latency counts from that due time, so a request waiting
+//! for a free client behind slow answers counts its wait (no coordinated
+//! omission); *from send* leaves the wait out. `--half-peak` follows each
+//! closed-loop phase with the same workload open-loop at half the
+//! throughput it reached. The clients run on `--threads` single-threaded
+//! tokio runtimes (default 1, to leave the servers as much of a shared
+//! machine as possible) with a small HTTP/1.1 client of their own
+//! ([`conn`], which says why it is not `ureq`); the report gives the CPU
 //! the client used, and that of `--server-pids` if given, so a client-bound
-//! figure shows as such.
+//! figure shows as such. Everything else (the start's check of each target,
+//! the listing, the watches) goes through `ureq` ([`client`]); the watch
+//! workload holds each watch in a thread of its own with a small stack.
 //!
 //! # What it reports
 //!
@@ -123,14 +126,13 @@
 //! beside its baseline in the same run (`load/api_figures.rs`).
 
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -142,12 +144,14 @@ use ureq::http::Method;
 
 mod api_figures;
 pub mod client;
+mod conn;
 pub mod histogram;
 mod listing;
 mod summary;
 mod watch;
 
 use client::{Fail, HttpClient};
+use conn::{release, Conn, Released};
 use histogram::Histogram;
 
 /// Bytes of every key: `user` and 16 hex digits.
@@ -155,8 +159,8 @@ const KEY_BYTES: usize = 20;
 const PAUSE: Duration = Duration::from_secs(1);
 /// A phase stops when every request has failed to connect for this long.
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
-/// Stack of each client thread: a blocking request needs little, and the
-/// watch workload holds ten thousand of them.
+/// Stack of each thread that blocks on one `ureq` request: it needs
+/// little, and the watch workload holds ten thousand of them.
 const CLIENT_STACK: usize = 256 * 1024;
 
 // ---------------------------------------------------------------------------
@@ -323,11 +327,11 @@ pub struct RunArgs {
     /// Bytes of each value: 100, 1k, 10k or any number of bytes.
     #[arg(long = "value-size", value_name = "B", default_value = "100", value_parser = parse_size)]
     pub value_bytes: usize,
-    /// Clients, each a thread with one keep-alive connection to every target.
+    /// Clients, each with one keep-alive connection to every target.
     #[arg(long, value_name = "C", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000).map(|v| v as usize))]
     pub concurrency: usize,
-    /// Kept for the scripts that pass it: every client has a thread of its
-    /// own, whatever this says; recorded in the report.
+    /// Client threads, each a single-threaded runtime driving its share of
+    /// the clients.
     #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024).map(|v| v as usize))]
     pub threads: usize,
     /// Seconds per phase.
@@ -1064,18 +1068,19 @@ impl Stats {
     }
 }
 
-/// One client: a keep-alive connection to every target, driven by a
-/// thread of its own.
+/// One client: a keep-alive connection to every target.
 struct Client {
-    http: HttpClient,
-    /// The body of the request being built, when it is not the value.
+    conns: Vec<Conn>,
+    /// The whole request being sent.
+    request: Vec<u8>,
+    /// Its body, when it is not the value.
     body: Vec<u8>,
     rng: Rng,
 }
 
 /// Sends request `i` and records its outcome; latency counts from
 /// `scheduled` in an open loop, from the send in a closed one (`None`).
-fn send(
+async fn send(
     plan: &Plan,
     client: &mut Client,
     stats: &mut Stats,
@@ -1086,12 +1091,22 @@ fn send(
 ) -> Option<Fail> {
     let target = (i % plan.targets.len() as u64) as usize;
     let call = plan.requests.build(&mut client.body, op, record, target);
+    let path = &call.url[plan.requests.bases[target].len()..];
+    let host = &plan.requests.bases[target]["http://".len()..];
+    conn::request_bytes(
+        &mut client.request,
+        &call.method,
+        host,
+        path,
+        call.content_type,
+        call.body,
+    );
     let sent = Instant::now();
-    let result = match client
-        .http
-        .call(call.method, &call.url, call.content_type, call.body)
-    {
-        Ok(reply) => plan.requests.check(op, reply.status, &reply.body),
+    let conn = &mut client.conns[target];
+    let result = match conn.request(&client.request, plan.timeout).await {
+        Ok(response) => plan
+            .requests
+            .check(op, response.status, conn.body(&response)),
         Err(fail) => Err(fail),
     };
     let answered = Instant::now();
@@ -1160,95 +1175,43 @@ fn send(
 }
 
 /// Closed loop: the next request as soon as the last one answered.
-fn closed_worker(plan: &Plan, mut client: Client, end: Instant) -> Stats {
+async fn closed_worker(plan: Arc<Plan>, mut client: Client, end: Instant) -> Stats {
     let mut stats = Stats::default();
     while Instant::now() < end && !plan.stop.load(Ordering::Relaxed) {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         let Some((op, record)) = plan.choose(i, &mut client.rng) else {
             break;
         };
-        let fail = send(plan, &mut client, &mut stats, i, op, record, None);
+        let fail = send(&plan, &mut client, &mut stats, i, op, record, None).await;
         if fail == Some(Fail::Connect) {
             // Do not spin on a refused connection.
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     stats
 }
 
 /// Open loop: whatever request the pacer released next.
-fn open_worker(plan: &Plan, mut client: Client, released: &Released) -> Stats {
+async fn open_worker(plan: Arc<Plan>, mut client: Client, released: Arc<Released>) -> Stats {
     let mut stats = Stats::default();
-    while let Some((i, scheduled)) = released.pop() {
+    while let Some((i, scheduled)) = released.pop().await {
         if plan.stop.load(Ordering::Relaxed) {
             continue;
         }
         if let Some((op, record)) = plan.choose(i, &mut client.rng) {
             send(
-                plan,
+                &plan,
                 &mut client,
                 &mut stats,
                 i,
                 op,
                 record,
                 Some(scheduled),
-            );
+            )
+            .await;
         }
     }
     stats
-}
-
-/// Requests released by the open loop's pacer: `(number, intended start)`,
-/// or `None` to stop a worker.
-#[derive(Default)]
-struct Released {
-    queue: Mutex<VecDeque<Option<(u64, Instant)>>>,
-    ready: Condvar,
-}
-
-impl Released {
-    fn push(&self, job: Option<(u64, Instant)>) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(job);
-        self.ready.notify_one();
-    }
-
-    fn pop(&self) -> Option<(u64, Instant)> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(job) = queue.pop_front() {
-                return job;
-            }
-            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Releases request `i` at `start + i / rate` until `end` (or until `stop`
-/// says so). A request's intended start is its due time, whether or not
-/// the pacer or a worker was late: latency counts from it.
-fn release(
-    released: &Released,
-    rate: f64,
-    start: Instant,
-    end: Instant,
-    stop: &dyn Fn(u64) -> bool,
-) {
-    let due = |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
-    let mut i = 0;
-    while due(i) < end && !stop(i) {
-        let wait = due(i).saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
-        }
-        let now = Instant::now();
-        while due(i) <= now && due(i) < end && !stop(i) {
-            released.push(Some((i, due(i))));
-            i += 1;
-        }
-    }
 }
 
 struct PhaseResult {
@@ -1306,38 +1269,14 @@ impl Progress {
     }
 }
 
-/// Where the threads of a phase wait for its start: the start time, or
-/// `None` when the phase was called off before it began.
-#[derive(Default)]
-struct Gate {
-    start: Mutex<Option<Option<Instant>>>,
-    opened: Condvar,
-}
-
-impl Gate {
-    fn open(&self, start: Option<Instant>) {
-        *self.start.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
-        self.opened.notify_all();
-    }
-
-    fn wait(&self) -> Option<Instant> {
-        let mut state = self.start.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(start) = *state {
-                return start;
-            }
-            state = self.opened.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// Runs one phase: `concurrency` clients, a thread each, closed loop for
-/// `length` or open loop at `rate`.
+/// Runs one phase: `concurrency` clients over `threads` single-threaded
+/// runtimes, closed loop for `length` or open loop at `rate`.
 #[allow(clippy::too_many_arguments)]
 fn run_phase(
     plan: Plan,
     title: &str,
     concurrency: usize,
+    threads: usize,
     rate: Option<f64>,
     length: Duration,
     seed: u64,
@@ -1345,75 +1284,115 @@ fn run_phase(
     progress: &Progress,
 ) -> Result<PhaseResult> {
     let plan = Arc::new(plan);
-    // Every client and the pacer start together, once all are spawned.
-    let gate = Arc::new(Gate::default());
+    let threads = threads.min(concurrency).max(1);
+    let opened = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let start_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let open_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let released = Arc::new(Released::default());
-    let mut handles = Vec::with_capacity(concurrency + 1);
-    let spawn = |name: String, job: Box<dyn FnOnce() -> Stats + Send>| {
-        std::thread::Builder::new()
-            .name(name)
-            .stack_size(CLIENT_STACK)
-            .spawn(job)
-    };
-    let mut spawned = Ok(());
-    for c in 0..concurrency {
-        let (plan, gate, released) = (plan.clone(), gate.clone(), released.clone());
-        let client = Client {
-            http: HttpClient::new(plan.timeout, plan.targets.len()),
-            body: Vec::with_capacity(1024),
-            rng: Rng::new(seed, c as u64),
-        };
-        let job = Box::new(move || {
-            let Some(start) = gate.wait() else {
-                return Stats::default();
-            };
-            match rate {
-                None => closed_worker(&plan, client, start + length),
-                Some(_) => open_worker(&plan, client, &released),
-            }
-        });
-        match spawn(format!("load-{c}"), job) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                spawned = Err(anyhow!(
-                    "cannot start {concurrency} client threads: {e} (is `ulimit -u` high enough?)"
-                ));
-                break;
-            }
-        }
-    }
-    if let (Some(rate), Ok(())) = (rate, &spawned) {
-        let (plan, gate, released) = (plan.clone(), gate.clone(), released.clone());
-        let job = Box::new(move || {
-            if let Some(start) = gate.wait() {
-                let stop = |i: u64| {
-                    plan.stop.load(Ordering::Relaxed) || plan.limit.is_some_and(|limit| i >= limit)
+    let mut handles = Vec::new();
+    for thread in 0..threads {
+        let plan = plan.clone();
+        let (opened, go, start_at, open_error, released) = (
+            opened.clone(),
+            go.clone(),
+            start_at.clone(),
+            open_error.clone(),
+            released.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("load-{thread}"))
+            .spawn(move || -> Result<Stats> {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        open_error
+                            .lock()
+                            .expect("lock")
+                            .get_or_insert(format!("cannot build a client runtime: {e}"));
+                        opened.wait();
+                        go.wait();
+                        return Ok(Stats::default());
+                    }
                 };
-                release(&released, rate, start, start + length, &stop);
-            }
-            for _ in 0..concurrency {
-                released.push(None);
-            }
-            Stats::default()
-        });
-        match spawn("load-pacer".into(), job) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => spawned = Err(anyhow!("cannot start the pacer thread: {e}")),
-        }
+                rt.block_on(async move {
+                    // Clients `thread`, `thread + threads`, ...
+                    let mine: Vec<usize> = (thread..concurrency).step_by(threads).collect();
+                    let mut clients = Vec::with_capacity(mine.len());
+                    'open: for &c in &mine {
+                        let mut conns = Vec::with_capacity(plan.targets.len());
+                        for &addr in &plan.targets {
+                            match Conn::open(addr).await {
+                                Ok(conn) => conns.push(conn),
+                                Err(e) => {
+                                    open_error
+                                        .lock()
+                                        .expect("lock")
+                                        .get_or_insert(format!("cannot connect to {addr}: {e}"));
+                                    break 'open;
+                                }
+                            }
+                        }
+                        clients.push(Client {
+                            conns,
+                            request: Vec::with_capacity(1024),
+                            body: Vec::with_capacity(1024),
+                            rng: Rng::new(seed, c as u64),
+                        });
+                    }
+                    opened.wait();
+                    go.wait();
+                    let mut stats = Stats::default();
+                    if open_error.lock().expect("lock").is_some() {
+                        return Ok(stats);
+                    }
+                    let start = *start_at.get().expect("set before go");
+                    let end = start + length;
+                    let tasks: Vec<_> = clients
+                        .into_iter()
+                        .map(|client| match rate {
+                            None => tokio::spawn(closed_worker(plan.clone(), client, end)),
+                            Some(_) => {
+                                tokio::spawn(open_worker(plan.clone(), client, released.clone()))
+                            }
+                        })
+                        .collect();
+                    if let (Some(rate), 0) = (rate, thread) {
+                        let stop = |i: u64| {
+                            plan.stop.load(Ordering::Relaxed)
+                                || plan.limit.is_some_and(|limit| i >= limit)
+                        };
+                        release(&released, rate, start, end, &stop).await;
+                        for _ in 0..concurrency {
+                            released.push(None);
+                        }
+                    }
+                    for task in tasks {
+                        stats.merge(task.await.context("a client task panicked")?);
+                    }
+                    Ok(stats)
+                })
+            })
+            .context("starting a client thread")?;
+        handles.push(handle);
     }
-    if let Err(e) = spawned {
-        gate.open(None);
-        for handle in handles {
-            let _ = handle.join();
-        }
-        return Err(e);
-    }
+    opened.wait();
     let cpu_before = (
         cpu_seconds(&["self".into()]),
         cpu_seconds(server_pids).filter(|_| !server_pids.is_empty()),
     );
     let start = Instant::now();
-    gate.open(Some(start));
+    start_at.set(start).expect("set once");
+    go.wait();
+    if let Some(e) = open_error.lock().expect("lock").clone() {
+        for handle in handles {
+            let _ = handle.join();
+        }
+        bail!("{e}");
+    }
 
     // Watch: progress, and stop when the targets became unreachable.
     let mut aborted = None;
@@ -1466,7 +1445,7 @@ fn run_phase(
         let result = handle
             .join()
             .map_err(|_| anyhow!("a client thread panicked"))?;
-        stats.merge(result);
+        stats.merge(result?);
     }
     let elapsed = start.elapsed();
     let cpu_after = (
@@ -1874,8 +1853,7 @@ fn run_all(args: &RunArgs) -> Result<RunReport> {
         key_bytes: KEY_BYTES,
         value_bytes: args.value_bytes,
         concurrency: args.concurrency,
-        // Every client has a thread of its own (`--threads` is only kept).
-        threads: args.concurrency,
+        threads: args.threads,
         seconds_per_phase: args
             .operations
             .is_none()
@@ -1945,6 +1923,7 @@ fn run_all(args: &RunArgs) -> Result<RunReport> {
                 plan(records_of(workload, n, false), args.operations),
                 &title,
                 args.concurrency,
+                args.threads,
                 args.rate,
                 length,
                 args.seed.wrapping_add(n as u64 * 1_000_003),
@@ -1977,6 +1956,7 @@ fn run_all(args: &RunArgs) -> Result<RunReport> {
                 ),
                 &title,
                 args.concurrency,
+                args.threads,
                 Some(rate),
                 length,
                 args.seed.wrapping_add(n as u64 * 1_000_003 + 1),
@@ -2006,6 +1986,7 @@ fn run_all(args: &RunArgs) -> Result<RunReport> {
                     plan(Records::List(missing), None),
                     &title,
                     args.concurrency,
+                    args.threads,
                     None,
                     unbounded,
                     args.seed,
