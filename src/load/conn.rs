@@ -17,6 +17,7 @@
 //!
 //! A connection is opened again after an error, a timeout or a
 //! `Connection: close`; requests go one at a time (no pipelining).
+//! `benches/kv.rs` loads its nodes with it too.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -64,6 +65,12 @@ pub struct Response {
     body: Range<usize>,
 }
 
+impl Response {
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
 /// One keep-alive connection to one server, opened again after an error, a
 /// timeout or a `Connection: close`. Requests go one at a time (no
 /// pipelining).
@@ -93,6 +100,10 @@ impl Conn {
             stream: Some(stream),
             buf: Vec::with_capacity(16 * 1024),
         })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) and reads its response,

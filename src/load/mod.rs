@@ -144,7 +144,7 @@ use ureq::http::Method;
 
 mod api_figures;
 pub mod client;
-mod conn;
+pub mod conn;
 pub mod histogram;
 mod listing;
 mod summary;
