@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dnd side by side with the HTTP ceiling of this machine, etcd and Redis, in
-# one run, with one load tool (benches/load.rs) and the same settings:
+# one run, with one load tool (`dnd bench`, src/load/) and the same settings:
 #
 #   1. the ceiling: examples/ceiling.rs, an actix-web server that stores nothing
 #   2. dnd, one node, --storage memory
@@ -39,10 +39,11 @@
 # ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
 # (a subset leaves the others' figures out). Takes about 10 minutes.
 #
-# It installs what it lacks (etcd-server, redis-server, redis-tools, curl)
-# with apt-get, as root. Everything it starts listens on loopback ports that
-# were free, keeps its data in one temp dir, and is stopped, and the dir
-# removed, on every way out (end, error, Ctrl-C, SIGTERM).
+# It installs what the systems asked for lack (etcd-server, redis-server,
+# redis-tools, curl) with apt-get, as root. Everything it starts listens on
+# loopback ports that were free, keeps its data in one temp dir, and is
+# stopped, and the dir removed, on every way out (end, error, Ctrl-C,
+# SIGTERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -136,10 +137,17 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------
 # What it needs
 
+# Only what the systems asked for need: etcd for its own runs and the
+# listing's baseline, Redis for its own.
+wants() { [[ ,$SYSTEMS, == *,$1,* ]]; }
 need=()
-command -v etcd >/dev/null || need+=(etcd-server)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
+if wants etcd-1 || wants etcd-3 || wants list; then
+  command -v etcd >/dev/null || need+=(etcd-server)
+fi
+if wants redis; then
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-benchmark >/dev/null || need+=(redis-tools)
+fi
 command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
   ((INSTALL)) || die "missing ${need[*]} and --no-install given"
@@ -156,22 +164,18 @@ if ((${#need[@]})); then
     >>"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get install ${need[*]} failed"; }
   if ((POLICY_CREATED)); then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
 fi
-ETCD_VERSION=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
-REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+ETCD_VERSION=$( (etcd --version 2>/dev/null || true) | sed -n 's/^etcd Version: //p')
+REDIS_VERSION=$( (redis-server --version 2>/dev/null || true) | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 
-log "building dnd, the ceiling and the load tool (release)"
+log "building dnd (with its load tool, \`dnd bench\`) and the ceiling (release)"
 cargo build --release --bin dnd --example ceiling >"$WORK/build.log" 2>&1 ||
   { tail -30 "$WORK/build.log" >&2; die "cargo build failed"; }
-# The load tool's own artifact: the same build also reports the dnd binary,
-# in no fixed order.
-LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.log" |
-  grep '"kind":\["bench"\]' | grep '"name":"load"' | grep -o '"executable":"[^"]*"' |
-  tail -1 | cut -d'"' -f4) || true
-[[ -x $LOAD ]] || { tail -30 "$WORK/build.log" >&2; die "building the load tool failed"; }
 # Where cargo built them: CARGO_TARGET_DIR if set, as cargo itself does.
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DND=$TARGET/release/dnd
 CEILING=$TARGET/release/examples/ceiling
+# The load tool is the same binary.
+load() { "$DND" bench "$@"; }
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -248,7 +252,7 @@ run_load() {
     echo "${PIDS[*]}"
   )
   log "measuring $label: $workloads"
-  "$LOAD" --protocol "$protocol" --target "$targets" --workload "$workloads" \
+  load --protocol "$protocol" --target "$targets" --workload "$workloads" \
     --duration "$SECS" --concurrency "$CONC" --threads "$THREADS" --records "$records" --value-size "$VALUE" \
     --server-pids "$pids" --id "$id" --label "$label" --role "$role" --durability "$durability" \
     --json "$WORK/results/$(printf %02d $RUN)-$id.json" "$@" | tee -a "$WORK/reports.md" ||
@@ -424,7 +428,7 @@ system_memory() {
   rss() { awk -v f="$1:" '$1 == f { print $2 * 1024 }' "/proc/$pid/status"; }
   rss_empty=$(rss VmRSS)
   log "memory: loading $MEMORY_KEYS keys of $VALUE B into one dnd node (disk)"
-  "$LOAD" --target "127.0.0.1:$DND_HTTP" --workload load --records "$MEMORY_KEYS" \
+  load --target "127.0.0.1:$DND_HTTP" --workload load --records "$MEMORY_KEYS" \
     --operations "$MEMORY_KEYS" --concurrency "$CONC" --threads "$THREADS" --value-size "$VALUE" \
     --server-pids "$pid" --id dnd-memory-load --label "dnd, 1 node, disk" \
     --durability "$DND_PERIODIC" --json "$WORK/memory-run.json" | tee -a "$WORK/reports.md" ||
@@ -472,7 +476,7 @@ MACHINE="a shared $(nproc)-core, $mem GiB machine (${cpu:-unknown CPU}, Linux $(
 wall=$(($(date +%s) - BEGAN))
 WALL="$((wall / 60)) min $((wall % 60)) s"
 mkdir -p "$(dirname "$OUT")"
-"$LOAD" summarize --results "$WORK/results" --out "$OUT" --readme "$WORK/readme.md" \
+load summarize --results "$WORK/results" --out "$OUT" --readme "$WORK/readme.md" \
   "${REDIS_ARGS[@]}" "${MEMORY_ARGS[@]}" \
   --machine "$MACHINE" --wall "$WALL" || die "summarizing failed"
 {

@@ -2,7 +2,7 @@
 # A CPU profile of dnd under load: perf samples the dnd process(es) (the
 # cpu-clock software event, so it works where hardware counters are not
 # exposed, as on most VMs) with DWARF call graphs while the load tool
-# (benches/load.rs) drives one workload; then inferno turns the samples into
+# (`dnd bench`, src/load/) drives one workload; then inferno turns the samples into
 # a flame graph and this script prints the heaviest functions and where the
 # time goes by part of the stack.
 #
@@ -68,10 +68,9 @@ command -v inferno-collapse-perf >/dev/null || die "inferno is missing: cargo in
 
 log "building (release)"
 cargo build --release --bin dnd >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; die "build failed"; }
-LOAD=$(cargo bench --bench load --no-run --message-format=json 2>>"$WORK/build.log" |
-  grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4) || true
-[[ -x $LOAD ]] || die "building the load tool failed"
 DND=$ROOT/target/release/dnd
+# The load tool is the same binary: `dnd bench`.
+LOAD=("$DND" bench)
 
 NEXT_PORT=$((20000 + RANDOM % 30000))
 port() {
@@ -134,12 +133,12 @@ case $SCENARIO in
   put*) workload=load ;;
   get*)
     workload=c
-    "$LOAD" --target "$targets" --workload load --operations 10000 --quiet >/dev/null
+    "${LOAD[@]}" --target "$targets" --workload load --operations 10000 --quiet >/dev/null
     ;;
 esac
 
 log "$SCENARIO: load for $((SECS + 2)) s, perf on dnd ($pids) for $SECS s"
-"$LOAD" --target "$targets" --workload "$workload" --duration "$((SECS + 2))" \
+"${LOAD[@]}" --target "$targets" --workload "$workload" --duration "$((SECS + 2))" \
   --concurrency "$CONC" --threads 2 --server-pids "$pids" --quiet >"$WORK/load.txt" &
 load_pid=$!
 PIDS+=("$load_pid")

@@ -33,9 +33,9 @@
 //! 3. PUT, open loop at half the throughput of phase 1: request `i` is due at
 //!    `start + i / rate`; a pacer releases the due requests at each tick of
 //!    tokio's 1 ms timer, and 2C workers send them in order. Latency counts
-//!    from the tick that released a request (its scheduled start), so time
-//!    spent waiting for a free worker behind slow answers counts too (no
-//!    coordinated omission); the report also gives p99 from the send.
+//!    from the time a request was due, so time spent waiting for a free
+//!    worker behind slow answers counts too (no coordinated omission); the
+//!    report also gives p99 from the send.
 //! 4. GET, open loop at half the throughput of phase 2.
 //!
 //! Requests go round-robin over the scenario's nodes: each client keeps one

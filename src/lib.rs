@@ -38,7 +38,8 @@
 //! it later from hints.
 //!
 //! [`dev`] runs a local cluster of real processes (`dnd dev`, and the fault
-//! tests).
+//! tests). [`load`] is the client side of measurements (`dnd bench`): it
+//! loads running servers over HTTP and is never part of a node.
 //!
 //! [`node::Node::start`] wires all of this together for one node.
 
@@ -52,6 +53,7 @@ pub mod explain;
 pub mod http;
 pub mod key;
 pub mod keyring;
+pub mod load;
 pub mod log_limit;
 pub mod member;
 pub mod merkle;

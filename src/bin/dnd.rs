@@ -1,6 +1,9 @@
 //! The `dnd` command: parses flags (and `DND_*` variables), sets up logging,
 //! and runs a node until SIGINT or SIGTERM.
 //!
+//! `dnd bench` is the other way in: its flags go to [`dnd::load`], the load
+//! tool, which prints its reports on stdout and starts no node.
+//!
 //! A thin shell: it builds a [`Config`] and calls into the library. It must
 //! never hold node logic of its own, and reports every start-up failure as
 //! one line on stderr with a non-zero exit.
@@ -301,10 +304,6 @@ struct Cli {
     #[arg(long, global = true, env = "DND_CACERT")]
     cacert: Option<PathBuf>,
 
-    /// Client commands answer with one JSON document instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-
     /// Client certificate (PEM) the admin commands present; needs --key.
     #[arg(long, global = true, env = "DND_CERT", requires = "key")]
     cert: Option<PathBuf>,
@@ -342,6 +341,8 @@ enum Command {
     Get {
         #[arg(value_name = "KEY")]
         name: String,
+        #[command(flatten)]
+        shown: Shown,
     },
     /// Write a key: VALUE, or standard input when VALUE is left out. It
     /// replaces what a quorum read finds unless --context or --if-absent
@@ -364,6 +365,8 @@ enum Command {
         /// Seconds until the value expires.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         ttl: Option<u64>,
+        #[command(flatten)]
+        shown: Shown,
     },
     /// Delete a key: what a quorum read finds, or exactly the versions of
     /// --context.
@@ -372,6 +375,8 @@ enum Command {
         name: String,
         #[arg(long)]
         context: Option<String>,
+        #[command(flatten)]
+        shown: Shown,
     },
     /// List keys in order, one per line.
     Keys {
@@ -381,14 +386,25 @@ enum Command {
         /// At most this many.
         #[arg(long)]
         limit: Option<u64>,
+        #[command(flatten)]
+        shown: Shown,
     },
     /// The members the node at --endpoint knows, with their state.
-    Members,
+    Members {
+        #[command(flatten)]
+        shown: Shown,
+    },
     /// The ring: N, R, W and each node's share of the keys.
-    Ring,
+    Ring {
+        #[command(flatten)]
+        shown: Shown,
+    },
     /// The whole cluster on one screen: every node's state, ring share,
     /// keys, bytes, hints and handoff, and whether the cluster is healthy.
-    Status,
+    Status {
+        #[command(flatten)]
+        shown: Shown,
+    },
     /// Print a fresh cluster secret (base64 of 32 random bytes).
     Keygen,
     /// Make API tokens for --tokens-file.
@@ -402,6 +418,13 @@ enum Command {
         #[command(subcommand)]
         action: KeyringAction,
     },
+    /// Load running servers (dnd, the ceiling example, etcd) with YCSB-style
+    /// workloads and report throughput and latency; `dnd bench summarize`
+    /// turns several runs' JSON reports into a comparison page.
+    ///
+    /// `dnd bench --target 127.0.0.1:6000 --workload load,c,a,b`. The
+    /// global -q/--quiet turns its progress line off.
+    Bench(Box<dnd::load::BenchArgs>),
     /// Run a local cluster of NODES processes on loopback until Ctrl-C.
     ///
     /// Node i uses --port and --server-port plus i-1 on --address (or, with
@@ -419,6 +442,14 @@ enum Command {
         #[arg(last = true)]
         node_args: Vec<String>,
     },
+}
+
+/// How a client command prints its answer.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Shown {
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1004,29 +1035,26 @@ fn read_stdin() -> Result<Vec<u8>, Failure> {
 /// --endpoint; `None` if `command` is not one.
 fn client_command(cli: &Cli) -> Option<Outcome> {
     use std::io::IsTerminal;
-    let client_command = matches!(
-        cli.command,
-        Command::Get { .. }
-            | Command::Put { .. }
-            | Command::Delete { .. }
-            | Command::Keys { .. }
-            | Command::Members
-            | Command::Ring
-            | Command::Status
-    );
-    if !client_command {
-        return None;
-    }
+    let shown = match &cli.command {
+        Command::Get { shown, .. }
+        | Command::Put { shown, .. }
+        | Command::Delete { shown, .. }
+        | Command::Keys { shown, .. }
+        | Command::Members { shown }
+        | Command::Ring { shown }
+        | Command::Status { shown } => *shown,
+        _ => return None,
+    };
     let run = || -> Outcome {
         let client = client_of(cli)?;
         let mut stdout = std::io::stdout().lock();
         let mut print = Printer {
             terminal: std::io::stdout().is_terminal(),
             out: &mut stdout,
-            json: cli.json,
+            json: shown.json,
         };
         match &cli.command {
-            Command::Get { name } => commands::get(&client, name, &mut print),
+            Command::Get { name, .. } => commands::get(&client, name, &mut print),
             Command::Put {
                 name,
                 value,
@@ -1034,6 +1062,7 @@ fn client_command(cli: &Cli) -> Option<Outcome> {
                 context,
                 if_absent,
                 ttl,
+                ..
             } => {
                 let value = match value {
                     Some(value) => value.clone().into_bytes(),
@@ -1053,16 +1082,64 @@ fn client_command(cli: &Cli) -> Option<Outcome> {
                 };
                 commands::put(&client, &put, &mut print)
             }
-            Command::Delete { name, context } => {
+            Command::Delete { name, context, .. } => {
                 commands::delete(&client, name, context.as_deref(), &mut print)
             }
-            Command::Keys { prefix, limit } => commands::keys(&client, prefix, *limit, &mut print),
-            Command::Members => commands::members(&client, &mut print),
-            Command::Ring => commands::ring(&client, &mut print),
+            Command::Keys { prefix, limit, .. } => {
+                commands::keys(&client, prefix, *limit, &mut print)
+            }
+            Command::Members { .. } => commands::members(&client, &mut print),
+            Command::Ring { .. } => commands::ring(&client, &mut print),
             _ => commands::status(&client, &mut print),
         }
     };
     Some(run())
+}
+
+/// Whether the command line is `dnd [global flags] bench ...`, whose flag
+/// errors are one line, as the scripts that run it read them.
+fn is_bench(args: &[OsString]) -> bool {
+    let command = Cli::command();
+    let takes_value = |word: &str| {
+        command.get_arguments().any(|arg| {
+            arg.get_action().takes_values()
+                && (arg
+                    .get_long()
+                    .is_some_and(|long| word == format!("--{long}"))
+                    || arg
+                        .get_short()
+                        .is_some_and(|short| word == format!("-{short}")))
+        })
+    };
+    // The first word that is no flag and no flag's value names the command.
+    let mut words = args.iter().skip(1).filter_map(|w| w.to_str());
+    while let Some(word) = words.next() {
+        if word.starts_with('-') {
+            if takes_value(word) {
+                words.next();
+            }
+            continue;
+        }
+        return word == "bench";
+    }
+    false
+}
+
+/// A clap error as one line: its message, without the usage and the tips
+/// that follow it.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+        .filter(|line| !line.is_empty());
+    let mut message = lines.next().unwrap_or("invalid arguments").to_string();
+    for line in lines {
+        message.push(' ');
+        message.push_str(line);
+    }
+    message.trim_start_matches("error: ").to_string()
 }
 
 fn main() -> ExitCode {
@@ -1073,7 +1150,14 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && is_bench(&args) => {
+            eprintln!("dnd bench: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     init_logging(cli.verbose, cli.quiet, cli.log_format);
     if let Some(outcome) = client_command(&cli) {
         return match outcome {
@@ -1119,6 +1203,10 @@ fn main() -> ExitCode {
         };
     }
     let outcome = match cli.command {
+        Command::Bench(mut args) => {
+            args.run.quiet = cli.quiet > 0;
+            return dnd::load::run(*args);
+        }
         Command::Keygen => {
             use std::io::Write;
             writeln!(std::io::stdout(), "{}", ClusterKey::generate().to_base64())

@@ -3,7 +3,8 @@
 //!
 //! For every record (`--records`, written by an earlier phase) it reads the
 //! key's `X-Dnd-Context`, then holds one watch on it, each on its own
-//! connection: `GET /kv/{key}?wait=CONTEXT&timeout=300`. With them open:
+//! connection and in its own thread (a small stack each):
+//! `GET /kv/{key}?wait=CONTEXT&timeout=300`. With them open:
 //!
 //! 1. the node's resident memory (`VmRSS` of the first `--server-pids`)
 //!    before and with the watches open, once `dnd_kv_watches_open` (in
@@ -19,21 +20,26 @@
 //! not answer 200 in time, or a connection that cannot be opened stops the
 //! run (exit status 1) once the figures are printed. Each watch needs an
 //! open file in the tool and one in the node: raise `ulimit -n` above the
-//! record count for both.
+//! record count for both (and `ulimit -u` above it for the tool's threads).
+//! The watches still open at the end are closed by shutting their client
+//! down, which interrupts the threads blocked on them.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use ureq::http::Method;
 
-use super::support::{cpu_seconds, value_of, Conn, Fail};
-use super::{key_of, thousands, Args, PhaseResult, Progress, Stats};
+use super::client::{Fail, HttpClient, Reply};
+use super::{
+    cpu_seconds, key_of, thousands, value_of, PhaseResult, Progress, RunArgs, Stats, CLIENT_STACK,
+};
 
 /// The watches' own timeout, the most the node takes.
 const WATCH_SECONDS: u64 = 300;
@@ -41,8 +47,8 @@ const WATCH_SECONDS: u64 = 300;
 const WAKE_WITHIN: Duration = Duration::from_secs(5);
 /// Watches woken after the first, to check that the others still work.
 const SAMPLE: u64 = 10;
-/// Connections being opened at once: few enough that the node's accept
-/// queue keeps up.
+/// Watches started per millisecond: few enough at a time that the node's
+/// accept queue keeps up.
 const OPENING: usize = 64;
 /// Tries of one watch's connection (a full accept queue drops the SYN).
 const CONNECT_TRIES: u32 = 5;
@@ -169,25 +175,26 @@ fn gauge_of(page: &str) -> Option<u64> {
 /// A request on the tool's own connection to the node, which sits idle
 /// while the watches wait: once more on a new connection if the node had
 /// closed it meanwhile.
-async fn side_request(
-    conn: &mut Conn,
-    request: &[u8],
-    timeout: Duration,
-) -> Result<super::support::Response, Fail> {
-    match conn.request(request, timeout).await {
-        Err(Fail::Io) => conn.request(request, timeout).await,
+fn side_request(
+    side: &HttpClient,
+    method: Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Fail> {
+    match side.call(method.clone(), url, content_type, body) {
+        Err(Fail::Io) => side.call(method, url, content_type, body),
         other => other,
     }
 }
 
 /// Reads the gauge from the node; `None` when it has no such metric.
-async fn read_gauge(conn: &mut Conn, host: &str, timeout: Duration) -> Option<u64> {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    let response = side_request(conn, request.as_bytes(), timeout).await.ok()?;
-    if response.status != 200 {
+fn read_gauge(side: &HttpClient, base: &str) -> Option<u64> {
+    let reply = side_request(side, Method::GET, &format!("{base}/metrics"), None, &[]).ok()?;
+    if reply.status != 200 {
         return None;
     }
-    gauge_of(&String::from_utf8_lossy(conn.body(&response)))
+    gauge_of(&String::from_utf8_lossy(&reply.body))
 }
 
 /// An answer to a watch, or its connection failing.
@@ -235,43 +242,49 @@ fn outcome_text(result: &Result<u16, Fail>) -> String {
     }
 }
 
-/// The contexts of records `0..records`, read over `concurrency`
-/// connections.
-async fn contexts(
+/// The contexts of records `0..records`, read by `concurrency` threads.
+fn contexts(
     target: SocketAddr,
     records: u64,
     concurrency: usize,
     timeout: Duration,
 ) -> Result<Vec<String>> {
-    let host = target.to_string();
-    let mut tasks = Vec::new();
-    for client in 0..concurrency.max(1) as u64 {
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(target)
-                .await
-                .map_err(|e| anyhow!("cannot connect to {target}: {e}"))?;
+    let base = format!("http://{target}");
+    let clients = concurrency.max(1) as u64;
+    let mut handles = Vec::new();
+    for client in 0..clients {
+        let base = base.clone();
+        let job = move || -> Result<Vec<(u64, String)>> {
+            let http = HttpClient::new(timeout, 1);
             let mut found = Vec::new();
-            for record in (client..records).step_by(concurrency.max(1)) {
+            for record in (client..records).step_by(clients as usize) {
                 let key = key_of(record);
-                let key = std::str::from_utf8(&key).expect("keys are ASCII");
-                let request = format!("GET /kv/{key} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-                let response = conn
-                    .request(request.as_bytes(), timeout)
-                    .await
+                let key = String::from_utf8_lossy(&key);
+                let reply = http
+                    .get(&format!("{base}/kv/{key}"))
                     .map_err(|fail| anyhow!("GET /kv/{key}: {}", fail.label()))?;
-                if ![200, 300, 404].contains(&response.status) {
-                    bail!("GET /kv/{key}: HTTP {}", response.status);
+                if ![200, 300, 404].contains(&reply.status) {
+                    bail!("GET /kv/{key}: HTTP {}", reply.status);
                 }
-                let context = conn.header(&response, CONTEXT_HEADER).unwrap_or_default();
+                let context = reply.header(CONTEXT_HEADER).unwrap_or_default();
                 found.push((record, context.to_string()));
             }
-            Ok::<_, anyhow::Error>(found)
-        }));
+            Ok(found)
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("load-contexts-{client}"))
+                .stack_size(CLIENT_STACK)
+                .spawn(job)
+                .map_err(|e| anyhow!("cannot start a client thread: {e}"))?,
+        );
     }
     let mut all = vec![String::new(); records as usize];
-    for task in tasks {
-        for (record, context) in task.await.context("a client task panicked")?? {
+    for handle in handles {
+        let found = handle
+            .join()
+            .map_err(|_| anyhow!("a client thread panicked"))??;
+        for (record, context) in found {
             all[record as usize] = context;
         }
     }
@@ -281,7 +294,7 @@ async fn contexts(
 /// Runs the watch workload (see the module doc). The figures come back even
 /// when a check failed; `aborted` of the result then says which.
 pub(super) fn run(
-    args: &Args,
+    args: &RunArgs,
     title: &str,
     progress: &Progress,
 ) -> Result<(PhaseResult, WatchFigures)> {
@@ -295,21 +308,17 @@ pub(super) fn run(
             );
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the client's runtime")?;
-    rt.block_on(watch(args, target, title, progress))
+    watch(args, target, title, progress)
 }
 
-async fn watch(
-    args: &Args,
+fn watch(
+    args: &RunArgs,
     target: SocketAddr,
     title: &str,
     progress: &Progress,
 ) -> Result<(PhaseResult, WatchFigures)> {
     let watches = args.records;
-    let host = target.to_string();
+    let base = format!("http://{target}");
     let pid = args.server_pids.first().cloned();
     let rss = || pid.as_deref().and_then(rss_bytes);
     let node_cpu = || {
@@ -326,82 +335,93 @@ async fn watch(
     };
 
     progress.show(&format!("{title}: reading {watches} contexts"));
-    let contexts = contexts(target, watches, args.concurrency, args.timeout).await?;
-    let mut side = Conn::open(target)
-        .await
-        .with_context(|| format!("cannot connect to {target}"))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let contexts = contexts(target, watches, args.concurrency, args.timeout)?;
+    let side = HttpClient::new(args.timeout, 1);
+    std::thread::sleep(Duration::from_secs(1));
     tally.figures.rss_before_bytes = rss();
 
-    // Every watch on its own connection.
+    // Every watch on its own connection, in a thread of its own: they share
+    // one client, whose shutdown closes the ones still open at the end.
     let began = Instant::now();
-    let (answers, mut answered) = mpsc::unbounded_channel::<Answer>();
+    let watching = HttpClient::new(Duration::from_secs(WATCH_SECONDS + 30), 1);
+    let (answers, answered) = mpsc::channel::<Answer>();
     let connected = Arc::new(AtomicU64::new(0));
     let open_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING));
-    let mut tasks = Vec::with_capacity(watches as usize);
+    let mut handles = Vec::with_capacity(watches as usize);
     for (watch, context) in contexts.iter().enumerate() {
         let key = key_of(watch as u64);
-        let request = format!(
-            "GET /kv/{}?wait={}&timeout={WATCH_SECONDS} HTTP/1.1\r\nHost: {host}\r\n\r\n",
-            std::str::from_utf8(&key).expect("keys are ASCII"),
+        let url = format!(
+            "{base}/kv/{}?wait={}&timeout={WATCH_SECONDS}",
+            String::from_utf8_lossy(&key),
             utf8_percent_encode(context, NON_ALPHANUMERIC)
         );
-        let (answers, connected, open_error, opening) = (
+        let (answers, connected, open_error, watching) = (
             answers.clone(),
             connected.clone(),
             open_error.clone(),
-            opening.clone(),
+            watching.clone(),
         );
-        tasks.push(tokio::spawn(async move {
-            let permit = opening.acquire_owned().await;
-            let mut conn = Conn::open(target).await;
+        let job = move || {
+            connected.fetch_add(1, Ordering::Relaxed);
+            // A full accept queue drops the connection: only then is the
+            // request not sent, and another try safe.
+            let mut result = watching.get(&url);
             for _ in 1..CONNECT_TRIES {
-                if conn.is_ok() {
+                if result.as_ref().err() != Some(&Fail::Connect) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                conn = Conn::open(target).await;
+                std::thread::sleep(Duration::from_millis(200));
+                result = watching.get(&url);
             }
-            drop(permit);
-            let mut conn = match conn {
-                Ok(conn) => conn,
-                Err(e) => {
-                    open_error
-                        .lock()
-                        .expect("lock")
-                        .get_or_insert(format!("watch {watch}: cannot connect to {target}: {e}"));
-                    return;
-                }
-            };
-            connected.fetch_add(1, Ordering::Relaxed);
-            let result = conn
-                .request(request.as_bytes(), Duration::from_secs(WATCH_SECONDS + 30))
-                .await
-                .map(|response| response.status);
+            if result.as_ref().err() == Some(&Fail::Connect) {
+                connected.fetch_sub(1, Ordering::Relaxed);
+                open_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(format!("watch {watch}: cannot connect to {target}"));
+                return;
+            }
             let _ = answers.send(Answer {
                 watch: watch as u64,
-                result,
+                result: result.map(|reply| reply.status),
                 at: Instant::now(),
             });
-        }));
+        };
+        match std::thread::Builder::new()
+            .name(format!("load-watch-{watch}"))
+            .stack_size(CLIENT_STACK)
+            .spawn(job)
+        {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                tally.problems.push(format!(
+                    "cannot start watch thread {watch}: {e} (is `ulimit -u` high enough?)"
+                ));
+                break;
+            }
+        }
+        if (watch + 1) % OPENING == 0 {
+            // A pace, not a wait for anything: the node accepts these
+            // before the next ones knock.
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     drop(answers);
     // Until the node counts every watch (or, without the gauge, every
-    // connection is open and a second has passed).
+    // request is out and a second has passed).
     let mut gauge = None;
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some(e) = open_error.lock().expect("lock").clone() {
+    while tally.problems.is_empty() {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(e) = open_error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             tally
                 .problems
                 .push(format!("{e} (is `ulimit -n` high enough for the node?)"));
             break;
         }
         let open = connected.load(Ordering::Relaxed);
-        gauge = read_gauge(&mut side, &host, args.timeout).await;
+        gauge = read_gauge(&side, &base);
         progress.show(&format!(
-            "{title}: {open}/{watches} connected, {} counted by the node",
+            "{title}: {open}/{watches} sent, {} counted by the node",
             gauge.map_or("–".into(), |g| g.to_string())
         ));
         let counted = match gauge {
@@ -413,7 +433,7 @@ async fn watch(
         }
         if began.elapsed() > OPEN_WITHIN {
             tally.problems.push(format!(
-                "after {} s, {open} of {watches} watches were connected and the node counted {}",
+                "after {} s, {open} of {watches} watches were sent and the node counted {}",
                 OPEN_WITHIN.as_secs(),
                 gauge.map_or("–".into(), |g| g.to_string())
             ));
@@ -421,8 +441,8 @@ async fn watch(
         }
     }
     tally.figures.open_seconds = began.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    tally.figures.gauge_open = read_gauge(&mut side, &host, args.timeout).await.or(gauge);
+    std::thread::sleep(Duration::from_secs(1));
+    tally.figures.gauge_open = read_gauge(&side, &base).or(gauge);
     tally.figures.rss_open_bytes = rss();
     while let Ok(answer) = answered.try_recv() {
         tally.unwoken(&answer);
@@ -436,7 +456,7 @@ async fn watch(
             "{title}: {watches} watches open, idle for {:.0} s",
             args.idle.as_secs_f64()
         ));
-        tokio::time::sleep(args.idle).await;
+        std::thread::sleep(args.idle);
     }
     let cpu_after = (node_cpu(), cpu_seconds(&["self".into()]));
     let idle = began_idle.elapsed();
@@ -464,21 +484,21 @@ async fn watch(
     for watch in sample {
         tally.figures.woken += 1;
         let key = key_of(watch);
-        let key = std::str::from_utf8(&key).expect("keys are ASCII");
-        let mut request = format!(
-            "PUT /kv/{key}?overwrite=true HTTP/1.1\r\nHost: {host}\r\n\
-             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-            value.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(&value);
+        let key = String::from_utf8_lossy(&key);
+        let url = format!("{base}/kv/{key}?overwrite=true");
         let sent = Instant::now();
-        match side_request(&mut side, &request, args.timeout).await {
-            Ok(response) if (200..300).contains(&response.status) => {}
-            Ok(response) => {
+        match side_request(
+            &side,
+            Method::PUT,
+            &url,
+            Some("application/octet-stream"),
+            &value,
+        ) {
+            Ok(reply) if (200..300).contains(&reply.status) => {}
+            Ok(reply) => {
                 tally
                     .problems
-                    .push(format!("PUT /kv/{key}: HTTP {}", response.status));
+                    .push(format!("PUT /kv/{key}: HTTP {}", reply.status));
                 break;
             }
             Err(fail) => {
@@ -488,12 +508,13 @@ async fn watch(
                 break;
             }
         }
-        let deadline = tokio::time::Instant::from_std(sent + WAKE_WITHIN);
+        let deadline = sent + WAKE_WITHIN;
         let woke = loop {
-            match tokio::time::timeout_at(deadline, answered.recv()).await {
-                Ok(Some(answer)) if answer.watch == watch => break Some(answer),
-                Ok(Some(answer)) => tally.unwoken(&answer),
-                Ok(None) | Err(_) => break None,
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answered.recv_timeout(left) {
+                Ok(answer) if answer.watch == watch => break Some(answer),
+                Ok(answer) => tally.unwoken(&answer),
+                Err(_) => break None,
             }
         };
         match woke {
@@ -536,26 +557,24 @@ async fn watch(
         }
     }
     let wake_elapsed = wake_began.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::thread::sleep(Duration::from_millis(500));
     while let Ok(answer) = answered.try_recv() {
         tally.unwoken(&answer);
     }
     let open = connected.load(Ordering::Relaxed);
     tally.figures.still_open =
         open.saturating_sub(tally.figures.woken + tally.figures.answered_unwoken);
-    tally.figures.gauge_after_wakes = read_gauge(&mut side, &host, args.timeout).await;
+    tally.figures.gauge_after_wakes = read_gauge(&side, &base);
 
     // Close the rest, and see the node count them gone.
-    for task in &tasks {
-        task.abort();
-    }
-    for task in tasks {
-        let _ = task.await;
+    watching.shutdown();
+    for handle in handles {
+        let _ = handle.join();
     }
     let closed = Instant::now();
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tally.figures.gauge_after_close = read_gauge(&mut side, &host, args.timeout).await;
+        std::thread::sleep(Duration::from_millis(100));
+        tally.figures.gauge_after_close = read_gauge(&side, &base);
         if tally.figures.gauge_after_close.is_none_or(|g| g == 0) || closed.elapsed() > CLOSE_WITHIN
         {
             break;

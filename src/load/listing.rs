@@ -19,16 +19,17 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use base64::Engine as _;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-use super::support::{cpu_seconds, Conn, Fail};
-use super::{bar, key_of, thousands, Args, PhaseResult, Progress, Protocol, Stats};
+use ureq::http::Method;
+
+use super::client::{Fail, HttpClient};
+use super::{bar, cpu_seconds, key_of, thousands, PhaseResult, Progress, Protocol, RunArgs, Stats};
 
 /// What every record's key starts with (`key_of`).
 const PREFIX: &str = "user";
@@ -82,8 +83,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn page_request(protocol: Protocol, host: &str, page_size: usize, cursor: &Cursor) -> Vec<u8> {
-    let mut request = String::new();
+/// The request for one page: method, URL, content type and body.
+fn page_request(
+    protocol: Protocol,
+    base: &str,
+    page_size: usize,
+    cursor: &Cursor,
+) -> (Method, String, Option<&'static str>, String) {
     match protocol {
         Protocol::Etcd => {
             let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -96,26 +102,25 @@ fn page_request(protocol: Protocol, host: &str, page_size: usize, cursor: &Curso
                 b64(&start),
                 b64(&prefix_end(PREFIX.as_bytes())),
             );
-            let _ = write!(
-                request,
-                "POST /v3/kv/range HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            (
+                Method::POST,
+                format!("{base}/v3/kv/range"),
+                Some("application/json"),
+                body,
+            )
         }
         _ => {
-            let _ = write!(request, "GET /kv?prefix={PREFIX}&limit={page_size}");
+            let mut url = format!("{base}/kv?prefix={PREFIX}&limit={page_size}");
             if let Cursor::After(key) = cursor {
                 let _ = write!(
-                    request,
+                    url,
                     "&start_after={}",
                     utf8_percent_encode(key, NON_ALPHANUMERIC)
                 );
             }
-            let _ = write!(request, " HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            (Method::GET, url, None, String::new())
         }
     }
-    request.into_bytes()
 }
 
 fn read_page(protocol: Protocol, body: &[u8]) -> Result<Page, Fail> {
@@ -175,22 +180,12 @@ fn check_pass(listed: &[String], expected: &HashSet<String>) -> Option<String> {
 }
 
 /// Runs the list workload (see the module doc).
-pub(super) fn run(args: &Args, title: &str, progress: &Progress) -> Result<PhaseResult> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the client's runtime")?;
+pub(super) fn run(args: &RunArgs, title: &str, progress: &Progress) -> Result<PhaseResult> {
     let expected: HashSet<String> = (0..args.records)
         .map(|r| String::from_utf8_lossy(&key_of(r)).into_owned())
         .collect();
-    let hosts: Vec<String> = args.targets.iter().map(SocketAddr::to_string).collect();
-    let mut conns = Vec::with_capacity(args.targets.len());
-    for &target in &args.targets {
-        conns.push(
-            rt.block_on(Conn::open(target))
-                .with_context(|| format!("cannot connect to {target}"))?,
-        );
-    }
+    let bases: Vec<String> = args.targets.iter().map(|t| format!("http://{t}")).collect();
+    let client = HttpClient::new(args.timeout, bases.len());
     let pids = &args.server_pids;
     let server_cpu = || cpu_seconds(pids).filter(|_| !pids.is_empty());
     let cpu_before = (cpu_seconds(&["self".into()]), server_cpu());
@@ -202,19 +197,17 @@ pub(super) fn run(args: &Args, title: &str, progress: &Progress) -> Result<Phase
         let mut listed: Vec<String> = Vec::with_capacity(expected.len());
         let mut cursor = Cursor::First;
         while !matches!(cursor, Cursor::Done) {
-            let target = (page_number % conns.len() as u64) as usize;
+            let target = (page_number % bases.len() as u64) as usize;
             page_number += 1;
-            let request = page_request(args.protocol, &hosts[target], args.page_size, &cursor);
+            let (method, url, content_type, body) =
+                page_request(args.protocol, &bases[target], args.page_size, &cursor);
             let mut tries = 0;
             let (keys, next) = loop {
                 tries += 1;
                 let sent = Instant::now();
-                let conn = &mut conns[target];
-                let page = match rt.block_on(conn.request(&request, args.timeout)) {
-                    Ok(response) if response.status == 200 => {
-                        read_page(args.protocol, conn.body(&response))
-                    }
-                    Ok(response) => Err(Fail::Status(response.status)),
+                let page = match client.call(method.clone(), &url, content_type, body.as_bytes()) {
+                    Ok(reply) if reply.status == 200 => read_page(args.protocol, &reply.body),
+                    Ok(reply) => Err(Fail::Status(reply.status)),
                     Err(fail) => Err(fail),
                 };
                 match page {
@@ -236,7 +229,7 @@ pub(super) fn run(args: &Args, title: &str, progress: &Progress) -> Result<Phase
                             ));
                             break 'passes;
                         }
-                        rt.block_on(tokio::time::sleep(Duration::from_millis(100)));
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             };

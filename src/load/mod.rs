@@ -1,19 +1,24 @@
-//! A YCSB-style load tool for HTTP key-value servers: `dnd`, the ceiling
-//! server (`examples/ceiling.rs`) and etcd's v3 JSON gateway, driven with the
-//! same workloads and settings so that their figures compare. It starts no
-//! server: point it at running ones (`bench/compare.sh` starts them all).
+//! Load generation and its reports: `dnd bench`, a YCSB-style load tool for
+//! HTTP key-value servers: `dnd`, the ceiling server (`examples/ceiling.rs`)
+//! and etcd's v3 JSON gateway, driven with the same workloads and settings
+//! so that their figures compare. It starts no server: point it at running
+//! ones (`bench/compare.sh` starts them all).
+//!
+//! This module owns the client side of a measurement: the workloads, the
+//! clients that send them, the latency histograms and the reports. It must
+//! never be used by the node itself: it prints to stdout, blocks threads on
+//! sockets and spends whole cores on purpose.
 //!
 //! ```sh
-//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,c,a,b
-//! cargo bench --bench load -- --target 127.0.0.1:6000,127.0.0.1:6001,127.0.0.1:6002 \
+//! dnd bench --target 127.0.0.1:6000 --workload load,c,a,b
+//! dnd bench --target 127.0.0.1:6000,127.0.0.1:6001,127.0.0.1:6002 \
 //!     --workload a --distribution uniform --value-size 1k --duration 30 --json a.json
-//! cargo bench --bench load -- --protocol etcd --target 127.0.0.1:2379 --workload load,c
-//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload singles,batch --batch-size 100
-//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,list --records 100000 \
-//!     --operations 100000
-//! cargo bench --bench load -- --target 127.0.0.1:6000 --workload load,watch --records 10000 \
+//! dnd bench --protocol etcd --target 127.0.0.1:2379 --workload load,c
+//! dnd bench --target 127.0.0.1:6000 --workload singles,batch --batch-size 100
+//! dnd bench --target 127.0.0.1:6000 --workload load,list --records 100000 --operations 100000
+//! dnd bench --target 127.0.0.1:6000 --workload load,watch --records 10000 \
 //!     --operations 10000 --server-pids PID
-//! cargo bench --bench load -- summarize --results DIR --out docs/figures/compare.md
+//! dnd bench summarize --results DIR --out docs/figures/compare.md
 //! ```
 //!
 //! # Workloads
@@ -76,14 +81,18 @@
 //! when the last one answered, for `--duration` seconds (default 10) or
 //! `--operations N` requests per phase. `--rate R` opens the loop instead: a
 //! pacer releases request `i` at `start + i / R` (at each tick of tokio's
-//! 1 ms timer) and latency counts from that release, so a request waiting
+//! 1 ms timer) and latency counts from that due time, so a request waiting
 //! for a free client behind slow answers counts its wait (no coordinated
 //! omission); *from send* leaves the wait out. `--half-peak` follows each
 //! closed-loop phase with the same workload open-loop at half the
 //! throughput it reached. The clients run on `--threads` single-threaded
 //! tokio runtimes (default 1, to leave the servers as much of a shared
-//! machine as possible); the report gives the CPU the client used, and that
-//! of `--server-pids` if given, so a client-bound figure shows as such.
+//! machine as possible) with a small HTTP/1.1 client of their own
+//! ([`conn`], which says why it is not `ureq`); the report gives the CPU
+//! the client used, and that of `--server-pids` if given, so a client-bound
+//! figure shows as such. Everything else (the start's check of each target,
+//! the listing, the watches) goes through `ureq` ([`client`]); the watch
+//! workload holds each watch in a thread of its own with a small stack.
 //!
 //! # What it reports
 //!
@@ -94,18 +103,20 @@
 //! response`, `wrong value size`, `missing key`. A failed request is never
 //! counted as done. A markdown report goes to stdout, `--json FILE` writes
 //! the same as JSON, and while stderr is a terminal a progress line shows
-//! the running phase. A target that cannot be reached (or does not answer
-//! like the `--protocol` given) at the start stops the tool with one
-//! message and exit status 1; so does a phase in which every request has
-//! failed to connect for 3 s.
+//! the running phase (`--quiet`, the command's global `-q`, turns it and
+//! the phase notes off). Flags that do not parse stop the tool with one
+//! line on stderr and exit status 2. A target that cannot be reached (or
+//! does not answer like the `--protocol` given) at the start stops the tool
+//! with one message and exit status 1; so does a phase in which every
+//! request has failed to connect for 3 s.
 //!
 //! # The comparison report
 //!
-//! `summarize` turns the JSON reports of several runs into the markdown of
-//! `bench/compare.sh`: `--results DIR` (every `*.json` in it, in name
-//! order, one table row each), `--out FILE`, and optionally `--readme FILE`
-//! (a short table for the README), `--memory FILE` and `--memory-run FILE`
-//! (memory figures and the run that loaded them), `--redis FILE` and
+//! `dnd bench summarize` turns the JSON reports of several runs into the
+//! markdown of `bench/compare.sh`: `--results DIR` (every `*.json` in it, in
+//! name order, one table row each), `--out FILE`, and optionally `--readme
+//! FILE` (a short table for the README), `--memory FILE` and `--memory-run
+//! FILE` (memory figures and the run that loaded them), `--redis FILE` and
 //! `--redis-note TEXT` (`redis-benchmark --csv` output), `--machine TEXT`,
 //! `--wall TEXT`. Ratios are to the run whose `--id` is `--ceiling`
 //! (default `ceiling`) and `--reference` (default `dnd-disk`); the goal of
@@ -118,7 +129,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
@@ -126,58 +137,54 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::Engine as _;
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+use ureq::http::Method;
 
-mod support;
-use support::{cpu_seconds, release, value_of, Conn, Fail, Histogram, Released};
-
-#[path = "load/api_figures.rs"]
 mod api_figures;
-#[path = "load/listing.rs"]
+pub mod client;
+pub mod conn;
+pub mod histogram;
 mod listing;
-#[path = "load/watch.rs"]
+mod summary;
 mod watch;
 
-const USAGE: &str = "\
-usage: cargo bench --bench load -- --target HOST:PORT[,HOST:PORT...] [options]
-       cargo bench --bench load -- summarize --results DIR --out FILE [options]
-
-  --protocol dnd|ceiling|etcd   what the targets speak (default dnd)
-  --workload LIST               of load, a, b, c, singles, batch, list, watch, run in
-                                order (default load,a)
-  --batch-size N                PUTs per POST /kv/_batch of batch (default 100)
-  --page-size N                 keys per page of list (default 1000)
-  --idle S                      seconds watch holds its watches idle (default 10)
-  --distribution zipfian|uniform  record choice of a, b, c (default zipfian)
-  --zipf-theta T                zipfian constant (default 0.99)
-  --records R                   records (default 10000)
-  --value-size B                100, 1k, 10k or bytes (default 100)
-  --concurrency C               clients (default 32)
-  --threads T                   client threads (default 1)
-  --duration S                  seconds per phase (default 10)
-  --operations N                requests per phase instead of a duration
-  --rate R                      open loop at R requests/s
-  --half-peak                   repeat each phase open-loop at half its throughput
-  --missing-ok                  a read of a missing key counts as done (a miss)
-  --seed S                      of the record choice (default 1)
-  --timeout-ms MS               per request (default 10000)
-  --server-pids P,P             also report the CPU of these processes
-  --label TEXT, --id NAME, --role ceiling|reference|other, --durability TEXT
-                                how the run is named in reports
-  --json FILE                   also write the report as JSON
-  --quiet                       no progress on stderr";
+use client::{Fail, HttpClient};
+use conn::{release, Conn, Released};
+use histogram::Histogram;
 
 /// Bytes of every key: `user` and 16 hex digits.
 const KEY_BYTES: usize = 20;
 const PAUSE: Duration = Duration::from_secs(1);
 /// A phase stops when every request has failed to connect for this long.
 const UNREACHABLE_AFTER: Duration = Duration::from_secs(3);
+/// Stack of each thread that blocks on one `ureq` request: it needs
+/// little, and the watch workload holds ten thousand of them.
+const CLIENT_STACK: usize = 256 * 1024;
 
 // ---------------------------------------------------------------------------
 // Arguments
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Protocol {
+/// `dnd bench`: a run of the load tool, or `dnd bench summarize`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Turn the JSON reports of several runs into the comparison page of
+    /// bench/compare.sh.
+    Summarize(SummaryArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Protocol {
     Dnd,
     Ceiling,
     Etcd,
@@ -194,7 +201,7 @@ impl Protocol {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Workload {
+pub enum Workload {
     Load,
     A,
     B,
@@ -261,80 +268,159 @@ impl Workload {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Distribution {
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Distribution {
     Uniform,
     Zipfian,
 }
 
-struct Args {
-    targets: Vec<SocketAddr>,
-    protocol: Protocol,
-    workloads: Vec<Workload>,
-    distribution: Distribution,
-    theta: f64,
-    records: u64,
-    value_bytes: usize,
-    concurrency: usize,
-    threads: usize,
-    duration: Duration,
-    operations: Option<u64>,
-    rate: Option<f64>,
-    half_peak: bool,
-    missing_ok: bool,
-    seed: u64,
-    timeout: Duration,
-    /// PUTs per request of the batch workload.
-    batch_size: usize,
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Role {
+    Ceiling,
+    Reference,
+    Other,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Ceiling => "ceiling",
+            Role::Reference => "reference",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// The flags of a run (see the module doc).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Servers to load, HOST:PORT (comma-separated or repeated); request i
+    /// goes to target i mod n.
+    #[arg(long = "target", value_name = "HOST:PORT", required = true, value_delimiter = ',',
+          value_parser = parse_target)]
+    pub targets: Vec<SocketAddr>,
+    /// What the targets speak.
+    #[arg(long, value_enum, default_value_t = Protocol::Dnd)]
+    pub protocol: Protocol,
+    /// Of load, a, b, c, singles, batch, list, watch, run in order.
+    #[arg(long = "workload", value_name = "LIST", value_delimiter = ',', default_value = "load,a",
+          value_parser = parse_workload)]
+    pub workloads: Vec<Workload>,
+    /// PUTs per POST /kv/_batch of the batch workload.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000).map(|v| v as usize))]
+    pub batch_size: usize,
     /// Keys per page of the list workload.
-    page_size: usize,
-    /// How long the watch workload holds its watches idle.
-    idle: Duration,
-    server_pids: Vec<String>,
-    label: Option<String>,
-    id: Option<String>,
-    role: String,
-    durability: Option<String>,
-    json: Option<PathBuf>,
-    quiet: bool,
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000).map(|v| v as usize))]
+    pub page_size: usize,
+    /// Seconds the watch workload holds its watches idle.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_seconds)]
+    pub idle: Duration,
+    /// Record choice of a, b and c.
+    #[arg(long, value_enum, default_value_t = Distribution::Zipfian)]
+    pub distribution: Distribution,
+    /// Zipfian constant, between 0 and 1.
+    #[arg(long = "zipf-theta", value_name = "T", default_value_t = 0.99, value_parser = parse_theta)]
+    pub theta: f64,
+    /// Records.
+    #[arg(long, value_name = "R", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+    /// Bytes of each value: 100, 1k, 10k or any number of bytes.
+    #[arg(long = "value-size", value_name = "B", default_value = "100", value_parser = parse_size)]
+    pub value_bytes: usize,
+    /// Clients, each with one keep-alive connection to every target.
+    #[arg(long, value_name = "C", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000).map(|v| v as usize))]
+    pub concurrency: usize,
+    /// Client threads, each a single-threaded runtime driving its share of
+    /// the clients.
+    #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024).map(|v| v as usize))]
+    pub threads: usize,
+    /// Seconds per phase.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_seconds)]
+    pub duration: Duration,
+    /// Requests per phase instead of a duration.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub operations: Option<u64>,
+    /// Open loop at R requests/s.
+    #[arg(long, value_name = "R", value_parser = parse_rate, conflicts_with = "half_peak")]
+    pub rate: Option<f64>,
+    /// Repeat each phase open-loop at half its throughput.
+    #[arg(long)]
+    pub half_peak: bool,
+    /// A read of a missing key counts as done (a miss).
+    #[arg(long)]
+    pub missing_ok: bool,
+    /// Seed of the record choice.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Per request, in milliseconds.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value = "10000", value_parser = parse_millis)]
+    pub timeout: Duration,
+    /// Also report the CPU of these processes.
+    #[arg(long, value_name = "P,P", value_delimiter = ',')]
+    pub server_pids: Vec<String>,
+    /// How the run is named in reports.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// The run's id in the comparison report.
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+    /// The run's part in the comparison report.
+    #[arg(long, value_enum, default_value_t = Role::Other)]
+    pub role: Role,
+    /// What the run's system promises of an acknowledged write.
+    #[arg(long, value_name = "TEXT")]
+    pub durability: Option<String>,
+    /// Also write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// No progress on stderr: set from the command's global `-q/--quiet`,
+    /// which already owns the flag's name.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
-struct SummaryArgs {
-    results: PathBuf,
-    out: PathBuf,
-    readme: Option<PathBuf>,
-    memory: Option<PathBuf>,
-    memory_run: Option<PathBuf>,
-    redis: Option<PathBuf>,
-    redis_note: Option<String>,
-    machine: Option<String>,
-    wall: Option<String>,
-    ceiling: String,
-    reference: String,
-    cluster: String,
-    peer_cluster: String,
-}
-
-enum Command {
-    Run(Box<Args>),
-    Summarize(Box<SummaryArgs>),
-    Help,
-}
-
-fn number<T: std::str::FromStr>(name: &str, text: &str) -> std::result::Result<T, String> {
-    text.parse()
-        .map_err(|_| format!("{name}: `{text}` is not a valid number"))
-}
-
-fn size(name: &str, text: &str) -> std::result::Result<usize, String> {
-    let lower = text.to_ascii_lowercase();
-    let (digits, unit) = match lower.trim_end_matches('b').trim_end_matches('i') {
-        t if t.ends_with('k') => (&t[..t.len() - 1], 1024),
-        t if t.ends_with('m') => (&t[..t.len() - 1], 1024 * 1024),
-        t => (t, 1),
-    };
-    let n: usize = number(name, digits)?;
-    Ok(n * unit)
+/// The flags of `dnd bench summarize` (see the module doc).
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Directory of the runs' JSON reports (every *.json, in name order).
+    #[arg(long, value_name = "DIR")]
+    pub results: PathBuf,
+    /// Where the comparison page goes.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also write the README's short table here.
+    #[arg(long, value_name = "FILE")]
+    pub readme: Option<PathBuf>,
+    /// Memory figures (JSON) of bench/compare.sh.
+    #[arg(long, value_name = "FILE")]
+    pub memory: Option<PathBuf>,
+    /// The report of the run that loaded the memory figures' keys.
+    #[arg(long, value_name = "FILE")]
+    pub memory_run: Option<PathBuf>,
+    /// `redis-benchmark --csv` output.
+    #[arg(long, value_name = "FILE")]
+    pub redis: Option<PathBuf>,
+    /// What the Redis figures are.
+    #[arg(long, value_name = "TEXT")]
+    pub redis_note: Option<String>,
+    /// The machine, as the page names it.
+    #[arg(long, value_name = "TEXT")]
+    pub machine: Option<String>,
+    /// How long the whole comparison took.
+    #[arg(long, value_name = "TEXT")]
+    pub wall: Option<String>,
+    /// Id of the run the ratios × ceiling are to.
+    #[arg(long, value_name = "ID", default_value = "ceiling")]
+    pub ceiling: String,
+    /// Id of the run the ratios × dnd are to.
+    #[arg(long, value_name = "ID", default_value = "dnd-disk")]
+    pub reference: String,
+    /// Id of the dnd cluster run of the cluster-writes goal.
+    #[arg(long, value_name = "ID", default_value = "dnd-3")]
+    pub cluster: String,
+    /// Id of the etcd cluster run it is compared with.
+    #[arg(long, value_name = "ID", default_value = "etcd-3")]
+    pub peer_cluster: String,
 }
 
 fn parse_target(text: &str) -> std::result::Result<SocketAddr, String> {
@@ -345,253 +431,169 @@ fn parse_target(text: &str) -> std::result::Result<SocketAddr, String> {
     bare.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("--target: `{text}` is not HOST:PORT"))
+        .ok_or_else(|| format!("`{text}` is not HOST:PORT"))
 }
 
-/// Splits `--name=value` and `--name value`.
-struct ArgIter {
-    args: std::iter::Skip<std::env::Args>,
+fn parse_workload(text: &str) -> std::result::Result<Workload, String> {
+    Workload::of_name(text.trim()).ok_or_else(|| {
+        format!(
+            "`{}` is not load, a, b, c, singles, batch, list or watch",
+            text.trim()
+        )
+    })
 }
 
-impl ArgIter {
-    fn next(&mut self) -> Option<(String, Option<String>)> {
-        let arg = self.args.next()?;
-        Some(match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg, None),
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, unit) = match lower.trim_end_matches('b').trim_end_matches('i') {
+        t if t.ends_with('k') => (&t[..t.len() - 1], 1024),
+        t if t.ends_with('m') => (&t[..t.len() - 1], 1024 * 1024),
+        t => (t, 1),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (100, 1k, 10k or bytes)"))?;
+    match n.checked_mul(unit) {
+        Some(0) => Err("a value must be at least 1 byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is too large")),
+    }
+}
+
+fn parse_positive(text: &str, what: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x > 0.0 && x < 1e6 => Ok(x),
+        _ => Err(format!("`{text}` is not a positive number of {what}")),
+    }
+}
+
+fn parse_seconds(text: &str) -> std::result::Result<Duration, String> {
+    parse_positive(text, "seconds").map(Duration::from_secs_f64)
+}
+
+fn parse_millis(text: &str) -> std::result::Result<Duration, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is not a positive number of milliseconds"))
+}
+
+fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of requests per second"
+        )),
+    }
+}
+
+fn parse_theta(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(theta) if theta > 0.0 && theta < 1.0 => Ok(theta),
+        _ => Err(format!("`{text}` is not between 0 and 1")),
+    }
+}
+
+impl RunArgs {
+    /// What the flags' own parsers cannot check: which workloads a
+    /// protocol has, and the watch workload's single target.
+    fn check(&self) -> std::result::Result<(), String> {
+        for (workload, protocols) in [
+            (Workload::Batch, &[Protocol::Dnd][..]),
+            (Workload::Watch, &[Protocol::Dnd][..]),
+            (Workload::List, &[Protocol::Dnd, Protocol::Etcd][..]),
+        ] {
+            if self.workloads.contains(&workload) && !protocols.contains(&self.protocol) {
+                return Err(format!(
+                    "--workload {}: not for --protocol {}",
+                    workload.name(),
+                    self.protocol.name()
+                ));
+            }
+        }
+        if self.workloads.contains(&Workload::Watch) && self.targets.len() != 1 {
+            return Err("--workload watch: give exactly one --target".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `dnd bench`: the report on stdout (and `--json`), or the
+/// comparison page of `summarize`. Exit status 2 for flags that do not go
+/// together, 1 for a run or a summary that failed.
+pub fn run(args: BenchArgs) -> ExitCode {
+    match args.command {
+        Some(BenchCommand::Summarize(summary)) => match summary::summarize(&summary) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dnd bench summarize: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let args = args.run;
+            if let Err(message) = args.check() {
+                eprintln!("dnd bench: {message}");
+                return ExitCode::from(2);
+            }
+            match run_all(&args) {
+                Ok(report) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text_report(&report).as_bytes());
+                    let _ = out.flush();
+                    if let Some(path) = &args.json {
+                        let json = match serde_json::to_string_pretty(&report) {
+                            Ok(json) => json,
+                            Err(e) => {
+                                eprintln!("dnd bench: the report is not JSON: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        };
+                        if let Err(e) = std::fs::write(path, json + "\n") {
+                            eprintln!("dnd bench: cannot write {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dnd bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// User and system CPU time of the processes `pids` (`self` for this one)
+/// so far, in seconds, from `/proc` (Linux; clock ticks of 10 ms).
+fn cpu_seconds(pids: &[String]) -> Option<f64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name: state is the first, utime the 12th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// A value of `bytes` printable bytes; not one repeated byte, in case the
+/// engine compresses.
+fn value_of(bytes: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
         })
-    }
-
-    fn value(&mut self, name: &str, inline: Option<String>) -> std::result::Result<String, String> {
-        inline
-            .or_else(|| self.args.next())
-            .ok_or_else(|| format!("{name} needs a value"))
-    }
-}
-
-fn parse_args() -> std::result::Result<Command, String> {
-    let mut it = ArgIter {
-        args: std::env::args().skip(1),
-    };
-    let mut first = true;
-    let mut args = Args {
-        targets: Vec::new(),
-        protocol: Protocol::Dnd,
-        workloads: Vec::new(),
-        distribution: Distribution::Zipfian,
-        theta: 0.99,
-        records: 10_000,
-        value_bytes: 100,
-        concurrency: 32,
-        threads: 1,
-        duration: Duration::from_secs(10),
-        operations: None,
-        rate: None,
-        half_peak: false,
-        missing_ok: false,
-        seed: 1,
-        timeout: Duration::from_secs(10),
-        batch_size: 100,
-        page_size: 1000,
-        idle: Duration::from_secs(10),
-        server_pids: Vec::new(),
-        label: None,
-        id: None,
-        role: "other".into(),
-        durability: None,
-        json: None,
-        quiet: false,
-    };
-    while let Some((name, inline)) = it.next() {
-        if name == "--bench" {
-            // `cargo bench` passes `--bench` to every bench binary.
-            continue;
-        }
-        if first && name == "summarize" {
-            return parse_summary(it).map(|s| Command::Summarize(Box::new(s)));
-        }
-        first = false;
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--target" => {
-                for target in it.value(&name, inline)?.split(',') {
-                    if !target.trim().is_empty() {
-                        args.targets.push(parse_target(target)?);
-                    }
-                }
-            }
-            "--protocol" => {
-                args.protocol = match it.value(&name, inline)?.as_str() {
-                    "dnd" => Protocol::Dnd,
-                    "ceiling" => Protocol::Ceiling,
-                    "etcd" => Protocol::Etcd,
-                    other => {
-                        return Err(format!("--protocol: `{other}` is not dnd, ceiling or etcd"))
-                    }
-                }
-            }
-            "--workload" => {
-                for w in it.value(&name, inline)?.split(',') {
-                    args.workloads
-                        .push(Workload::of_name(w.trim()).ok_or_else(|| {
-                            format!(
-                            "--workload: `{}` is not load, a, b, c, singles, batch, list or watch",
-                            w.trim()
-                        )
-                        })?);
-                }
-            }
-            "--batch-size" => args.batch_size = number(&name, &it.value(&name, inline)?)?,
-            "--page-size" => args.page_size = number(&name, &it.value(&name, inline)?)?,
-            "--idle" => {
-                let secs: f64 = number(&name, &it.value(&name, inline)?)?;
-                if !(secs > 0.0 && secs < 1e6) {
-                    return Err("--idle must be a positive number of seconds".into());
-                }
-                args.idle = Duration::from_secs_f64(secs);
-            }
-            "--distribution" => {
-                args.distribution = match it.value(&name, inline)?.as_str() {
-                    "zipfian" => Distribution::Zipfian,
-                    "uniform" => Distribution::Uniform,
-                    other => {
-                        return Err(format!(
-                            "--distribution: `{other}` is not zipfian or uniform"
-                        ))
-                    }
-                }
-            }
-            "--zipf-theta" => args.theta = number(&name, &it.value(&name, inline)?)?,
-            "--records" => args.records = number(&name, &it.value(&name, inline)?)?,
-            "--value-size" => args.value_bytes = size(&name, &it.value(&name, inline)?)?,
-            "--concurrency" => args.concurrency = number(&name, &it.value(&name, inline)?)?,
-            "--threads" => args.threads = number(&name, &it.value(&name, inline)?)?,
-            "--duration" => {
-                let secs: f64 = number(&name, &it.value(&name, inline)?)?;
-                if !(secs > 0.0 && secs < 1e6) {
-                    return Err("--duration must be a positive number of seconds".into());
-                }
-                args.duration = Duration::from_secs_f64(secs);
-            }
-            "--operations" => args.operations = Some(number(&name, &it.value(&name, inline)?)?),
-            "--rate" => {
-                let rate: f64 = number(&name, &it.value(&name, inline)?)?;
-                if !(rate > 0.0 && rate.is_finite()) {
-                    return Err("--rate must be a positive number of requests per second".into());
-                }
-                args.rate = Some(rate);
-            }
-            "--half-peak" => args.half_peak = true,
-            "--missing-ok" => args.missing_ok = true,
-            "--seed" => args.seed = number(&name, &it.value(&name, inline)?)?,
-            "--timeout-ms" => {
-                args.timeout = Duration::from_millis(number(&name, &it.value(&name, inline)?)?);
-            }
-            "--server-pids" => args.server_pids.extend(
-                it.value(&name, inline)?
-                    .split(',')
-                    .filter(|p| !p.trim().is_empty())
-                    .map(|p| p.trim().to_string()),
-            ),
-            "--label" => args.label = Some(it.value(&name, inline)?),
-            "--id" => args.id = Some(it.value(&name, inline)?),
-            "--role" => {
-                args.role = it.value(&name, inline)?;
-                if !["ceiling", "reference", "other"].contains(&args.role.as_str()) {
-                    return Err("--role: use ceiling, reference or other".into());
-                }
-            }
-            "--durability" => args.durability = Some(it.value(&name, inline)?),
-            "--json" => args.json = Some(PathBuf::from(it.value(&name, inline)?)),
-            "--quiet" => args.quiet = true,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    if args.targets.is_empty() {
-        return Err("give at least one --target HOST:PORT".into());
-    }
-    if args.records == 0 || args.concurrency == 0 || args.threads == 0 {
-        return Err("--records, --concurrency and --threads must be at least 1".into());
-    }
-    if args.operations == Some(0) {
-        return Err("--operations must be at least 1".into());
-    }
-    if args.value_bytes == 0 {
-        return Err("--value-size must be at least 1 byte".into());
-    }
-    if !(args.theta > 0.0 && args.theta < 1.0) {
-        return Err("--zipf-theta must be between 0 and 1".into());
-    }
-    if args.workloads.is_empty() {
-        args.workloads = vec![Workload::Load, Workload::A];
-    }
-    if args.rate.is_some() && args.half_peak {
-        return Err("--rate and --half-peak do not go together".into());
-    }
-    if !(1..=1000).contains(&args.batch_size) || !(1..=1000).contains(&args.page_size) {
-        return Err("--batch-size and --page-size must be between 1 and 1000".into());
-    }
-    for (workload, protocols) in [
-        (Workload::Batch, &[Protocol::Dnd][..]),
-        (Workload::Watch, &[Protocol::Dnd][..]),
-        (Workload::List, &[Protocol::Dnd, Protocol::Etcd][..]),
-    ] {
-        if args.workloads.contains(&workload) && !protocols.contains(&args.protocol) {
-            return Err(format!(
-                "--workload {}: not for --protocol {}",
-                workload.name(),
-                args.protocol.name()
-            ));
-        }
-    }
-    if args.workloads.contains(&Workload::Watch) && args.targets.len() != 1 {
-        return Err("--workload watch: give exactly one --target".into());
-    }
-    Ok(Command::Run(Box::new(args)))
-}
-
-fn parse_summary(mut it: ArgIter) -> std::result::Result<SummaryArgs, String> {
-    let mut args = SummaryArgs {
-        results: PathBuf::new(),
-        out: PathBuf::new(),
-        readme: None,
-        memory: None,
-        memory_run: None,
-        redis: None,
-        redis_note: None,
-        machine: None,
-        wall: None,
-        ceiling: "ceiling".into(),
-        reference: "dnd-disk".into(),
-        cluster: "dnd-3".into(),
-        peer_cluster: "etcd-3".into(),
-    };
-    while let Some((name, inline)) = it.next() {
-        if name == "--bench" {
-            continue;
-        }
-        let value = it.value(&name, inline)?;
-        match name.as_str() {
-            "--results" => args.results = value.into(),
-            "--out" => args.out = value.into(),
-            "--readme" => args.readme = Some(value.into()),
-            "--memory" => args.memory = Some(value.into()),
-            "--memory-run" => args.memory_run = Some(value.into()),
-            "--redis" => args.redis = Some(value.into()),
-            "--redis-note" => args.redis_note = Some(value),
-            "--machine" => args.machine = Some(value),
-            "--wall" => args.wall = Some(value),
-            "--ceiling" => args.ceiling = value,
-            "--reference" => args.reference = value,
-            "--cluster" => args.cluster = value,
-            "--peer-cluster" => args.peer_cluster = value,
-            other => return Err(format!("summarize: unknown argument `{other}`")),
-        }
-    }
-    if args.results.as_os_str().is_empty() || args.out.as_os_str().is_empty() {
-        return Err("summarize needs --results DIR and --out FILE".into());
-    }
-    Ok(args)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -745,43 +747,45 @@ struct Requests {
     value: Vec<u8>,
     /// The value as base64, for etcd.
     value_b64: String,
-    /// The `Host` header of each target.
-    hosts: Vec<String>,
+    /// `http://HOST:PORT` of each target.
+    bases: Vec<String>,
     missing_ok: bool,
     batch_size: usize,
 }
 
+/// One request, as [`Requests::build`] describes it.
+struct Call<'a> {
+    method: Method,
+    url: String,
+    content_type: Option<&'static str>,
+    body: &'a [u8],
+}
+
 impl Requests {
-    fn new(args: &Args) -> Requests {
+    fn new(args: &RunArgs) -> Requests {
         let value = value_of(args.value_bytes);
         Requests {
             protocol: args.protocol,
             value_b64: base64::engine::general_purpose::STANDARD.encode(&value),
             value,
-            hosts: args.targets.iter().map(|t| t.to_string()).collect(),
+            bases: args.targets.iter().map(|t| format!("http://{t}")).collect(),
             missing_ok: args.missing_ok,
             batch_size: args.batch_size,
         }
     }
 
-    /// Writes the whole HTTP request for `op` on `record` to `target` into
-    /// `buf`.
-    fn build(&self, buf: &mut Vec<u8>, op: Op, record: u64, target: usize) {
+    /// The request for `op` on `record` to `target`; a body other than the
+    /// value is written into `buf`.
+    fn build<'a>(&'a self, buf: &'a mut Vec<u8>, op: Op, record: u64, target: usize) -> Call<'a> {
         buf.clear();
-        let host = &self.hosts[target];
+        let base = &self.bases[target];
         let key = key_of(record);
-        let key_text = std::str::from_utf8(&key).expect("keys are ASCII");
+        // Keys are `user` and hex digits (`key_of`).
+        let key_text = String::from_utf8_lossy(&key);
         match (self.protocol, op) {
             // The values are lowercase letters (`value_of`): no JSON escapes.
             (_, Op::Batch) => {
-                const OP_FRAME: &str = r#"{"op":"put","key":"","value":""}"#;
-                let one = OP_FRAME.len() + KEY_BYTES + self.value.len();
-                let body_len = r#"{"ops":[]}"#.len() + self.batch_size * (one + 1) - 1;
-                let _ = write!(
-                    buf,
-                    "POST /kv/_batch HTTP/1.1\r\nHost: {host}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"ops\":["
-                );
+                buf.extend_from_slice(br#"{"ops":["#);
                 for n in 0..self.batch_size as u64 {
                     if n > 0 {
                         buf.push(b',');
@@ -793,6 +797,12 @@ impl Requests {
                     buf.extend_from_slice(br#""}"#);
                 }
                 buf.extend_from_slice(b"]}");
+                Call {
+                    method: Method::POST,
+                    url: format!("{base}/kv/_batch"),
+                    content_type: Some("application/json"),
+                    body: buf,
+                }
             }
             // dnd replaces what is there, as etcd's and Redis's writes do:
             // a plain PUT would keep every write to a key as a sibling.
@@ -802,36 +812,36 @@ impl Requests {
                 } else {
                     ""
                 };
-                let _ = write!(
-                    buf,
-                    "PUT /kv/{key_text}{query} HTTP/1.1\r\nHost: {host}\r\n\
-                     Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-                    self.value.len()
-                );
-                buf.extend_from_slice(&self.value);
+                Call {
+                    method: Method::PUT,
+                    url: format!("{base}/kv/{key_text}{query}"),
+                    content_type: Some("application/octet-stream"),
+                    body: &self.value,
+                }
             }
-            (Protocol::Dnd | Protocol::Ceiling, Op::Read) => {
-                let _ = write!(buf, "GET /kv/{key_text} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-            }
+            (Protocol::Dnd | Protocol::Ceiling, Op::Read) => Call {
+                method: Method::GET,
+                url: format!("{base}/kv/{key_text}"),
+                content_type: None,
+                body: &[],
+            },
             (Protocol::Etcd, op) => {
                 let key_b64 = base64::engine::general_purpose::STANDARD.encode(key);
-                let (path, body_len) = match op {
-                    Op::Write | Op::Insert | Op::Batch => (
-                        "put",
-                        r#"{"key":"","value":""}"#.len() + key_b64.len() + self.value_b64.len(),
-                    ),
-                    Op::Read => ("range", r#"{"key":""}"#.len() + key_b64.len()),
+                let path = match op {
+                    Op::Write | Op::Insert | Op::Batch => "put",
+                    Op::Read => "range",
                 };
-                let _ = write!(
-                    buf,
-                    "POST /v3/kv/{path} HTTP/1.1\r\nHost: {host}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n\
-                     {{\"key\":\"{key_b64}\""
-                );
+                let _ = write!(buf, "{{\"key\":\"{key_b64}\"");
                 if op != Op::Read {
                     let _ = write!(buf, ",\"value\":\"{}\"", self.value_b64);
                 }
                 buf.push(b'}');
+                Call {
+                    method: Method::POST,
+                    url: format!("{base}/v3/kv/{path}"),
+                    content_type: Some("application/json"),
+                    body: buf,
+                }
             }
         }
     }
@@ -901,51 +911,40 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Checks that `target` answers like a server of `protocol`, so that a
 /// wrong address or protocol stops the run with one clear message.
-async fn preflight(protocol: Protocol, target: SocketAddr, timeout: Duration) -> Result<()> {
-    let mut conn = Conn::open(target).await.map_err(|e| {
-        anyhow!(
-            "cannot reach the {} target {target}: {e}; is it running?",
-            protocol.name()
-        )
-    })?;
-    let (request, what) = match protocol {
-        Protocol::Dnd => (
-            format!("GET /health HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-            "GET /health",
+fn preflight(protocol: Protocol, target: SocketAddr, timeout: Duration) -> Result<()> {
+    let client = HttpClient::new(timeout, 1);
+    let (method, path, body, what) = match protocol {
+        Protocol::Dnd => (Method::GET, "/health", "", "GET /health"),
+        Protocol::Ceiling => (Method::GET, "/kv/preflight", "", "GET /kv/preflight"),
+        Protocol::Etcd => (
+            Method::POST,
+            "/v3/kv/range",
+            r#"{"key":"cHJlZmxpZ2h0"}"#,
+            "POST /v3/kv/range",
         ),
-        Protocol::Ceiling => (
-            format!("GET /kv/preflight HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-            "GET /kv/preflight",
-        ),
-        Protocol::Etcd => {
-            let body = r#"{"key":"cHJlZmxpZ2h0"}"#;
-            (
-                format!(
-                    "POST /v3/kv/range HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n\
-                     Content-Length: {}\r\n\r\n{body}",
-                    body.len()
-                ),
-                "POST /v3/kv/range",
-            )
-        }
     };
-    let response = conn
-        .request(request.as_bytes(), timeout)
-        .await
-        .map_err(|fail| {
-            anyhow!(
+    let content_type = (!body.is_empty()).then_some("application/json");
+    let url = format!("http://{target}{path}");
+    let reply = client
+        .call(method, &url, content_type, body.as_bytes())
+        .map_err(|fail| match fail {
+            Fail::Connect => anyhow!(
+                "cannot reach the {} target {target} (connect error); is it running?",
+                protocol.name()
+            ),
+            fail => anyhow!(
                 "the {} target {target} did not answer {what}: {}",
                 protocol.name(),
                 fail.label()
-            )
+            ),
         })?;
-    let body = String::from_utf8_lossy(conn.body(&response)).into_owned();
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
     let expected = match protocol {
         Protocol::Dnd => "node_id",
         Protocol::Ceiling => "",
         Protocol::Etcd => "header",
     };
-    if response.status != 200 || !body.contains(expected) {
+    if reply.status != 200 || !body.contains(expected) {
         let shown: String = body.chars().take(120).collect();
         let shown = if shown.is_empty() {
             "an empty body".to_string()
@@ -955,7 +954,7 @@ async fn preflight(protocol: Protocol, target: SocketAddr, timeout: Duration) ->
         bail!(
             "{target} does not speak the {} protocol: {what} gave HTTP {} with {shown}; check --protocol",
             protocol.name(),
-            response.status
+            reply.status
         );
     }
     Ok(())
@@ -1072,7 +1071,10 @@ impl Stats {
 /// One client: a keep-alive connection to every target.
 struct Client {
     conns: Vec<Conn>,
+    /// The whole request being sent.
     request: Vec<u8>,
+    /// Its body, when it is not the value.
+    body: Vec<u8>,
     rng: Rng,
 }
 
@@ -1088,7 +1090,17 @@ async fn send(
     scheduled: Option<Instant>,
 ) -> Option<Fail> {
     let target = (i % plan.targets.len() as u64) as usize;
-    plan.requests.build(&mut client.request, op, record, target);
+    let call = plan.requests.build(&mut client.body, op, record, target);
+    let path = &call.url[plan.requests.bases[target].len()..];
+    let host = &plan.requests.bases[target]["http://".len()..];
+    conn::request_bytes(
+        &mut client.request,
+        &call.method,
+        host,
+        path,
+        call.content_type,
+        call.body,
+    );
     let sent = Instant::now();
     let conn = &mut client.conns[target];
     let result = match conn.request(&client.request, plan.timeout).await {
@@ -1327,6 +1339,7 @@ fn run_phase(
                         clients.push(Client {
                             conns,
                             request: Vec::with_capacity(1024),
+                            body: Vec::with_capacity(1024),
                             rng: Rng::new(seed, c as u64),
                         });
                     }
@@ -1558,7 +1571,7 @@ fn phase_report(
     half_peak: bool,
     fill: bool,
     result: &PhaseResult,
-    args: &Args,
+    args: &RunArgs,
 ) -> PhaseReport {
     let s = &result.stats;
     let secs = result.elapsed.as_secs_f64();
@@ -1800,7 +1813,7 @@ fn text_report(run: &RunReport) -> String {
 // ---------------------------------------------------------------------------
 // A run
 
-fn run(args: &Args) -> Result<RunReport> {
+fn run_all(args: &RunArgs) -> Result<RunReport> {
     let progress = Progress {
         enabled: !args.quiet && std::io::stderr().is_terminal(),
     };
@@ -1808,14 +1821,8 @@ fn run(args: &Args) -> Result<RunReport> {
         .label
         .clone()
         .unwrap_or_else(|| format!("{} at {}", args.protocol.name(), args.targets[0]));
-    {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("building the client's runtime")?;
-        for &target in &args.targets {
-            rt.block_on(preflight(args.protocol, target, args.timeout))?;
-        }
+    for &target in &args.targets {
+        preflight(args.protocol, target, args.timeout)?;
     }
     let requests = Arc::new(Requests::new(args));
     let written: Arc<Vec<AtomicBool>> =
@@ -1833,7 +1840,7 @@ fn run(args: &Args) -> Result<RunReport> {
             .clone()
             .unwrap_or_else(|| args.protocol.name().into()),
         label: label.clone(),
-        role: args.role.clone(),
+        role: args.role.name().into(),
         durability: args.durability.clone(),
         protocol: args.protocol.name().into(),
         targets: args.targets.iter().map(|t| t.to_string()).collect(),
@@ -1904,7 +1911,7 @@ fn run(args: &Args) -> Result<RunReport> {
         first = false;
         let title = format!("{label}: {}", workload.name());
         if !progress.enabled && !args.quiet {
-            eprintln!("load: {title} ({})", workload.describe());
+            eprintln!("dnd bench: {title} ({})", workload.describe());
         }
         let result = match workload {
             Workload::List => listing::run(args, &title, &progress),
@@ -1940,7 +1947,7 @@ fn run(args: &Args) -> Result<RunReport> {
             // (Of requests: batches, for the batch workload.)
             let title = format!("{label}: {} at half peak", workload.name());
             if !progress.enabled && !args.quiet {
-                eprintln!("load: {title} ({rate:.0}/s)");
+                eprintln!("dnd bench: {title} ({rate:.0}/s)");
             }
             let result = run_phase(
                 plan(
@@ -1973,7 +1980,7 @@ fn run(args: &Args) -> Result<RunReport> {
                 let title =
                     format!("{label}: writing {count} records the load phase did not reach");
                 if !progress.enabled && !args.quiet {
-                    eprintln!("load: {title}");
+                    eprintln!("dnd bench: {title}");
                 }
                 let result = run_phase(
                     plan(Records::List(missing), None),
@@ -2007,574 +2014,4 @@ fn run(args: &Args) -> Result<RunReport> {
         }
     }
     Ok(report)
-}
-
-// ---------------------------------------------------------------------------
-// The comparison report of bench/compare.sh
-
-/// Memory figures `bench/compare.sh` measures.
-#[derive(Deserialize, Debug)]
-struct Memory {
-    keys: u64,
-    rss_empty_bytes: u64,
-    rss_bytes: u64,
-    rss_peak_bytes: Option<u64>,
-    disk_bytes: u64,
-    disk_bytes_closed: Option<u64>,
-    /// Sizes as `ls` shows them, sparse files counted whole.
-    disk_apparent_bytes: Option<u64>,
-    disk_apparent_bytes_closed: Option<u64>,
-    settle_seconds: Option<f64>,
-}
-
-/// One line of `redis-benchmark --csv`.
-struct RedisRow {
-    test: String,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn read_redis(path: &Path) -> Result<Vec<RedisRow>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(|f| f.trim_matches('"').to_string())
-        .collect();
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let (Some(test), Some(rps)) = (col("test"), col("rps")) else {
-        bail!("{}: not redis-benchmark --csv output", path.display());
-    };
-    let (p50, p99) = (col("p50_latency_ms"), col("p99_latency_ms"));
-    Ok(lines
-        .map(|line| {
-            let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-            let num = |i: Option<usize>| {
-                i.and_then(|i| fields.get(i))
-                    .and_then(|f| f.parse().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            RedisRow {
-                test: fields.get(test).unwrap_or(&"").to_string(),
-                rps: num(Some(rps)),
-                p50_ms: num(p50),
-                p99_ms: num(p99),
-            }
-        })
-        .collect())
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "–".into()
-    }
-}
-
-fn date_of(unix: u64) -> String {
-    // Days since the epoch to a civil date (proleptic Gregorian).
-    let days = (unix / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn summarize(args: &SummaryArgs) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.results)
-        .with_context(|| format!("reading {}", args.results.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let mut runs = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file)?;
-        let run: RunReport = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a load report", file.display()))?;
-        runs.push(run);
-    }
-    if runs.is_empty() {
-        bail!("no load reports (*.json) in {}", args.results.display());
-    }
-    let started = runs.iter().map(|r| r.started).min().unwrap_or(0);
-    // The listing, batch and watch runs have their own section.
-    let api = api_figures::section(&runs);
-    runs.retain(|r| !api_figures::is_api_run(r));
-    let find_run = |id: &str| runs.iter().find(|r| r.id == id);
-    let closed = |run: &RunReport, workload: &str| {
-        run.phases
-            .iter()
-            .find(|p| p.workload == workload && !p.half_peak && !p.fill && p.rate.is_none())
-            .cloned()
-    };
-    let ops = |id: &str, workload: &str| {
-        find_run(id)
-            .and_then(|r| closed(r, workload))
-            .map_or(f64::NAN, |p| p.ops_per_sec)
-    };
-    let mut out = String::from("# dnd beside the HTTP ceiling, etcd and Redis\n\n");
-    let _ = writeln!(
-        out,
-        "Measured {} on {} with `bench/compare.sh`{}: every system one after the other in the same \
-run, on the same shared machine, driven by the same load tool (`cargo bench --bench load`) with the \
-same settings. Only ratios within this page mean much.\n",
-        date_of(started),
-        args.machine.as_deref().unwrap_or("this machine"),
-        args.wall
-            .as_ref()
-            .map_or(String::new(), |w| format!(" (the whole run took {w})")),
-    );
-    if let Some(first) = runs.first() {
-        let per_phase = match (first.operations_per_phase, first.seconds_per_phase) {
-            (Some(n), _) => format!("{n} requests"),
-            (None, Some(s)) => format!("{s} s"),
-            _ => "–".into(),
-        };
-        let _ = writeln!(
-        out,
-        "Settings: {} record choice{} over {} records, {} B keys, {} B values, {} clients (one \
-keep-alive connection each to every node of the system, requests round-robin over the nodes), \
-{} client thread(s), closed loop, {per_phase} per phase in the order load, C, A, B, a 1 s pause \
-between phases. *× ceiling* is the system's throughput over the ceiling's in the same workload; \
-*× dnd* over dnd's on one node with the disk engine. Latency: from send to answer, done requests \
-only; failed requests are listed, never counted.\n",
-        first.distribution,
-        first
-            .zipf_theta
-            .map_or(String::new(), |t| format!(" (θ {t})")),
-        first.records,
-        first.key_bytes,
-        first.value_bytes,
-        first.concurrency,
-        first.threads,
-    );
-        out.push_str("| system | durability |\n|---|---|\n");
-        for run in &runs {
-            let _ = writeln!(
-                out,
-                "| {} | {} |",
-                run.label,
-                run.durability.as_deref().unwrap_or("–")
-            );
-        }
-        out.push('\n');
-    }
-    for (workload, title) in [
-        ("load", "Write-only load phase (100% insert/overwrite)"),
-        ("C", "Workload C (100% read)"),
-        ("A", "Workload A (50% read, 50% update)"),
-        ("B", "Workload B (95% read, 5% update)"),
-    ] {
-        let ceiling = ops(&args.ceiling, workload);
-        let reference = ops(&args.reference, workload);
-        if runs.iter().all(|r| closed(r, workload).is_none()) {
-            continue;
-        }
-        let _ = writeln!(out, "## {title}\n");
-        out.push_str(
-            "| system | ops/s | p50 | p99 | p99.9 | × ceiling | × dnd | failed | client CPU | server CPU |\n",
-        );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
-        for run in &runs {
-            let Some(p) = closed(run, workload) else {
-                continue;
-            };
-            let l = p.latency_us.unwrap_or_default();
-            let mut failed = if p.errors.is_empty() {
-                "0".to_string()
-            } else {
-                errors_text(&p.errors)
-            };
-            if p.siblings > 0 {
-                let _ = write!(
-                    failed,
-                    " (and {} reads answered 300 with siblings, done)",
-                    p.siblings
-                );
-            }
-            let bold = if run.id == args.reference { "**" } else { "" };
-            let _ = writeln!(
-                out,
-                "| {bold}{}{bold} | {bold}{}{bold} | {} | {} | {} | {} | {} | {failed} | {} | {} |",
-                run.label,
-                thousands(p.ops_per_sec),
-                ms(p.latency_us.map(|_| l.p50)),
-                ms(p.latency_us.map(|_| l.p99)),
-                ms(p.latency_us.map(|_| l.p999)),
-                ratio(p.ops_per_sec, ceiling),
-                ratio(p.ops_per_sec, reference),
-                cores(p.client_cpu),
-                cores(p.server_cpu),
-            );
-        }
-        out.push('\n');
-    }
-    // Open loop at half the peak.
-    let half: Vec<(&RunReport, &PhaseReport)> = runs
-        .iter()
-        .flat_map(|r| r.phases.iter().filter(|p| p.half_peak).map(move |p| (r, p)))
-        .collect();
-    if !half.is_empty() {
-        out.push_str("## Open loop at half the peak\n\n");
-        out.push_str(
-            "Each phase again, paced at half the throughput its closed loop reached. Latency counts \
-from the moment a request was due, so waiting behind slow answers counts (no coordinated omission).\n\n",
-        );
-        out.push_str("| system | workload | paced ops/s | done ops/s | p50 | p99 | p99.9 | p99 from send | failed |\n");
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|\n");
-        for (run, p) in &half {
-            let l = p.latency_us.unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                run.label,
-                p.workload,
-                thousands(p.rate.unwrap_or(f64::NAN)),
-                thousands(p.ops_per_sec),
-                ms(p.latency_us.map(|_| l.p50)),
-                ms(p.latency_us.map(|_| l.p99)),
-                ms(p.latency_us.map(|_| l.p999)),
-                ms(p.from_send_us.map(|l| l.p99)),
-                if p.errors.is_empty() {
-                    "0".into()
-                } else {
-                    errors_text(&p.errors)
-                },
-            );
-        }
-        out.push('\n');
-    }
-    // Memory.
-    let memory = match &args.memory {
-        Some(path) => Some(
-            serde_json::from_str::<Memory>(
-                &std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )
-            .with_context(|| format!("{} is not memory figures", path.display()))?,
-        ),
-        None => None,
-    };
-    let memory_run: Option<RunReport> = match &args.memory_run {
-        Some(path) => Some(serde_json::from_str(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )?),
-        None => None,
-    };
-    let mut memory_per_key = None;
-    if let Some(m) = &memory {
-        let keys = m.keys.max(1) as f64;
-        let (key_bytes, value_bytes) = memory_run
-            .as_ref()
-            .map_or((KEY_BYTES, 100), |r| (r.key_bytes, r.value_bytes));
-        let raw = (key_bytes + value_bytes) as f64;
-        let rss_per_key = (m.rss_bytes.saturating_sub(m.rss_empty_bytes)) as f64 / keys;
-        let disk_per_key = m.disk_bytes as f64 / keys;
-        memory_per_key = Some((rss_per_key, disk_per_key, raw));
-        let _ = writeln!(
-            out,
-            "## Memory: {} keys on one node\n",
-            thousands(m.keys as f64)
-        );
-        if let Some(run) = &memory_run {
-            if let Some(p) = run.phases.first() {
-                let _ = writeln!(
-                    out,
-                    "{}: {} keys of {} B with {} B values written once each by the load tool ({} \
-clients), {} ops/s, {} failed. Then, after {} s: resident memory (`VmRSS` in `/proc/PID/status`) \
-and the blocks in use by the data directory (`du`).\n",
-                    run.label,
-                    thousands(p.done as f64),
-                    run.key_bytes,
-                    run.value_bytes,
-                    run.concurrency,
-                    thousands(p.ops_per_sec),
-                    p.failed,
-                    m.settle_seconds.unwrap_or(0.0),
-                );
-            }
-        }
-        out.push_str("| | total | per key | per key ÷ raw key+value |\n|---|---:|---:|---:|\n");
-        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-        let _ = writeln!(
-            out,
-            "| raw keys + values | {} | {raw:.0} B | 1.00 |",
-            mib((raw * keys) as u64)
-        );
-        let _ = writeln!(
-            out,
-            "| resident memory, empty node | {} | | |",
-            mib(m.rss_empty_bytes)
-        );
-        let _ = writeln!(
-            out,
-            "| resident memory, loaded | {} | {rss_per_key:.0} B (above the empty node) | {:.2} |",
-            mib(m.rss_bytes),
-            rss_per_key / raw
-        );
-        if let Some(peak) = m.rss_peak_bytes {
-            let _ = writeln!(
-                out,
-                "| peak resident memory (`VmHWM`) | {} | {:.0} B | {:.2} |",
-                mib(peak),
-                peak.saturating_sub(m.rss_empty_bytes) as f64 / keys,
-                peak.saturating_sub(m.rss_empty_bytes) as f64 / keys / raw
-            );
-        }
-        let apparent =
-            |bytes: Option<u64>| bytes.map_or(String::new(), |b| format!(" ({} apparent)", mib(b)));
-        let _ = writeln!(
-            out,
-            "| on disk, node running | {}{} | {disk_per_key:.0} B | {:.2} |",
-            mib(m.disk_bytes),
-            apparent(m.disk_apparent_bytes),
-            disk_per_key / raw
-        );
-        if let Some(closed) = m.disk_bytes_closed {
-            let _ = writeln!(
-                out,
-                "| on disk, node stopped | {}{} | {:.0} B | {:.2} |",
-                mib(closed),
-                apparent(m.disk_apparent_bytes_closed),
-                closed as f64 / keys,
-                closed as f64 / keys / raw
-            );
-        }
-        out.push_str(
-            "\n*Apparent* sizes count sparse files whole: fjall's journal file has a fixed \
-apparent size whatever it holds.\n\n",
-        );
-    }
-    // Redis.
-    if let Some(path) = &args.redis {
-        let rows = read_redis(path)?;
-        out.push_str("## Redis, for reference\n\n");
-        if let Some(note) = &args.redis_note {
-            let _ = writeln!(out, "{note}\n");
-        }
-        let ceiling_put = ops(&args.ceiling, "load");
-        let ceiling_get = ops(&args.ceiling, "C");
-        out.push_str("| redis-benchmark test | ops/s | p50 | p99 | × HTTP ceiling (PUT, GET) |\n|---|---:|---:|---:|---:|\n");
-        for row in &rows {
-            let ceiling = if row.test.starts_with("SET") {
-                ceiling_put
-            } else {
-                ceiling_get
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} |",
-                row.test,
-                thousands(row.rps),
-                ms(Some(row.p50_ms * 1000.0)),
-                ms(Some(row.p99_ms * 1000.0)),
-                ratio(row.rps, ceiling),
-            );
-        }
-        out.push('\n');
-    }
-    out.push_str(&api.markdown);
-    // Goals.
-    out.push_str("## Goals\n\n| goal | measured | met |\n|---|---|---|\n");
-    let goal =
-        |out: &mut String, what: &str, measured: f64, target: f64, higher: bool, unit: &str| {
-            let met = if !measured.is_finite() {
-                "not measured".to_string()
-            } else if (higher && measured >= target) || (!higher && measured <= target) {
-                "yes".to_string()
-            } else {
-                format!(
-                    "no ({:.0}% of the goal)",
-                    100.0
-                        * if higher {
-                            measured / target
-                        } else {
-                            target / measured
-                        }
-                )
-            };
-            let shown = if measured.is_finite() {
-                format!("{measured:.2}{unit}")
-            } else {
-                "–".into()
-            };
-            let _ = writeln!(out, "| {what} | {shown} | {met} |");
-        };
-    goal(
-        &mut out,
-        "dnd one node (disk) GET ≥ 0.8 × ceiling (workload C)",
-        ops(&args.reference, "C") / ops(&args.ceiling, "C"),
-        0.8,
-        true,
-        "",
-    );
-    goal(
-        &mut out,
-        "dnd one node (disk) PUT ≥ 0.6 × ceiling (load phase)",
-        ops(&args.reference, "load") / ops(&args.ceiling, "load"),
-        0.6,
-        true,
-        "",
-    );
-    goal(
-        &mut out,
-        "dnd 3 nodes PUT ≥ 2 × etcd 3 members PUT (load phase)",
-        ops(&args.cluster, "load") / ops(&args.peer_cluster, "load"),
-        2.0,
-        true,
-        "",
-    );
-    let half_p99 = find_run(&args.reference)
-        .map(|r| {
-            r.phases
-                .iter()
-                .filter(|p| p.half_peak)
-                .filter_map(|p| p.latency_us.map(|l| l.p99))
-                .fold(f64::NAN, f64::max)
-        })
-        .unwrap_or(f64::NAN);
-    goal(
-        &mut out,
-        "dnd one node p99 < 5 ms at half of peak (worst phase)",
-        half_p99 / 1000.0,
-        5.0,
-        false,
-        " ms",
-    );
-    if let Some((rss, _, raw)) = memory_per_key {
-        goal(
-            &mut out,
-            &format!(
-                "memory per key ≤ 2 × raw + 64 B = {:.0} B",
-                2.0 * raw + 64.0
-            ),
-            rss,
-            2.0 * raw + 64.0,
-            false,
-            " B",
-        );
-    }
-    for (what, measured, target, higher, unit) in &api.goals {
-        goal(&mut out, what, *measured, *target, *higher, unit);
-    }
-    out.push_str("\nWhy the goals that are missed are missed, and what would close them: `docs/figures/profile.md`.\n");
-    std::fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
-
-    // The README's short table.
-    if let Some(path) = &args.readme {
-        let mut short = format!(
-            "Latest figures ({}, {}; from `bench/compare.sh`, details in \
-[docs/figures/compare.md](docs/figures/compare.md))",
-            date_of(started),
-            args.machine.as_deref().unwrap_or("this machine"),
-        );
-        match runs.first() {
-            Some(first) => {
-                let _ = write!(
-                    short,
-                    ": {} B values, {} clients, closed loop; PUT is the write-only load phase, \
-GET is workload C.\n\n",
-                    first.value_bytes, first.concurrency,
-                );
-            }
-            None => short.push_str(".\n"),
-        }
-        if !runs.is_empty() {
-            short.push_str("| system | PUT ops/s | PUT p99 | GET ops/s | GET p99 | A ops/s | PUT, GET × ceiling | PUT, GET × dnd |\n");
-            short.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        }
-        for run in &runs {
-            let (put, get, a) = (closed(run, "load"), closed(run, "C"), closed(run, "A"));
-            let v = |p: &Option<PhaseReport>| p.as_ref().map_or(f64::NAN, |p| p.ops_per_sec);
-            let p99 =
-                |p: &Option<PhaseReport>| ms(p.as_ref().and_then(|p| p.latency_us).map(|l| l.p99));
-            let _ = writeln!(
-                short,
-                "| {} | {} | {} | {} | {} | {} | {}, {} | {}, {} |",
-                run.label,
-                thousands(v(&put)),
-                p99(&put),
-                thousands(v(&get)),
-                p99(&get),
-                thousands(v(&a)),
-                ratio(v(&put), ops(&args.ceiling, "load")),
-                ratio(v(&get), ops(&args.ceiling, "C")),
-                ratio(v(&put), ops(&args.reference, "load")),
-                ratio(v(&get), ops(&args.reference, "C")),
-            );
-        }
-        if let (Some((rss, disk, raw)), Some(m)) = (memory_per_key, &memory) {
-            let _ = writeln!(
-                short,
-                "\nOne node (disk) holding {} keys of {raw:.0} B (key and value): {rss:.0} B of \
-resident memory and {disk:.0} B on disk per key.",
-                thousands(m.keys as f64)
-            );
-        }
-        if !api.readme_rows.is_empty() {
-            short.push_str(
-                "\nThe listing, batch and watch API, each beside its baseline in the same run:\n\n\
-| figure | dnd | baseline | dnd ÷ baseline |\n|---|---:|---:|---:|\n",
-            );
-            for row in &api.readme_rows {
-                short.push_str(row);
-                short.push('\n');
-            }
-        }
-        std::fs::write(path, short).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn main() -> ExitCode {
-    let command = match parse_args() {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("load: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match command {
-        Command::Help => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Summarize(args) => match summarize(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("load: summarize: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run(args) => match run(&args) {
-            Ok(report) => {
-                print!("{}", text_report(&report));
-                if let Some(path) = &args.json {
-                    let json = serde_json::to_string_pretty(&report).expect("serializable");
-                    if let Err(e) = std::fs::write(path, json + "\n") {
-                        eprintln!("load: cannot write {}: {e}", path.display());
-                        return ExitCode::FAILURE;
-                    }
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("load: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-    }
 }

@@ -10,7 +10,8 @@
 
 use std::fmt::Write as _;
 
-use super::{cores, errors_text, ms, ratio, thousands, PhaseReport, RunReport};
+use super::summary::ratio;
+use super::{cores, errors_text, ms, thousands, PhaseReport, RunReport};
 
 /// A goal row for the report's goals table: what, measured, target,
 /// whether higher is better, unit.
