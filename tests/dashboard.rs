@@ -194,6 +194,23 @@ async fn until_count(page: &Client, css: &str, n: usize, deadline: Duration) {
     .await;
 }
 
+/// Types `text` into the field `field` and clicks `button`, as an
+/// operator would.
+async fn type_and_submit(page: &Client, field: &str, text: &str, button: &str) {
+    page.find(Locator::Css(field))
+        .await
+        .unwrap_or_else(|e| panic!("no field {field}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("cannot type into {field}: {e}"));
+    page.find(Locator::Css(button))
+        .await
+        .unwrap_or_else(|e| panic!("no button {button}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("cannot click {button}: {e}"));
+}
+
 /// The visible text of the first element `css` matches, once there is one.
 async fn text_of(page: &Client, css: &str) -> String {
     eventually(PAGE, &format!("an element `{css}`"), || async move {
@@ -338,17 +355,7 @@ async fn the_dashboard_follows_the_cluster_and_resolves_siblings_in_a_browser() 
     assert_eq!(put(http[1], "fruit", "banana").await.status, 204);
     assert_eq!(get(http[0], "fruit").await.status, 300);
 
-    let key_field = page
-        .find(Locator::Css("#inspect-key"))
-        .await
-        .expect("the key field");
-    key_field.send_keys("fruit").await.expect("type the key");
-    page.find(Locator::Css("#inspect-form button"))
-        .await
-        .expect("the read button")
-        .click()
-        .await
-        .expect("click read");
+    type_and_submit(page, "#inspect-key", "fruit", "#inspect-form button").await;
     until_count(
         page,
         "#inspect-result[data-status=\"300\"] .sibling",
@@ -486,17 +493,13 @@ async fn the_dashboard_asks_for_a_token_where_the_node_needs_one() {
         0,
         "no figures without a token"
     );
-    let field = page
-        .find(Locator::Css("#token-input"))
-        .await
-        .expect("the field");
-    field.send_keys("dnd_not-a-token").await.expect("type");
-    page.find(Locator::Css("#token-form button"))
-        .await
-        .expect("the button")
-        .click()
-        .await
-        .expect("submit");
+    type_and_submit(
+        page,
+        "#token-input",
+        "dnd_not-a-token",
+        "#token-form button",
+    )
+    .await;
     // Refused: asked again, and still no figures.
     until_count(page, "#token-form:not([hidden])", 1, PAGE).await;
     eventually(PAGE, "the prompt to say the token was refused", || async {
@@ -508,13 +511,7 @@ async fn the_dashboard_asks_for_a_token_where_the_node_needs_one() {
     .await;
     assert_eq!(count(page, "#members tbody tr").await, 0);
 
-    field.send_keys(&token).await.expect("type");
-    page.find(Locator::Css("#token-form button"))
-        .await
-        .expect("the button")
-        .click()
-        .await
-        .expect("submit");
+    type_and_submit(page, "#token-input", &token, "#token-form button").await;
     until_count(page, "#members tr[data-state=\"alive\"]", 1, PAGE).await;
     until_count(page, "#token-form[hidden]", 1, PAGE).await;
     let kept = page

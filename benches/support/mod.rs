@@ -38,16 +38,5 @@ pub fn cpu_seconds(pids: &[String]) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// A value of `bytes` printable bytes; not one repeated byte, in case the
-/// engine compresses.
-pub fn value_of(bytes: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..bytes)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b'a' + (x % 26) as u8
-        })
-        .collect()
-}
+/// The load tool's values, so that the benches write what it writes.
+pub use dnd::load::value_of;

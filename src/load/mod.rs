@@ -584,7 +584,7 @@ fn cpu_seconds(pids: &[String]) -> Option<f64> {
 
 /// A value of `bytes` printable bytes; not one repeated byte, in case the
 /// engine compresses.
-fn value_of(bytes: usize) -> Vec<u8> {
+pub fn value_of(bytes: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..bytes)
         .map(|_| {
