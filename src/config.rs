@@ -46,6 +46,9 @@ pub struct Config {
     pub join_timeout: Duration,
     /// How long an HTTP request waits for the Store before answering 503.
     pub request_timeout: Duration,
+    /// How many HTTP requests may wait on the node's actors at once; one
+    /// more is answered 503 at once rather than queued.
+    pub max_waiting_requests: usize,
     /// How long an HTTP request body may take to arrive before 408.
     pub body_timeout: Duration,
     /// N, R and W; the same on every node of a cluster.
@@ -92,6 +95,10 @@ pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LEAVE_HANDOFF_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests waiting on the actors at once, by default: far above what a
+/// node serves in a request timeout's worth of queueing, and with values
+/// of at most --max-value-bytes, a bound on the memory they hold.
+pub const DEFAULT_MAX_WAITING_REQUESTS: usize = 1024;
 
 impl Config {
     /// The data directory used when none is given: one folder per node under
@@ -131,6 +138,7 @@ impl Config {
             },
             join_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
+            max_waiting_requests: DEFAULT_MAX_WAITING_REQUESTS,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             replication: Replication::default(),
             vnodes: crate::ring::DEFAULT_VNODES,

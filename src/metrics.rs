@@ -208,6 +208,7 @@ pub struct Metrics {
     pub http_requests_refused_unknown_token: Counter,
     pub http_requests_refused_role: Counter,
     pub http_requests_refused_not_this_host: Counter,
+    pub http_requests_shed: Counter,
     pub latencies: Latencies,
 }
 
@@ -446,6 +447,7 @@ impl Metrics {
                 ("role", c(&self.http_requests_refused_role)),
                 ("not_this_host", c(&self.http_requests_refused_not_this_host)),
             ]),
+            ("http_requests_shed", "HTTP requests answered 503 at once because every place for a waiting request was taken (--max-waiting-requests).", None, &[("", c(&self.http_requests_shed))]),
         ];
         let fixed: &[(&str, &str, u64)] = &[
             (

@@ -227,6 +227,8 @@ impl Node {
             metrics: metrics.clone(),
             max_value_bytes: config.max_value_bytes,
             request_timeout: config.request_timeout,
+            waiting: Arc::new(tokio::sync::Semaphore::new(config.max_waiting_requests)),
+            shed_log: Arc::default(),
             body_timeout: config.body_timeout,
             replication: config.replication,
             tokens: config.tokens.clone().map(Arc::new),

@@ -317,3 +317,68 @@ async fn the_disk_engine_keeps_data_and_identity_across_restarts() {
     assert_eq!(get.body().await.unwrap(), "still here");
     second.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_node_behind_on_its_work_sheds_what_it_cannot_queue_and_answers_every_request_in_time() {
+    use dnd::actors::fault::{Fault, InjectFault};
+    use std::time::Instant;
+    let timeout = Duration::from_secs(2);
+    let node = start_node(|c| {
+        c.max_waiting_requests = 4;
+        c.request_timeout = timeout;
+    })
+    .await;
+    // The Store is busy for 1.5 s: whatever needs it waits or is shed.
+    node.store
+        .do_send(InjectFault(Fault::Stall(Duration::from_millis(1500))));
+    let started = Instant::now();
+    let asked = (0..40).map(|i| {
+        let url = url(&node, &format!("/kv/k{i}"));
+        async move {
+            let answer = client().get(url).send().await.expect("an answer");
+            let retry = answer
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (answer.status().as_u16(), retry, started.elapsed())
+        }
+    });
+    let answers = futures_util::future::join_all(asked).await;
+    let shed: Vec<_> = answers
+        .iter()
+        .filter(|(status, ..)| *status == 503)
+        .collect();
+    let served = answers.iter().filter(|(status, ..)| *status == 404).count();
+    assert_eq!(
+        shed.len() + served,
+        40,
+        "served or shed, nothing else: {answers:?}"
+    );
+    assert!((1..=4).contains(&served), "at most 4 may wait: {answers:?}");
+    for (_, retry, after) in &shed {
+        assert_eq!(
+            retry.as_deref(),
+            Some("1"),
+            "a shed request says when to retry"
+        );
+        assert!(
+            *after < Duration::from_millis(1000),
+            "shed at once, not after waiting: {after:?}"
+        );
+    }
+    for (_, _, after) in &answers {
+        assert!(
+            *after < timeout + Duration::from_secs(1),
+            "answered within the request timeout: {after:?}"
+        );
+    }
+    assert_eq!(node.metrics.http_requests_shed.get(), shed.len() as u64);
+    let mut after = client().get(url(&node, "/kv/k0")).send().await.unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::NOT_FOUND,
+        "{:?}",
+        after.body().await
+    );
+}

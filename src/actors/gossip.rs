@@ -271,6 +271,7 @@ impl Handler<super::fault::InjectFault> for Gossip {
         use super::fault::Fault;
         match msg.0 {
             Fault::Stop => ctx.stop(),
+            Fault::Stall(busy) => std::thread::sleep(busy),
             Fault::Panic => {
                 contain_panic("gossip", ctx, || panic!("injected panic"));
             }

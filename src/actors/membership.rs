@@ -198,6 +198,7 @@ impl Handler<super::fault::InjectFault> for Membership {
         use actix::ActorContext;
         match msg.0 {
             Fault::Stop | Fault::SocketError => ctx.stop(),
+            Fault::Stall(busy) => std::thread::sleep(busy),
             Fault::Panic => {
                 contain_panic("membership", ctx, || panic!("injected panic"));
             }

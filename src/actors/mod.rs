@@ -68,6 +68,9 @@ pub mod fault {
         Panic,
         /// (Gossip only) fail the socket as a real receive error would.
         SocketError,
+        /// Keep the actor's thread busy this long, as an actor that cannot
+        /// keep up with its load would be.
+        Stall(std::time::Duration),
     }
 
     #[derive(actix::Message, Clone, Copy, Debug)]

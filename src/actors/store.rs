@@ -702,6 +702,7 @@ impl Handler<super::fault::InjectFault> for Store {
         use actix::ActorContext;
         match msg.0 {
             Fault::Stop | Fault::SocketError => ctx.stop(),
+            Fault::Stall(busy) => std::thread::sleep(busy),
             Fault::Panic => {
                 contain_panic("store", ctx, || panic!("injected panic"));
             }

@@ -196,6 +196,12 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     request_timeout_ms: u64,
 
+    /// How many HTTP requests may wait on the node at once; one more gets
+    /// 503 with Retry-After at once instead of joining a queue.
+    #[arg(long, global = true, env = "DND_MAX_WAITING_REQUESTS", default_value_t = config::DEFAULT_MAX_WAITING_REQUESTS,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
+    max_waiting_requests: usize,
+
     /// How long a request body may take to arrive; a slower one gets 408
     /// and its connection is closed.
     #[arg(long, global = true, env = "DND_BODY_TIMEOUT_MS", default_value_t = config::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
@@ -614,6 +620,7 @@ impl Cli {
             },
             join_timeout: Duration::from_millis(self.join_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_waiting_requests: self.max_waiting_requests,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
             replication,
             vnodes: self.vnodes,

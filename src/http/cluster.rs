@@ -173,6 +173,7 @@ pub(super) async fn handoff(state: web::Data<AppState>) -> Result<HttpResponse, 
     (status = 403, description = "A role too weak for the request", body = super::openapi::ErrorBody),
     (status = 404, description = "No such member", body = super::openapi::ErrorBody),
     (status = 409, description = "The member is not dead", body = super::openapi::ErrorBody),
+    (status = 503, description = "Gossip did not answer in time, or the node is overloaded", body = super::openapi::ErrorBody),
 ))]
 pub(super) async fn remove(
     req: actix_web::HttpRequest,

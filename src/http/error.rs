@@ -44,6 +44,9 @@ pub enum ApiError {
     BatchTooLarge { given: usize, limit: usize },
     #[error("{0}")]
     Unavailable(String),
+    /// Every place for a waiting request is taken: 503 at once.
+    #[error("the node has as many requests waiting as it takes (--max-waiting-requests); try again shortly")]
+    Overloaded,
     /// Too few replicas answered: 503, saying how many did, how many were
     /// needed and, for a write, which nodes hold it anyway.
     #[error("{message}")]
@@ -157,6 +160,7 @@ impl ResponseError for ApiError {
             | ApiError::ObjectTooLarge(_)
             | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_)
+            | ApiError::Overloaded
             | ApiError::Quorum { .. }
             | ApiError::UnavailableCounted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,

@@ -53,6 +53,11 @@ pub struct AppState {
     pub max_value_bytes: usize,
     /// How long a request waits for an actor before answering 503.
     pub request_timeout: Duration,
+    /// Places for requests waiting on an actor; a request that finds none
+    /// is answered 503 at once (`ApiError::Overloaded`).
+    pub waiting: std::sync::Arc<tokio::sync::Semaphore>,
+    /// When shedding was last logged.
+    pub shed_log: std::sync::Arc<std::sync::Mutex<crate::log_limit::LogLimit<()>>>,
     /// How long a request body may take to arrive before 408.
     pub body_timeout: Duration,
     /// The cluster's N, R and W: `?r=` and `?w=` are checked against N.
@@ -70,7 +75,9 @@ pub struct AppState {
 impl AppState {
     /// Sends `msg` and waits at most the request timeout. A closed mailbox
     /// or a late answer becomes a 503, so a restarting actor never hangs a
-    /// client.
+    /// client; so does a request that finds every waiting place taken, at
+    /// once, so that overload never grows a queue (or the memory its
+    /// requests hold) without bound.
     pub(crate) async fn ask<A, M>(&self, actor: &Addr<A>, msg: M) -> Result<M::Result, ApiError>
     where
         A: actix::Actor + actix::Handler<M>,
@@ -78,6 +85,21 @@ impl AppState {
         M: actix::Message + Send + 'static,
         M::Result: Send,
     {
+        let Ok(_place) = self.waiting.try_acquire() else {
+            self.metrics.http_requests_shed.inc();
+            let log = self
+                .shed_log
+                .lock()
+                .map(|mut limit| limit.allow((), std::time::Instant::now()))
+                .unwrap_or(false);
+            if log {
+                tracing::warn!(
+                    waiting = self.waiting.available_permits(),
+                    "every waiting place is taken; answering 503 until one frees (logged at most once a minute)"
+                );
+            }
+            return Err(ApiError::Overloaded);
+        };
         match tokio::time::timeout(self.request_timeout, actor.send(msg)).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(actix::MailboxError::Closed)) => Err(ApiError::Unavailable(
