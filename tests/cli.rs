@@ -350,6 +350,12 @@ fn help_lists_the_commands_and_flags() {
         "DND_SERVER_PORT",
         "-v",
         "-q",
+        "get",
+        "put",
+        "status",
+        "bench",
+        "--endpoint",
+        "--max-waiting-requests",
     ] {
         assert!(help.contains(expected), "help lacks {expected}:\n{help}");
     }

@@ -32,8 +32,10 @@ use tracing_subscriber::EnvFilter;
 /// definitely not dynamo: a Dynamo-style distributed key-value store.
 ///
 /// Start a cluster with `dnd start`, add nodes with `dnd join HOST:PORT`
-/// (the gossip address of any member). Every node serves the HTTP API:
-/// GET/PUT/POST/DELETE /kv/{key}, GET /cluster/members, GET /health.
+/// (the gossip address of any member). Every node serves the HTTP API
+/// (GET/PUT/POST/DELETE /kv/{key}, GET /cluster/status, ...; described at
+/// /openapi.json) and a dashboard at /ui; `dnd get`, `dnd put` and `dnd
+/// status` are its client.
 #[derive(Debug, Parser)]
 #[command(name = "dnd", version, propagate_version = true)]
 struct Cli {
