@@ -54,8 +54,11 @@ pub struct Explanation {
     pub coordinator: String,
     pub preference_list: Vec<Placed>,
     /// Nodes further round the ring that could stand in for a replica
-    /// failing during the request.
+    /// failing during the request: the first [`MAX_SPARES_SHOWN`] of them.
     pub spares: Vec<String>,
+    /// How many more there are, not listed: an explanation stays a few
+    /// hundred bytes however large the cluster (it may travel in a header).
+    pub spares_not_shown: usize,
     /// R or W: the replicas the request waited for.
     pub needed: usize,
     /// Whether R or W was met; `None` when no replica was asked.
@@ -77,6 +80,9 @@ pub struct Explanation {
     /// Why nothing was asked, or anything else worth saying.
     pub notes: Vec<String>,
 }
+
+/// The most spares an explanation lists.
+pub const MAX_SPARES_SHOWN: usize = 8;
 
 /// An explanation being filled, shared by the handler and the futures of
 /// the request's round.
@@ -155,7 +161,13 @@ impl Trace {
                     stands_in_for: target.hint_for.map(|home| home.to_string()),
                 })
                 .collect();
-            record.spares = placement.spares.iter().map(ToString::to_string).collect();
+            record.spares = placement
+                .spares
+                .iter()
+                .take(MAX_SPARES_SHOWN)
+                .map(ToString::to_string)
+                .collect();
+            record.spares_not_shown = placement.spares.len().saturating_sub(MAX_SPARES_SHOWN);
         });
     }
 
@@ -262,6 +274,21 @@ mod tests {
         };
         let trace = Trace::new();
         trace.begin("read", a, &placement, 2);
+        let many = Placement {
+            spares: (10..1010).map(NodeId::from_u64).collect(),
+            ..placement.clone()
+        };
+        let crowded = Trace::new();
+        crowded.begin("read", a, &many, 2);
+        let listed = crowded.explanation();
+        assert_eq!(
+            (listed.spares.len(), listed.spares_not_shown),
+            (MAX_SPARES_SHOWN, 992)
+        );
+        assert!(
+            serde_json::to_string(&listed).unwrap().len() < 1024,
+            "small in a large cluster"
+        );
         let mut copy = Object::new();
         copy.write(
             a,
