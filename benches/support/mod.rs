@@ -25,18 +25,8 @@ pub use dnd::load::histogram::Histogram;
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// User and system CPU time of the processes `pids` (`self` for this one)
-/// so far, in seconds, from `/proc` (Linux; clock ticks of 10 ms).
-pub fn cpu_seconds(pids: &[String]) -> Option<f64> {
-    let mut ticks = 0;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name: state is the first, utime the 12th.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    }
-    Some(ticks as f64 / 100.0)
-}
+/// The load tool's reading of a process's CPU time.
+pub use dnd::load::cpu_seconds;
 
 /// The load tool's values, so that the benches write what it writes.
 pub use dnd::load::value_of;

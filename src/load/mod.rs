@@ -571,7 +571,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 /// User and system CPU time of the processes `pids` (`self` for this one)
 /// so far, in seconds, from `/proc` (Linux; clock ticks of 10 ms).
-fn cpu_seconds(pids: &[String]) -> Option<f64> {
+pub fn cpu_seconds(pids: &[String]) -> Option<f64> {
     let mut ticks = 0;
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
