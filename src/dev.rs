@@ -47,6 +47,8 @@ pub struct DevNode {
     /// Extra environment for this node's process (a faked clock, say).
     pub env: Vec<(String, String)>,
     child: Option<Child>,
+    /// How the last process of this node ended, once it has been seen to.
+    last_exit: Option<std::process::ExitStatus>,
 }
 
 impl DevNode {
@@ -66,7 +68,12 @@ impl DevNode {
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(None)) => true,
-            Some(Ok(Some(_)) | Err(_)) => {
+            Some(Ok(Some(status))) => {
+                self.last_exit = Some(status);
+                self.child = None;
+                false
+            }
+            Some(Err(_)) => {
                 self.child = None;
                 false
             }
@@ -83,9 +90,11 @@ pub enum DevError {
         node: String,
         source: std::io::Error,
     },
-    #[error("{node} exited before it was ready; its log is {log}, which ends:\n{tail}")]
+    #[error("{node} exited before it was ready ({status}); its log is {log}, which ends:\n{tail}")]
     Exited {
         node: String,
+        /// The exit code or the signal, as the system reported it.
+        status: String,
         log: PathBuf,
         /// The log's last lines, since a test removes the file with its
         /// directory.
@@ -186,6 +195,9 @@ impl DevCluster {
                 if node.child.is_some() && !node.is_running() {
                     return Err(DevError::Exited {
                         node: node.name.clone(),
+                        status: node
+                            .last_exit
+                            .map_or_else(|| "status unknown".into(), |s| s.to_string()),
                         log: node.log.clone(),
                         tail: last_lines(&node.log, 20),
                     });
@@ -297,6 +309,7 @@ fn lay_out(options: &DevOptions, i: usize) -> DevNode {
         http_port,
         env: Vec::new(),
         child: None,
+        last_exit: None,
     }
 }
 

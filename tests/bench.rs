@@ -137,3 +137,122 @@ fn an_unreachable_target_is_a_clear_error() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// The node's resident memory, from `/proc/PID/status`.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// More load than the node can serve, from outside: 256 connections
+/// sending 64 KiB writes as fast as they are answered, against a node that
+/// lets 16 requests wait. The node sheds the rest with 503, answers every
+/// request within its request timeout, and its memory stops growing: what
+/// it holds is bounded by its limits, not by the load.
+#[test]
+fn sustained_overload_is_shed_with_memory_bounded_and_every_request_answered_in_time() {
+    const VALUE: usize = 64 << 10;
+    const CLIENTS: u64 = 256;
+    let dir = tempfile::tempdir().unwrap();
+    let node = DndProcess::spawn(
+        &dir.path().join("node"),
+        &[
+            "--storage",
+            "memory",
+            "--max-waiting-requests",
+            "16",
+            "--request-timeout-ms",
+            "2000",
+            "start",
+        ],
+    );
+    eventually_blocking(
+        Duration::from_secs(30),
+        "the node to answer /health",
+        || node_is_healthy(&node),
+    );
+    let pid = node.child.id();
+    let before = resident_bytes(pid).expect("the node's resident memory");
+
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.extend(resident_bytes(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        })
+    };
+    let report = dir.path().join("report.json");
+    let target = node.http_addr().to_string();
+    // 64 records, each overwritten again and again: the data stays small,
+    // so whatever grows is what the load made the node hold.
+    let output = bench(&[
+        "--target",
+        &target,
+        "--workload",
+        "load",
+        "--records",
+        "64",
+        "--duration",
+        "8",
+        "--value-size",
+        &VALUE.to_string(),
+        "--concurrency",
+        &CLIENTS.to_string(),
+        "--threads",
+        "2",
+        // A request not answered within the node's timeout (and a margin
+        // for the loaded machine) counts as a `timeout` failure.
+        "--timeout-ms",
+        "4000",
+        "--json",
+        report.to_str().unwrap(),
+        "-q",
+    ]);
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("no report ({e}): {stderr}"));
+    let phase = &report["phases"][0];
+    let errors = phase["errors"].as_object().expect("errors by kind");
+    for (kind, count) in errors {
+        assert!(
+            kind.ends_with("HTTP 503"),
+            "only shedding may fail a request, not {kind} ({count}): {phase}"
+        );
+    }
+    assert!(phase["done"].as_u64().unwrap() > 0, "{phase}");
+
+    let shed = dnd::dev::metric(node.http_addr(), "dnd_http_requests_shed_total")
+        .expect("the shed counter");
+    assert!(shed > 0, "the load was more than the node could serve");
+
+    assert!(samples.len() > 20, "{} samples", samples.len());
+    let peak = *samples.iter().max().unwrap();
+    // Requests' bodies in flight (one per connection), the ones waiting,
+    // the 64 values and their siblings, and the allocator's slack.
+    let bound = CLIENTS * VALUE as u64 * 2 + (64 << 20);
+    assert!(
+        peak - before.min(peak) < bound,
+        "resident memory grew by {} MiB (bound {} MiB)",
+        (peak - before.min(peak)) >> 20,
+        bound >> 20
+    );
+    // No growth with time: the second half's peak is near the first's.
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let (first, second) = (*first.iter().max().unwrap(), *second.iter().max().unwrap());
+    assert!(
+        second < first + (16 << 20),
+        "memory kept growing under steady load: {} MiB then {} MiB",
+        first >> 20,
+        second >> 20
+    );
+    assert!(node_is_healthy(&node).is_some(), "the node still serves");
+}
