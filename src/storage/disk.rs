@@ -4,7 +4,7 @@
 //! thread. Must never acknowledge a write fjall has not handed to the OS,
 //! and never panic on a key the trait contract refuses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,9 +48,14 @@ impl DiskEngine {
             .map_err(engine_error)?;
         let (sync_per_write, syncer) = match sync {
             SyncPolicy::Always => (true, None),
-            SyncPolicy::Periodic(interval) => {
-                (false, Some(PeriodicSync::start(db.clone(), interval)))
-            }
+            SyncPolicy::Periodic(interval) => (
+                false,
+                Some(PeriodicSync::start(
+                    db.clone(),
+                    path.to_path_buf(),
+                    interval,
+                )),
+            ),
         };
         Ok(DiskEngine {
             db,
@@ -71,15 +76,16 @@ impl DiskEngine {
 }
 
 impl PeriodicSync {
-    fn start(db: Database, interval: Duration) -> Self {
+    fn start(db: Database, dir: PathBuf, interval: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("dnd-fsync".into())
             .spawn(move || {
+                let mut journal = JournalSync::new(dir);
                 while !stop_flag.load(Ordering::Relaxed) {
                     std::thread::park_timeout(interval);
-                    if let Err(e) = db.persist(PersistMode::SyncData) {
+                    if let Err(e) = journal.sync(&db) {
                         tracing::error!(error = %e, "background fsync failed");
                     }
                 }
@@ -92,6 +98,79 @@ impl PeriodicSync {
         }
         PeriodicSync { stop, thread }
     }
+}
+
+/// Makes what fjall's journal was handed durable without holding its lock.
+///
+/// `Database::persist(SyncData)` keeps the journal's writer locked through
+/// the `fdatasync`, so every write (and the Store's thread with it) waits
+/// for the disk once per interval: the tail of the latencies. Instead the
+/// buffered bytes are handed to the OS under the lock (`Buffer`, a
+/// `write`), and the active journal file is synced through a handle of its
+/// own, which flushes the same inode's pages while writes go on. A journal
+/// that was rotated away in between was synced by fjall when it was sealed.
+struct JournalSync {
+    dir: PathBuf,
+    /// The active journal and a handle on it, reopened when fjall rotates.
+    open: Option<(PathBuf, std::fs::File)>,
+    /// Whether the fallback to fjall's own sync was already logged.
+    fallback_logged: bool,
+}
+
+impl JournalSync {
+    fn new(dir: PathBuf) -> Self {
+        JournalSync {
+            dir,
+            open: None,
+            fallback_logged: false,
+        }
+    }
+
+    fn sync(&mut self, db: &Database) -> Result<(), fjall::Error> {
+        db.persist(PersistMode::Buffer)?;
+        match self.active_handle() {
+            Ok(file) => file.sync_data().map_err(fjall::Error::from),
+            Err(e) => {
+                if !self.fallback_logged {
+                    self.fallback_logged = true;
+                    tracing::warn!(error = %e, dir = %self.dir.display(),
+                        "cannot open fjall's active journal; syncing through fjall, which holds writes meanwhile (logged once)");
+                }
+                db.persist(PersistMode::SyncData)
+            }
+        }
+    }
+
+    fn active_handle(&mut self) -> std::io::Result<&std::fs::File> {
+        let active = active_journal(&self.dir)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no journal file"))?;
+        if self.open.as_ref().map(|(path, _)| path) != Some(&active) {
+            let file = std::fs::File::open(&active)?;
+            self.open = Some((active, file));
+        }
+        Ok(&self.open.as_ref().expect("just opened").1)
+    }
+}
+
+/// The journal fjall writes to: the highest-numbered `N.jnl` in its
+/// directory (it rotates to the next number, and removes old ones once
+/// their data is in tables).
+fn active_journal(dir: &Path) -> std::io::Result<Option<PathBuf>> {
+    let mut active: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let number = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jnl"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(number) = number {
+            if active.as_ref().is_none_or(|(highest, _)| number > *highest) {
+                active = Some((number, path));
+            }
+        }
+    }
+    Ok(active.map(|(_, path)| path))
 }
 
 impl Drop for PeriodicSync {
@@ -230,6 +309,35 @@ mod tests {
         let engine = DiskEngine::open(dir.path(), SyncPolicy::Always).unwrap();
         assert_eq!(engine.get(b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
         assert_eq!(engine.get(b"gone").unwrap(), None);
+    }
+
+    #[test]
+    fn the_active_journal_is_the_highest_numbered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["9.jnl", "10.jnl", "2.jnl", "11.jnl.tmp", "x.jnl", "lock"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(
+            active_journal(dir.path()).unwrap(),
+            Some(dir.path().join("10.jnl"))
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(active_journal(empty.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn the_file_synced_is_the_one_fjall_writes_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine =
+            DiskEngine::open(dir.path(), SyncPolicy::Periodic(Duration::from_secs(3600))).unwrap();
+        engine.put(b"a-key-to-find", b"a-value-to-find").unwrap();
+        let mut journal = JournalSync::new(dir.path().to_path_buf());
+        journal.sync(&engine.db).unwrap();
+        assert!(!journal.fallback_logged, "the journal was found");
+        let (path, _) = journal.open.as_ref().expect("a journal handle");
+        let bytes = std::fs::read(path).unwrap();
+        let holds = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(holds(b"a-key-to-find") && holds(b"a-value-to-find"));
     }
 
     #[test]
