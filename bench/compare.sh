@@ -7,6 +7,8 @@
 #   3. dnd, one node, the default disk engine (--sync periodic); the reference,
 #      also measured open-loop at half its peak
 #   4. dnd, three nodes, N=3 R=2 W=2, load spread over all three
+#      (dnd-3), and the same with the cluster secret on (dnd-3-secret:
+#      gossip sealed, replica channel under Noise)
 #   5. etcd 3.4, one member, through its v3 JSON gateway
 #   6. etcd 3.4, three members, load spread over all three
 #   7. Redis through redis-benchmark, for reference (another protocol)
@@ -36,7 +38,7 @@
 # Defaults: 10 s per phase, 32 clients on 2 threads, 10,000 records, 100 B values,
 # 1,000,000 keys for the memory figures, 100,000 keys to list, batches of 100,
 # 10,000 watches, docs/figures/compare.md, every system: --systems
-# ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
+# ceiling,dnd-memory,dnd-disk,dnd-3,dnd-3-secret,etcd-1,etcd-3,redis,memory,list,batch,watch
 # (a subset leaves the others' figures out). Takes about 10 minutes.
 #
 # It installs what the systems asked for lack (etcd-server, redis-server,
@@ -65,7 +67,7 @@ WATCHES=10000
 OUT=docs/figures/compare.md
 README=README.md
 INSTALL=1
-ALL_SYSTEMS=ceiling,dnd-memory,dnd-disk,dnd-3,etcd-1,etcd-3,redis,memory,list,batch,watch
+ALL_SYSTEMS=ceiling,dnd-memory,dnd-disk,dnd-3,dnd-3-secret,etcd-1,etcd-3,redis,memory,list,batch,watch
 SYSTEMS=$ALL_SYSTEMS
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -334,9 +336,10 @@ system_dnd_disk() {
     --half-peak
 }
 
-# dnd_cluster_3 NAME: three dnd nodes (N=3, R=2, W=2), converged; sets DND_URLS.
+# dnd_cluster_3 NAME [FLAGS...]: three dnd nodes (N=3, R=2, W=2), each with
+# FLAGS, converged; sets DND_URLS.
 dnd_cluster_3() {
-  local name=$1 quorum=(--replicas 3 --read-quorum 2 --write-quorum 2) seed http=() first
+  local name=$1 quorum=(--replicas 3 --read-quorum 2 --write-quorum 2 "${@:2}") seed http=() first
   dnd_node "${name}a" "${quorum[@]}" start
   seed=$DND_GOSSIP
   first=$LAST_PID
@@ -356,6 +359,14 @@ ETCD_3_DURABILITY="a majority (2 of 3) fsynced its raft log before the commit is
 system_dnd_3() {
   dnd_cluster_3 dnd-3
   measure dnd-3 "$DND_3_LABEL" other "$DND_3_DURABILITY" dnd "$DND_URLS"
+}
+
+# The same cluster with the cluster secret: gossip sealed, the replica
+# channel under Noise (AES-GCM); the HTTP API stays plain.
+system_dnd_3_secret() {
+  "$DND" keygen >"$WORK/cluster.secret" || die "dnd keygen failed"
+  dnd_cluster_3 dnd-3-secret --cluster-secret-file "$WORK/cluster.secret"
+  measure dnd-3-secret "dnd, 3 nodes, cluster secret" other "$DND_3_DURABILITY" dnd "$DND_URLS"
 }
 
 system_etcd_1() {
@@ -456,6 +467,7 @@ for system in ${SYSTEMS//,/ }; do
     dnd-memory) system_dnd_memory ;;
     dnd-disk) system_dnd_disk ;;
     dnd-3) system_dnd_3 ;;
+    dnd-3-secret) system_dnd_3_secret ;;
     etcd-1) system_etcd_1 ;;
     etcd-3) system_etcd_3 ;;
     redis) system_redis ;;

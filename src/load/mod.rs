@@ -421,6 +421,9 @@ pub struct SummaryArgs {
     /// Id of the etcd cluster run it is compared with.
     #[arg(long, value_name = "ID", default_value = "etcd-3")]
     pub peer_cluster: String,
+    /// Id of the run of the same cluster with the cluster secret on.
+    #[arg(long, value_name = "ID", default_value = "dnd-3-secret")]
+    pub secret_cluster: String,
 }
 
 fn parse_target(text: &str) -> std::result::Result<SocketAddr, String> {
