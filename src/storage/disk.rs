@@ -144,11 +144,12 @@ impl JournalSync {
     fn active_handle(&mut self) -> std::io::Result<&std::fs::File> {
         let active = active_journal(&self.dir)?
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no journal file"))?;
-        if self.open.as_ref().map(|(path, _)| path) != Some(&active) {
+        if self.open.as_ref().is_none_or(|(path, _)| *path != active) {
             let file = std::fs::File::open(&active)?;
             self.open = Some((active, file));
         }
-        Ok(&self.open.as_ref().expect("just opened").1)
+        let (_, file) = self.open.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
+        Ok(file)
     }
 }
 
