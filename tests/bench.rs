@@ -252,14 +252,28 @@ fn sustained_overload_is_shed_with_memory_bounded_and_every_request_answered_in_
         (peak - before.min(peak)) >> 20,
         bound >> 20
     );
-    // No growth with time: the second half's peak is near the first's.
-    let (first, second) = samples.split_at(samples.len() / 2);
-    let (first, second) = (*first.iter().max().unwrap(), *second.iter().max().unwrap());
+    // No growth with time. The first quarter is the warm-up (connections
+    // open, the allocator's caches fill). Some 60,000 requests arrive in
+    // the last half, so a leak of a kilobyte per request would add tens of
+    // MiB between the second quarter's peak and the last one's; where the
+    // allocator places the in-flight bodies moves the peak by one or two
+    // rounds of them.
+    let quarter = samples.len() / 4;
+    let settled = *samples[quarter..2 * quarter].iter().max().unwrap();
+    let last = *samples[3 * quarter..].iter().max().unwrap();
+    let margin = 2 * CLIENTS * VALUE as u64;
+    eprintln!(
+        "overload: peaks by quarter {:?} MiB",
+        samples
+            .chunks(quarter.max(1))
+            .map(|c| c.iter().max().unwrap() >> 20)
+            .collect::<Vec<_>>()
+    );
     assert!(
-        second < first + (16 << 20),
-        "memory kept growing under steady load: {} MiB then {} MiB",
-        first >> 20,
-        second >> 20
+        last < settled + margin,
+        "memory kept growing under steady load: {} MiB, then {} MiB at the end",
+        settled >> 20,
+        last >> 20
     );
     assert!(node_is_healthy(&node).is_some(), "the node still serves");
 }
